@@ -1,0 +1,163 @@
+"""Reading the BEIR layout with line-precise errors, and writing files atomically.
+
+The BEIR layout (Thakur et al., 2021) is the retrieval field's convention:
+
+    corpus.jsonl       {"_id": "4983", "title": "...", "text": "..."}   one document a line
+    queries.jsonl      {"_id": "0", "text": "..."}                     one query a line
+    qrels/<split>.tsv  query-id <TAB> corpus-id <TAB> score            with a header line
+
+Every reader names the file, the line and the field of the first bad record. Every writer goes through
+`atomic_write`: the bytes land under a temporary name in the same folder and are renamed over the target only once
+complete, so a crash never leaves half a file where a good one stood.
+
+Not here: downloading data sets (the user or ../shared provides them) and the mined-data format (see mining).
+"""
+
+import contextlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Dict, Iterator, List, Tuple
+
+from hnm.errors import InputError
+
+Qrels = Dict[str, Dict[str, int]]  # query id -> {document id: graded relevance}
+
+
+@contextlib.contextmanager
+def atomic_write(path, mode: str = "w", encoding: str = "utf-8") -> Iterator:
+    """Open a temporary file beside `path`; on a clean exit, flush, fsync and rename it over `path`.
+
+    On an exception the temporary file is removed and `path` keeps its old content (or stays absent).
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": encoding})) as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def read_jsonl(path, required: Tuple[str, ...] = ()) -> Iterator[Tuple[int, dict]]:
+    """Yield (line number, record) for each non-blank line; a bad line raises InputError naming file and line.
+
+    Every field in `required` must be present with a string value; "_id" may also be an integer (it becomes str).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such file")
+    with open(path, encoding="utf-8") as f:
+        lineno = 0
+        while True:
+            lineno += 1
+            try:
+                line = f.readline()
+            except UnicodeDecodeError as e:
+                raise InputError(f"{path}:{lineno}: not valid UTF-8 ({e.reason} at byte {e.start})") from None
+            if not line:
+                return
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise InputError(f"{path}:{lineno}: not valid JSON ({e.msg} at column {e.colno})") from None
+            if not isinstance(record, dict):
+                raise InputError(f"{path}:{lineno}: expected a JSON object, got {type(record).__name__}")
+            for field in required:
+                value = record.get(field)
+                if field == "_id" and isinstance(value, int) and not isinstance(value, bool):
+                    record[field] = value = str(value)
+                if not isinstance(value, str):
+                    what = "missing" if field not in record else f"a {type(value).__name__}, not a string"
+                    raise InputError(f"{path}:{lineno}: field {field!r} is {what}")
+            yield lineno, record
+
+
+def read_corpus(path) -> Dict[str, dict]:
+    """corpus.jsonl -> {doc id: {"title": str, "text": str}}; the title is optional, duplicate ids are an error."""
+    corpus: Dict[str, dict] = {}
+    for lineno, rec in read_jsonl(path, required=("_id", "text")):
+        if rec["_id"] in corpus:
+            raise InputError(f"{path}:{lineno}: field '_id' repeats document id {rec['_id']!r}")
+        title = rec.get("title") or ""
+        if not isinstance(title, str):
+            raise InputError(f"{path}:{lineno}: field 'title' is a {type(title).__name__}, not a string")
+        corpus[rec["_id"]] = {"title": title, "text": rec["text"]}
+    return corpus
+
+
+def read_queries(path) -> Dict[str, str]:
+    """queries.jsonl -> {query id: text}."""
+    queries: Dict[str, str] = {}
+    for lineno, rec in read_jsonl(path, required=("_id", "text")):
+        if rec["_id"] in queries:
+            raise InputError(f"{path}:{lineno}: field '_id' repeats query id {rec['_id']!r}")
+        queries[rec["_id"]] = rec["text"]
+    return queries
+
+
+def read_qrels(path) -> Qrels:
+    """qrels/<split>.tsv -> {query id: {doc id: score}}; the header line is skipped if present."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such file")
+    qrels: Qrels = {}
+    with open(path, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, start=1):
+            parts = line.rstrip("\n\r").split("\t")
+            if not line.strip() or (lineno == 1 and parts[0] in ("query-id", "query_id", "qid")):
+                continue
+            if len(parts) != 3:
+                raise InputError(f"{path}:{lineno}: expected 3 tab-separated fields "
+                                 f"(query-id, corpus-id, score), got {len(parts)}")
+            qid, did, score = parts
+            try:
+                qrels.setdefault(qid, {})[did] = int(score)
+            except ValueError:
+                raise InputError(f"{path}:{lineno}: field 'score' is {score!r}, not an integer") from None
+    return qrels
+
+
+def load_beir(folder, split: str) -> Tuple[Dict[str, dict], Dict[str, str], Qrels]:
+    """Read a BEIR-layout folder: (corpus, queries judged in `split`, qrels of `split`).
+
+    Judgments that name an unknown query or document are an error, since they would silently change every metric.
+    """
+    folder = Path(folder)
+    qrels_path = folder / "qrels" / f"{split}.tsv"
+    if not qrels_path.is_file():
+        have = sorted(p.stem for p in (folder / "qrels").glob("*.tsv"))
+        raise FileNotFoundError(f"{qrels_path}: no such file; splits here: {', '.join(have) or 'none'}")
+    corpus = read_corpus(folder / "corpus.jsonl")
+    all_queries = read_queries(folder / "queries.jsonl")
+    qrels = read_qrels(qrels_path)
+    for qid, docs in qrels.items():
+        if qid not in all_queries:
+            raise InputError(f"{qrels_path}: query id {qid!r} is not in {folder / 'queries.jsonl'}")
+        missing = [d for d in docs if d not in corpus]
+        if missing:
+            raise InputError(f"{qrels_path}: query {qid!r} judges document {missing[0]!r}, "
+                             f"which is not in {folder / 'corpus.jsonl'}")
+    queries = {qid: all_queries[qid] for qid in qrels}
+    return corpus, queries, qrels
+
+
+def document_text(doc: dict) -> str:
+    """The text an encoder or BM25 sees for a BEIR document: title and text joined by a space, as BEIR does."""
+    return f"{doc['title']} {doc['text']}".strip() if doc.get("title") else doc["text"]
+
+
+def write_jsonl(path, records: List[dict]) -> None:
+    """Write records as JSON lines, atomically."""
+    with atomic_write(path) as f:
+        for rec in records:
+            f.write(json.dumps(rec, ensure_ascii=False) + "\n")
