@@ -1,0 +1,165 @@
+"""Texts to vectors with one model of weights.lock: prefixes, batching by length, pooling, and an on-disk cache.
+
+    emb = Embedder.load("all-MiniLM-L6-v2")
+    vectors = emb.encode(["first text", "second text"], kind="document")   # (2, 384) float32, input order
+
+`encode` prepends the model's query or document prefix, tokenises, sorts texts by token count so that each batch
+pads little, runs the encoder without gradients, pools and (per the lock) L2-normalises, and puts the rows back in
+input order. Optional bfloat16 autocast roughly doubles CPU speed for a cosine of about 0.9999 to the float32 vectors.
+
+The cache keeps vectors under $HNM_HOME/embeddings/<identity>/, where <identity> hashes everything a vector depends
+on besides its text: the sha256 of the model's three files, the prefix, the maximum length, the pooling, the
+normalisation and the precision. A change to any of them therefore lands in a new folder and never reuses a stale
+vector. Inside, each text is keyed by the sha256 of its prefixed form. New vectors are written every
+`flush_every` texts as an atomically renamed shard, so a killed run keeps what it had finished.
+
+Not here: combining models (ensemble.py) and similarity search (search.py).
+"""
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+import torch
+
+from hnm.data import atomic_write
+from hnm.encoder import EncoderConfig, build_encoder
+from hnm.pooling import l2_normalize, pool
+from hnm.progress import Progress
+from hnm.tokenize import Batch, Tokenizer
+from hnm.weights import ModelSpec, fetch, home, load_safetensors_strict, model_spec
+
+PRECISIONS = ("float32", "bfloat16")
+
+
+@dataclass(frozen=True)
+class EmbedConfig:
+    batch_size: int = 32  # texts per forward pass
+    precision: str = "float32"  # "float32", or "bfloat16" autocast (faster on CPUs with bf16 units)
+    cache: bool = True  # read and write the on-disk vector cache
+    flush_every: int = 4096  # texts encoded between two cache shards (what a killed run can lose at most)
+
+
+class EmbeddingCache:
+    """Vectors on disk in one folder per identity, as .npz shards of (keys: (n, 32) uint8 sha256, vectors: (n, D))."""
+
+    def __init__(self, root: Path, identity: dict):
+        blob = json.dumps(identity, sort_keys=True).encode()
+        self.folder = root / hashlib.sha256(blob).hexdigest()[:24]
+        self.identity = identity
+        self._rows: Optional[Dict[bytes, np.ndarray]] = None
+
+    def _load(self) -> Dict[bytes, np.ndarray]:
+        if self._rows is None:
+            self._rows = {}
+            for shard in sorted(self.folder.glob("shard-*.npz")):
+                with np.load(shard, allow_pickle=False) as z:
+                    for key, vec in zip(z["keys"], z["vectors"]):
+                        self._rows[key.tobytes()] = vec
+        return self._rows
+
+    def get(self, key: bytes) -> Optional[np.ndarray]:
+        return self._load().get(key)
+
+    def add(self, keys: List[bytes], vectors: np.ndarray) -> None:
+        if not keys:
+            return
+        self.folder.mkdir(parents=True, exist_ok=True)
+        if not (self.folder / "identity.json").exists():
+            with atomic_write(self.folder / "identity.json") as f:
+                json.dump(self.identity, f, indent=1)
+        key_array = np.frombuffer(b"".join(keys), dtype=np.uint8).reshape(len(keys), 32)
+        name = hashlib.sha256(key_array.tobytes()).hexdigest()[:16]
+        with atomic_write(self.folder / f"shard-{name}.npz", "wb") as f:
+            np.savez(f, keys=key_array, vectors=vectors.astype(np.float32))
+        rows = self._load()
+        for k, v in zip(keys, vectors):
+            rows[k] = v
+
+
+class Embedder:
+    def __init__(self, spec: ModelSpec, folder: Path, cfg: EmbedConfig = EmbedConfig()):
+        if cfg.precision not in PRECISIONS:
+            raise ValueError(f"precision {cfg.precision!r} is not one of {', '.join(PRECISIONS)}")
+        self.spec = spec
+        self.cfg = cfg
+        self.model = build_encoder(EncoderConfig.from_json(folder / "config.json"))
+        load_safetensors_strict(self.model, folder / "model.safetensors")
+        self.model.eval()
+        self.tokenizer = Tokenizer.from_file(folder / "tokenizer.json", spec.max_length)
+        self.dim = self.model.config.hidden_size
+        self._caches: Dict[str, EmbeddingCache] = {}
+
+    @classmethod
+    def load(cls, name: str, cfg: EmbedConfig = EmbedConfig(), lock: Optional[dict] = None,
+             quiet: bool = False) -> "Embedder":
+        """Fetch (if needed) and load the model `name` of weights.lock."""
+        spec = model_spec(name, lock)
+        return cls(spec, fetch(name, lock, quiet=quiet), cfg)
+
+    def prefix(self, kind: str) -> str:
+        if kind not in ("query", "document"):
+            raise ValueError(f"kind must be 'query' or 'document', not {kind!r}")
+        return self.spec.query_prefix if kind == "query" else self.spec.document_prefix
+
+    def cache(self, kind: str) -> EmbeddingCache:
+        prefix = self.prefix(kind)
+        if prefix not in self._caches:
+            identity = {"model": self.spec.name, "files": {f: s.sha256 for f, s in sorted(self.spec.files.items())},
+                        "prefix": prefix, "max_length": self.spec.max_length, "pooling": self.spec.pooling,
+                        "normalize": self.spec.normalize, "precision": self.cfg.precision}
+            self._caches[prefix] = EmbeddingCache(home() / "embeddings", identity)
+        return self._caches[prefix]
+
+    def forward(self, texts: Sequence[str]) -> np.ndarray:
+        """One batch of already-prefixed texts -> (B, D) float32 vectors, no cache."""
+        return self._vectors(self.tokenizer(texts))
+
+    @torch.no_grad()
+    def _vectors(self, batch: Batch) -> np.ndarray:
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.cfg.precision == "bfloat16"):
+            hidden = self.model(batch.input_ids, batch.attention_mask, batch.token_type_ids)  # (B, T, H)
+            vectors = pool(self.spec.pooling, hidden.float(), batch.attention_mask)  # (B, H)
+        if self.spec.normalize:
+            vectors = l2_normalize(vectors)
+        return vectors.float().numpy()
+
+    def encode(self, texts: Sequence[str], kind: str = "document", quiet: bool = False) -> np.ndarray:
+        """(N,) texts -> (N, D) float32 vectors in input order, through the cache when it is on."""
+        prefixed = [self.prefix(kind) + t for t in texts]
+        out = np.zeros((len(prefixed), self.dim), dtype=np.float32)
+        keys = [hashlib.sha256(t.encode("utf-8")).digest() for t in prefixed]
+        cache = self.cache(kind) if self.cfg.cache else None
+        todo: Dict[bytes, List[int]] = {}  # each distinct missing text once, with every row that wants it
+        for i, key in enumerate(keys):
+            hit = cache.get(key) if cache else None
+            if hit is not None:
+                out[i] = hit
+            else:
+                todo.setdefault(key, []).append(i)
+        missing = list(todo)
+        with Progress(len(missing), desc=f"embed {self.spec.name}", quiet=quiet or not missing) as bar:
+            for start in range(0, len(missing), self.cfg.flush_every):
+                block = missing[start:start + self.cfg.flush_every]
+                block_texts = [prefixed[todo[k][0]] for k in block]
+                vectors = self._encode_sorted(block_texts, bar)
+                for k, v in zip(block, vectors):
+                    out[todo[k]] = v
+                if cache:
+                    cache.add(block, vectors)
+        return out
+
+    def _encode_sorted(self, texts: List[str], bar: Progress) -> np.ndarray:
+        """Encode longest texts first in batches of similar length; return rows in the order given."""
+        encodings = self.tokenizer.encode(texts)
+        order = np.argsort([-len(e.ids) for e in encodings], kind="stable")
+        vectors = np.zeros((len(texts), self.dim), dtype=np.float32)
+        bs = self.cfg.batch_size
+        for start in range(0, len(texts), bs):
+            idx = order[start:start + bs]
+            vectors[idx] = self._vectors(self.tokenizer.pad([encodings[i] for i in idx]))
+            bar.update(len(idx))
+        return vectors
