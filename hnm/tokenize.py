@@ -36,11 +36,11 @@ class Batch:
 
 class Tokenizer:
     def __init__(self, tokenizer: HFTokenizer, max_length: int):
+        self.pad_id = self._pad_id(tokenizer)  # read before the baked-in padding, which names it, is switched off
         tokenizer.no_padding()
         tokenizer.no_truncation()
         self.tok = tokenizer
         self.max_length = max_length
-        self.pad_id = self._pad_id(tokenizer)
         self.specials_single = tokenizer.num_special_tokens_to_add(is_pair=False)
         self.specials_pair = tokenizer.num_special_tokens_to_add(is_pair=True)
 
@@ -50,7 +50,13 @@ class Tokenizer:
 
     @staticmethod
     def _pad_id(tokenizer: HFTokenizer) -> int:
-        """The id of the padding token: BERT's [PAD] is 0, MPNet's <pad> is 1."""
+        """The id of the padding token: BERT's [PAD] is 0, MPNet's <pad> is 1.
+
+        The file's own padding setting names it; without one, [PAD] then <pad> are looked up. (MPNet's vocabulary
+        also holds a "[PAD]", id 4, that the model never saw as padding, so the order matters.)
+        """
+        if tokenizer.padding is not None:
+            return tokenizer.padding["pad_id"]
         for token in ("[PAD]", "<pad>"):
             token_id = tokenizer.token_to_id(token)
             if token_id is not None:

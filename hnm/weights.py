@@ -30,7 +30,7 @@ import time
 import tomllib
 import zipfile
 from dataclasses import dataclass, field
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
 import requests
@@ -93,9 +93,8 @@ def home() -> Path:
 
 def safe_join(root: Path, relative: str) -> Path:
     """root / relative, refusing any name that could land outside root ('../x', '/etc/x', 'a\\b', '')."""
-    parts = PurePosixPath(relative).parts
-    if (not relative or "\\" in relative or relative.startswith("/") or any(p in ("..", ".", "") for p in parts)
-            or ":" in parts[0]):
+    parts = relative.split("/")
+    if "\\" in relative or ":" in parts[0] or any(p in ("", ".", "..") for p in parts):
         raise WeightsError(f"file name {relative!r} in the lock is not a plain relative path inside the cache")
     path = root.joinpath(*parts)
     if not path.resolve().is_relative_to(root.resolve()):
@@ -216,6 +215,7 @@ def download(url: str, dest: Path, spec: FileSpec, fname: str, cfg: FetchConfig 
     Raises _NotThere on a 4xx, requests' exceptions once the retries are spent, WeightsError on a hash mismatch.
     """
     session = session or requests.Session()
+    dest.parent.mkdir(parents=True, exist_ok=True)
     part = dest.with_name(dest.name + ".part")
     last_error: Optional[Exception] = None
     for attempt in range(cfg.retries):

@@ -1,0 +1,29 @@
+"""Shared test helpers: where the data sets are, and the model weights (fetched by `.ci/run`, never skipped)."""
+
+from pathlib import Path
+
+import pytest
+
+from hnm import weights
+
+REPO = Path(__file__).resolve().parents[1]
+FIXTURES = REPO / "tests" / "fixtures"
+DATA = REPO.parent / "shared" / "data"
+
+
+def require_model(name: str) -> Path:
+    """The cached folder of `name`; fails (does not skip) with the command to run when the weights are absent."""
+    spec = weights.model_spec(name)
+    folder = weights.model_dir(name)
+    bad = [f for f, s in spec.files.items() if not weights.is_valid(folder / f, s)]
+    if bad:
+        pytest.fail(f"weights of {name} missing or corrupt in {folder} ({', '.join(bad)}); "
+                    f"run: python -m hnm weights fetch {name}")
+    return folder
+
+
+def require_data(name: str) -> Path:
+    folder = DATA / name
+    if not (folder / "corpus.jsonl").is_file():
+        pytest.fail(f"data set {folder} is missing; the tests expect ../shared/data beside the repository")
+    return folder
