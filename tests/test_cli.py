@@ -35,3 +35,10 @@ def test_unknown_model_is_a_clear_error():
     done = run_cli("weights", "fetch", "no-such-model")
     assert done.returncode == 2
     assert "unknown model 'no-such-model'; weights.lock knows: all-MiniLM-L6-v2, all-mpnet-base-v2" in done.stderr
+
+
+def test_readme_test_command_is_what_ci_runs():
+    readme = (REPO / "README.md").read_text()
+    blocks = [b.split("```")[0].strip() for b in readme.split("```sh\n")[1:]]
+    assert len(blocks) == 2  # exactly two fresh-machine commands: the main job, and the tests
+    assert blocks[1] in (REPO / ".ci" / "run").read_text()
