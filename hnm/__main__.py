@@ -73,6 +73,31 @@ def _cmd_demo(args) -> int:
     return 0
 
 
+def _cmd_bm25(args) -> int:
+    from hnm.bm25 import BM25Config, BM25Index
+    from hnm.data import load_beir
+    from hnm.metrics import evaluate, write_trec_run
+    if args.top_k < 1:
+        raise HnmError(f"--top-k must be at least 1, got {args.top_k}")
+    given = {name: getattr(args, name) for name in ("variant", "k1", "b", "delta") if getattr(args, name) is not None}
+    try:
+        config = BM25Config(**given, stopwords=not args.no_stopwords, stem=not args.no_stem)
+    except ValueError as e:
+        raise HnmError(str(e)) from None
+    corpus, queries, qrels = load_beir(args.data, args.split)
+    run = BM25Index.from_corpus(corpus, config, quiet=args.quiet).run(queries, args.top_k)
+    output = args.output or Path(f"bm25.{Path(args.data).resolve().name}.{args.split}.trec")
+    write_trec_run(output, run, tag=f"hnm-bm25-{config.variant}")
+    metrics = evaluate(run, qrels, ks=sorted({10, args.top_k}))
+    print(f"BM25 {config.variant} (k1={config.k1}, b={config.b}, delta={config.delta}) on {args.data}, "
+          f"split {args.split}: {metrics['queries']} queries evaluated")
+    for name, value in metrics.items():
+        if "@" in name:
+            print(f"  {name:<10} {value:.4f}")
+    print(f"run: {output}")
+    return 0
+
+
 # ---------------------------------------------------------------------------------------------------------- verbs
 
 
@@ -111,6 +136,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default="all-MiniLM-L6-v2", help="a model name from weights.lock")
     _quiet(p)
     p.set_defaults(func=_cmd_demo)
+
+    # defaults stay None here so that BM25Config's apply; hnm.bm25 is imported only when the verb runs
+    p = sub.add_parser("bm25", help="BM25 retrieval over a BEIR folder: metrics and a TREC run",
+                       description="Index a BEIR folder's corpus with BM25 (lower-case, Lucene's stop words, Porter "
+                                   "stems), retrieve the top k documents for each query of a split, print the "
+                                   "metrics against its judgments and write a TREC run file.")
+    p.add_argument("--data", type=Path, required=True, help="BEIR folder: corpus.jsonl, queries.jsonl, qrels/")
+    p.add_argument("--split", default="test", help="judgments to use, qrels/<split>.tsv (default test)")
+    p.add_argument("--variant", choices=("robertson", "lucene", "atire", "bm25l", "bm25+"),
+                   help="scoring variant (default lucene)")
+    p.add_argument("--k1", type=float, help="term-frequency saturation (default 1.5)")
+    p.add_argument("--b", type=float, help="length normalisation, 0 to 1 (default 0.75)")
+    p.add_argument("--delta", type=float, help="tf floor of bm25l and bm25+ (default 0.5)")
+    p.add_argument("--no-stopwords", action="store_true", help="keep stop words")
+    p.add_argument("--no-stem", action="store_true", help="do not stem")
+    p.add_argument("--top-k", type=int, default=100, help="documents retrieved per query (default 100)")
+    p.add_argument("--output", type=Path,
+                   help="TREC run file to write (default bm25.<data folder name>.<split>.trec here)")
+    _quiet(p)
+    p.set_defaults(func=_cmd_bm25)
     return parser
 
 
