@@ -101,6 +101,24 @@ def _cmd_bm25(args) -> int:
 # ---------------------------------------------------------------------------------------------------------- verbs
 
 
+def _cmd_mine(args) -> int:
+    from hnm.data import bundled_cranfield, load_beir
+    from hnm.embed import EmbedConfig
+    from hnm.mining import MineConfig
+    from hnm.minerun import run, table
+    data = args.data or bundled_cranfield()
+    split = args.split or ("train_80" if args.data is None else "train")
+    corpus, queries, qrels = load_beir(data, split)
+    fields = {f: getattr(args, f) for f in MineConfig.__dataclass_fields__ if getattr(args, f, None) is not None}
+    cfg = MineConfig(**fields)
+    stats = run(corpus, queries, qrels, cfg, args.output,
+                EmbedConfig(batch_size=args.batch_size, precision=args.precision), args.format, args.quiet)
+    print(f"mined {data} ({split}) with strategy {cfg.strategy} -> {args.output}")
+    print(table(stats))
+    print(f"wall time {stats['seconds']:.1f} s; review file, statistics and chart beside the output")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m hnm",
@@ -156,6 +174,42 @@ def build_parser() -> argparse.ArgumentParser:
                    help="TREC run file to write (default bm25.<data folder name>.<split>.trec here)")
     _quiet(p)
     p.set_defaults(func=_cmd_bm25)
+    from hnm.mining import MineConfig, STRATEGIES
+    d = MineConfig()
+    p = sub.add_parser("mine", help="mine hard negatives for judged queries (default: bundled Cranfield)",
+                       description="Mine hard negatives with an ensemble of encoders and k-means clusters (the "
+                                   "paper), or a baseline strategy through the same code path. Writes one JSON "
+                                   "line per query, a review file of likely false negatives, statistics and an "
+                                   "SVG of the score histograms. A killed run resumes when rerun.")
+    p.add_argument("--data", type=Path, help="a BEIR-layout folder (default: the bundled Cranfield collection)")
+    p.add_argument("--split", help="the qrels split to mine (default: train_80 for the bundled data, else train)")
+    p.add_argument("--output", type=Path, default=Path("mined.jsonl"), help="the rows file (default mined.jsonl)")
+    p.add_argument("--format", choices=("jsonl", "triplets", "ntuple"), default="jsonl",
+                   help="also export the flat triplet or n-tuple layout beside the rows file")
+    p.add_argument("--strategy", choices=STRATEGIES, help=f"how candidates are found (default {d.strategy})")
+    p.add_argument("--models", help=f"ensemble members NAME[:WEIGHT],... ; 'bm25' may join (default {d.models})")
+    p.add_argument("--fusion", choices=("mean", "zscore", "rrf"), help=f"score fusion (default {d.fusion})")
+    p.add_argument("--n-clusters", dest="n_clusters", type=int, help="k of k-means (default round(sqrt(N)))")
+    p.add_argument("--n-probe", dest="n_probe", type=int, help=f"nearest clusters searched (default {d.n_probe})")
+    p.add_argument("--skip-top", dest="skip_top", type=int, help=f"top candidates skipped (default {d.skip_top})")
+    p.add_argument("--max-rank", dest="max_rank", type=int, help=f"candidates considered (default {d.max_rank})")
+    p.add_argument("--relative-ceiling", dest="relative_ceiling", type=float,
+                   help=f"keep candidates below this x the weakest positive's score (default {d.relative_ceiling})")
+    p.add_argument("--margin", type=float, help="also keep only candidates this far below the weakest positive")
+    p.add_argument("--min-score", dest="min_score", type=float, help="floor: candidates below are not negatives")
+    p.add_argument("--max-score", dest="max_score", type=float, help="absolute ceiling: candidates above are flagged")
+    p.add_argument("--sampling", choices=("top", "random"), help=f"among eligible candidates (default {d.sampling})")
+    p.add_argument("--num-negatives", dest="num_negatives", type=int, help=f"per query (default {d.num_negatives})")
+    p.add_argument("--random-share", dest="random_share", type=float,
+                   help=f"share of negatives drawn at random from the corpus (default {d.random_share})")
+    p.add_argument("--min-grade", dest="min_grade", type=int, help=f"grade of a positive (default {d.min_grade})")
+    p.add_argument("--seed", type=int, help=f"random seed (default {d.seed})")
+    p.add_argument("--chunk-size", dest="chunk_size", type=int, help=f"queries per chunk (default {d.chunk_size})")
+    p.add_argument("--batch-size", type=int, default=EmbedConfig.batch_size, help="texts per encoder pass")
+    p.add_argument("--precision", choices=("float32", "bfloat16"), default=EmbedConfig.precision,
+                   help="encoder precision")
+    _quiet(p)
+    p.set_defaults(func=_cmd_mine)
     return parser
 
 

@@ -14,11 +14,12 @@ Not here: downloading data sets (the user or ../shared provides them) and the mi
 """
 
 import contextlib
+import gzip
 import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Dict, Iterator, List, Tuple
+from typing import Container, Dict, Iterator, List, Optional, Tuple
 
 from hnm.errors import InputError
 
@@ -54,7 +55,8 @@ def read_jsonl(path, required: Tuple[str, ...] = ()) -> Iterator[Tuple[int, dict
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such file")
-    with open(path, encoding="utf-8") as f:
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rt", encoding="utf-8") as f:
         lineno = 0
         while True:
             lineno += 1
@@ -105,8 +107,12 @@ def read_queries(path) -> Dict[str, str]:
     return queries
 
 
-def read_qrels(path) -> Qrels:
-    """qrels/<split>.tsv -> {query id: {doc id: score}}; the header line is skipped if present."""
+def read_qrels(path, queries: Optional[Container[str]] = None, corpus: Optional[Container[str]] = None) -> Qrels:
+    """qrels/<split>.tsv -> {query id: {doc id: score}}; the header line is skipped if present.
+
+    Given the known query and document ids, a judgment naming another one is an error naming its line: it would
+    otherwise change every metric without a word.
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such file")
@@ -120,6 +126,10 @@ def read_qrels(path) -> Qrels:
                 raise InputError(f"{path}:{lineno}: expected 3 tab-separated fields "
                                  f"(query-id, corpus-id, score), got {len(parts)}")
             qid, did, score = parts
+            if queries is not None and qid not in queries:
+                raise InputError(f"{path}:{lineno}: field 'query-id' names {qid!r}, which is not among the queries")
+            if corpus is not None and did not in corpus:
+                raise InputError(f"{path}:{lineno}: field 'corpus-id' names {did!r}, which is not in the corpus")
             try:
                 qrels.setdefault(qid, {})[did] = int(score)
             except ValueError:
@@ -127,28 +137,32 @@ def read_qrels(path) -> Qrels:
     return qrels
 
 
+def _plain_or_gz(path: Path) -> Path:
+    """path, or path.gz when only the compressed file exists (the bundled data set is compressed)."""
+    gz = path.with_name(path.name + ".gz")
+    return gz if not path.exists() and gz.exists() else path
+
+
 def load_beir(folder, split: str) -> Tuple[Dict[str, dict], Dict[str, str], Qrels]:
     """Read a BEIR-layout folder: (corpus, queries judged in `split`, qrels of `split`).
 
-    Judgments that name an unknown query or document are an error, since they would silently change every metric.
+    Judgments that name an unknown query or document are an error naming the line (see read_qrels).
     """
     folder = Path(folder)
     qrels_path = folder / "qrels" / f"{split}.tsv"
     if not qrels_path.is_file():
         have = sorted(p.stem for p in (folder / "qrels").glob("*.tsv"))
         raise FileNotFoundError(f"{qrels_path}: no such file; splits here: {', '.join(have) or 'none'}")
-    corpus = read_corpus(folder / "corpus.jsonl")
-    all_queries = read_queries(folder / "queries.jsonl")
-    qrels = read_qrels(qrels_path)
-    for qid, docs in qrels.items():
-        if qid not in all_queries:
-            raise InputError(f"{qrels_path}: query id {qid!r} is not in {folder / 'queries.jsonl'}")
-        missing = [d for d in docs if d not in corpus]
-        if missing:
-            raise InputError(f"{qrels_path}: query {qid!r} judges document {missing[0]!r}, "
-                             f"which is not in {folder / 'corpus.jsonl'}")
+    corpus = read_corpus(_plain_or_gz(folder / "corpus.jsonl"))
+    all_queries = read_queries(_plain_or_gz(folder / "queries.jsonl"))
+    qrels = read_qrels(qrels_path, all_queries, corpus)
     queries = {qid: all_queries[qid] for qid in qrels}
     return corpus, queries, qrels
+
+
+def bundled_cranfield() -> Path:
+    """The Cranfield collection shipped with hnm (compressed), the default data of `python -m hnm mine`."""
+    return Path(__file__).resolve().parent / "bundled" / "cranfield"
 
 
 def document_text(doc: dict) -> str:

@@ -1,0 +1,151 @@
+"""An ensemble of embedding models (and optionally BM25): one similarity from several (arXiv 2411.02404, 3.2).
+
+The paper embeds queries and documents with several pre-trained encoders and averages their cosine similarities.
+Here each member has a weight, and three fusion rules combine the members' scores of a query's candidates:
+
+- `mean`   the weighted mean of the cosines (the paper's averaging);
+- `zscore` each member's scores standardised over the query's candidates, then the weighted mean, so that a model
+           whose cosines spread widely does not drown one whose cosines bunch together;
+- `rrf`    reciprocal-rank fusion, sum_m w_m / (60 + rank_m), over the candidates (Cormack, Clarke and Buettcher,
+           SIGIR 2009; k = 60 as there).
+
+BM25 may join as a member; its scores are divided by the query's largest candidate score so that they lie in [0, 1]
+beside the cosines.
+
+The ensemble vector of a text is every model's unit-length embedding scaled by sqrt(w_m / sum w), concatenated:
+its inner product with another ensemble vector is exactly the weighted mean cosine, so k-means and exact top-k over
+these vectors see the `mean` fusion's similarity, and the vector itself is unit length.
+
+Not here: learned fusion weights, score calibration across models, cross-encoder members.
+Letters: M members, Q queries, N documents, C candidates of a query, D_m model m's dimensions.
+"""
+
+from dataclasses import dataclass
+from typing import List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from hnm.embed import EmbedConfig, Embedder
+
+FUSIONS = ("mean", "zscore", "rrf")
+RRF_K = 60
+
+
+@dataclass(frozen=True)
+class Member:
+    name: str  # a model of weights.lock, or "bm25"
+    weight: float = 1.0
+
+
+def parse_members(text: str) -> Tuple[Member, ...]:
+    """'all-MiniLM-L6-v2,all-mpnet-base-v2:2,bm25:0.5' -> members with weights 1, 2 and 0.5."""
+    members = []
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        name, _, weight = part.partition(":")
+        try:
+            w = float(weight) if weight else 1.0
+        except ValueError:
+            raise ValueError(f"member {part!r}: the weight after ':' must be a number") from None
+        if not w > 0:
+            raise ValueError(f"member {part!r}: the weight must be positive")
+        members.append(Member(name, w))
+    if not members:
+        raise ValueError("the ensemble needs at least one member")
+    return tuple(members)
+
+
+def ensemble_vectors(embeddings: Sequence[np.ndarray], weights: Sequence[float]) -> np.ndarray:
+    """[(N, D_m) unit rows] and weights -> (N, sum D_m) rows whose inner products are weighted mean cosines.
+
+    Example: one model with weight 1 returns its embeddings unchanged; two models of weight 1 and 3 are scaled by
+    sqrt(1/4) and sqrt(3/4), so x.y = cos_1 / 4 + 3 cos_2 / 4.
+    """
+    total = float(sum(weights))
+    if len(embeddings) == 1:
+        return np.ascontiguousarray(embeddings[0], dtype=np.float32)
+    return np.concatenate([np.sqrt(w / total, dtype=np.float32) * e for e, w in zip(embeddings, weights)], axis=1)
+
+
+def fuse_mean(scores: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """(M, Q, C) member scores -> (Q, C) weighted mean."""
+    return np.tensordot(weights / weights.sum(), scores, axes=1)
+
+
+def fuse_zscore(scores: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """(M, Q, C) -> (Q, C): standardise each member per query over the candidates, then the weighted mean."""
+    mu = scores.mean(axis=2, keepdims=True)
+    sd = scores.std(axis=2, keepdims=True)
+    return fuse_mean((scores - mu) / np.where(sd > 0, sd, 1.0), weights)
+
+
+def fuse_rrf(scores: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """(M, Q, C) -> (Q, C): sum_m w_m / (RRF_K + rank_m) / sum w, rank 1 the member's best candidate."""
+    order = np.argsort(-scores, axis=2, kind="stable")
+    ranks = np.empty_like(order)
+    np.put_along_axis(ranks, order, np.arange(1, scores.shape[2] + 1)[None, None, :], axis=2)
+    return fuse_mean(1.0 / (RRF_K + ranks), weights)
+
+
+FUSE = {"mean": fuse_mean, "zscore": fuse_zscore, "rrf": fuse_rrf}
+
+
+def normalise_bm25(scores: np.ndarray) -> np.ndarray:
+    """(Q, C) BM25 scores -> divided by each row's maximum (rows without a positive score stay 0)."""
+    top = scores.max(axis=1, keepdims=True)
+    return np.where(top > 0, scores / np.where(top > 0, top, 1.0), 0.0)
+
+
+class Ensemble:
+    """The members' embeddings of one corpus and its queries, and scoring of any (query, candidates) pairs.
+
+    `bm25` is an object with `scores(list of query term lists) -> (Q, N)` and an `analyser` (hnm.bm25.BM25Index);
+    it is used when a member is named "bm25".
+    """
+
+    def __init__(self, members: Sequence[Member], doc_vectors: List[np.ndarray], query_vectors: List[np.ndarray],
+                 fusion: str = "mean", bm25=None, query_texts: Optional[Sequence[str]] = None):
+        if fusion not in FUSE:
+            raise ValueError(f"unknown fusion {fusion!r}; choose one of {', '.join(FUSIONS)}")
+        self.members = tuple(members)
+        self.dense = [m for m in self.members if m.name != "bm25"]
+        self.bm25_member = next((m for m in self.members if m.name == "bm25"), None)
+        if not self.dense:
+            raise ValueError("the ensemble needs at least one embedding model besides bm25")
+        if self.bm25_member and (bm25 is None or query_texts is None):
+            raise ValueError("a bm25 member needs the BM25 index and the query texts")
+        self.fusion = fusion
+        self.doc_vectors, self.query_vectors = doc_vectors, query_vectors
+        self.weights = np.array([m.weight for m in self.dense], dtype=np.float64)
+        self.docs = ensemble_vectors(doc_vectors, self.weights)  # (N, sum D_m)
+        self.queries = ensemble_vectors(query_vectors, self.weights)  # (Q, sum D_m)
+        self.bm25, self.query_texts = bm25, query_texts
+
+    @classmethod
+    def embed(cls, members: Sequence[Member], documents: Sequence[str], queries: Sequence[str],
+              fusion: str = "mean", cfg: EmbedConfig = EmbedConfig(), bm25=None, quiet: bool = False) -> "Ensemble":
+        """Embed documents and queries with every model member (through the embedding cache)."""
+        docs, qs = [], []
+        for m in members:
+            if m.name == "bm25":
+                continue
+            model = Embedder.load(m.name, cfg, quiet=quiet)
+            docs.append(model.encode(documents, kind="document", quiet=quiet))
+            qs.append(model.encode(queries, kind="query", quiet=quiet))
+        return cls(members, docs, qs, fusion, bm25, queries)
+
+    def score(self, query_rows: np.ndarray, candidates: List[np.ndarray]) -> List[np.ndarray]:
+        """Fused scores of each query's candidate documents: query_rows (q,), candidates [(C_i,)] -> [(C_i,)]."""
+        if self.fusion == "mean" and not self.bm25_member:  # one product over the ensemble vectors
+            return [self.docs[c] @ self.queries[r] for r, c in zip(query_rows, candidates)]
+        bm25_rows = None
+        if self.bm25_member:
+            analyse = self.bm25.analyser
+            bm25_rows = self.bm25.scores([analyse(self.query_texts[r]) for r in query_rows])  # (q, N)
+        weights = np.append(self.weights, self.bm25_member.weight) if self.bm25_member else self.weights
+        out = []
+        for i, (r, c) in enumerate(zip(query_rows, candidates)):
+            per_member = [d[c] @ q[r] for d, q in zip(self.doc_vectors, self.query_vectors)]  # M x (C,)
+            if bm25_rows is not None:
+                per_member.append(normalise_bm25(bm25_rows[i, c][None])[0])
+            out.append(FUSE[self.fusion](np.stack(per_member)[:, None, :], weights)[0])
+        return out

@@ -1,0 +1,234 @@
+"""The mining job: a BEIR-layout data set in, one JSON line of hard negatives per query out, resumable.
+
+    stats = run(corpus, queries, qrels, MineConfig(), Path("mined.jsonl"))
+
+Writes, beside OUTPUT:
+- OUTPUT              one row per query: {"query_id", "query", "positive_ids", "positives", "positive_scores",
+                      "negative_ids", "negatives", "negative_scores", "negative_sources", "source"}
+- OUTPUT.review.jsonl the candidates above a ceiling, likely unlabelled positives: {"query_id", "doc_id", "score",
+                      "weakest_positive_score"}; never used as negatives
+- OUTPUT.stats.json   the statistics that `table` prints; OUTPUT.scores.svg, the histograms of their scores
+- with fmt "triplets" or "ntuple", the flat layouts other trainers read: {"query", "positive", "negative"} per
+  (query, positive, negative), or {"query", "positive", "negative_1", ..., "negative_n"} per (query, positive).
+
+While running, rows go to OUTPUT.part chunk by chunk, and OUTPUT.progress.json records the chunks done, the bytes
+written and a fingerprint of the configuration and data. A rerun with the same fingerprint cuts the .part files to
+the recorded length and goes on; any other rerun starts afresh. The files are renamed into place at the end.
+
+Not here: the rules for choosing negatives (mining.py).
+"""
+
+import hashlib
+import json
+import os
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Dict, List, Optional
+
+import numpy as np
+
+from hnm.data import Qrels, atomic_write, document_text
+from hnm.embed import EmbedConfig
+from hnm.ensemble import Ensemble, parse_members
+from hnm.mining import Candidates, MineConfig, draw_random, select
+from hnm.progress import Progress
+from hnm.svg import histograms
+
+
+def positives_of(qrels: Qrels, queries: Dict[str, str], row_of: Dict[str, int], min_grade: int):
+    """-> (query ids with positives, their positive rows (arrays), query ids skipped for having none)."""
+    kept, positives, skipped = [], [], []
+    for qid, judged in qrels.items():
+        pos = [row_of[d] for d, grade in judged.items() if grade >= min_grade]
+        if pos and qid in queries:
+            kept.append(qid)
+            positives.append(np.array(pos, dtype=np.int64))
+        else:
+            skipped.append(qid)
+    return kept, positives, skipped
+
+
+def _fingerprint(cfg: MineConfig, doc_ids: List[str], qids: List[str], positives: List[np.ndarray]) -> str:
+    h = hashlib.sha256(json.dumps(asdict(cfg), sort_keys=True).encode())
+    for part in (doc_ids, qids, [p.tolist() for p in positives]):
+        h.update(json.dumps(part).encode())
+    return h.hexdigest()
+
+
+def _sidecar(output: Path, suffix: str) -> Path:
+    return output.with_name(output.name + suffix)
+
+
+def run(corpus: Dict[str, dict], queries: Dict[str, str], qrels: Qrels, cfg: MineConfig, output: Path,
+        embed_cfg: EmbedConfig = EmbedConfig(), fmt: str = "jsonl", quiet: bool = False,
+        ensemble: Optional[Ensemble] = None) -> dict:
+    """Mine negatives for every judged query with a positive; returns the statistics (also written as JSON).
+
+    `ensemble` (embeddings made elsewhere, rows in corpus order and in the order of the judged queries that have a
+    positive) skips the embedding step; tests and the scale benchmark use it.
+    """
+    t0 = time.monotonic()
+    output = Path(output)
+    doc_ids = list(corpus)
+    row_of = {d: i for i, d in enumerate(doc_ids)}
+    texts = [document_text(corpus[d]) for d in doc_ids]
+    empty = np.array([not t.strip() for t in texts])
+    qids, positives, skipped = positives_of(qrels, queries, row_of, cfg.min_grade)
+    query_texts = [queries[q] for q in qids]
+
+    bm25 = None
+    if cfg.strategy in ("ensemble", "dense") and ensemble is None:
+        members = parse_members(cfg.models)[:1 if cfg.strategy == "dense" else None]
+        if any(m.name == "bm25" for m in members):
+            from hnm.bm25 import BM25Index
+            bm25 = BM25Index.from_corpus(corpus, quiet=quiet)
+        ensemble = Ensemble.embed(members, texts, query_texts, cfg.fusion, embed_cfg, bm25, quiet)
+    if cfg.strategy == "bm25":
+        from hnm.bm25 import BM25Index
+        bm25 = BM25Index.from_corpus(corpus, quiet=quiet)
+    candidates = Candidates(cfg, len(doc_ids), empty, ensemble, bm25, query_texts)
+
+    part, review_part = _sidecar(output, ".part"), _sidecar(output, ".review.part")
+    progress_path = _sidecar(output, ".progress.json")
+    fingerprint = _fingerprint(cfg, doc_ids, qids, positives)
+    state = {"fingerprint": fingerprint, "chunks": 0, "bytes": 0, "review_bytes": 0}
+    if progress_path.exists():
+        saved = json.loads(progress_path.read_text())
+        if saved.get("fingerprint") == fingerprint and part.exists() and review_part.exists():
+            state = saved
+    for path, size in ((part, state["bytes"]), (review_part, state["review_bytes"])):
+        with open(path, "ab") as f:
+            f.truncate(size)  # drop whatever a killed chunk left half-written
+
+    n_random = round(cfg.num_negatives * cfg.random_share)
+    n_chunks = -(-len(qids) // cfg.chunk_size)
+    with open(part, "ab") as out, open(review_part, "ab") as review, \
+            Progress(len(qids), desc=f"mine {cfg.strategy}", quiet=quiet) as bar:
+        bar.update(min(state["chunks"] * cfg.chunk_size, len(qids)))
+        for chunk in range(state["chunks"], n_chunks):
+            rows = list(range(chunk * cfg.chunk_size, min((chunk + 1) * cfg.chunk_size, len(qids))))
+            for r, (ranked, scores, pos_scores) in zip(rows, candidates.ranked(rows, [positives[r] for r in rows])):
+                rng = np.random.default_rng([cfg.seed, r])
+                weakest = float(pos_scores.min()) if len(pos_scores) else float("nan")
+                sel = select(ranked, scores, weakest, cfg, rng, cfg.num_negatives - n_random)
+                if n_random:
+                    banned = set(positives[r].tolist()) | set(sel.negatives) | {d for d, _ in sel.flagged}
+                    banned |= set(np.flatnonzero(empty).tolist())
+                    extra = draw_random(n_random, len(doc_ids), banned, rng)
+                    sel.negatives += extra
+                    sel.scores += _scores(ensemble, cfg, r, extra)
+                    sel.sources += ["random"] * len(extra)
+                out.write(_row(qids[r], query_texts[r], positives[r], pos_scores, sel, doc_ids, texts, cfg))
+                for d, s in sel.flagged:
+                    review.write(json.dumps({"query_id": qids[r], "doc_id": doc_ids[d], "score": s,
+                                             "weakest_positive_score": weakest}).encode() + b"\n")
+            for f in (out, review):
+                f.flush()
+                os.fsync(f.fileno())
+            state = {"fingerprint": fingerprint, "chunks": chunk + 1, "bytes": out.tell(),
+                     "review_bytes": review.tell()}
+            with atomic_write(progress_path) as f:
+                json.dump(state, f)
+            bar.update(len(rows))
+
+    os.replace(part, output)
+    os.replace(review_part, _sidecar(output, ".review.jsonl"))
+    progress_path.unlink()
+    stats = statistics(output, _sidecar(output, ".review.jsonl"), cfg, skipped, int(empty.sum()), candidates)
+    stats["seconds"] = round(time.monotonic() - t0, 2)
+    with atomic_write(_sidecar(output, ".stats.json")) as f:
+        json.dump(stats, f, indent=1)
+    rows_iter = [json.loads(line) for line in output.read_text(encoding="utf-8").splitlines()]
+    with atomic_write(_sidecar(output, ".scores.svg")) as f:
+        f.write(histograms({"positives": [s for row in rows_iter for s in row["positive_scores"]],
+                            "negatives": [s for row in rows_iter for s in row["negative_scores"] if s is not None]},
+                           title=f"{cfg.strategy} mining: scores of positives and negatives", xlabel="score"))
+    if fmt != "jsonl":
+        export(rows_iter, output.with_name(f"{output.stem}.{fmt}.jsonl"), fmt)
+    return stats
+
+
+def _scores(ensemble: Optional[Ensemble], cfg: MineConfig, r: int, docs: List[int]) -> List[Optional[float]]:
+    """Scores for documents drawn at random: the ensemble's (or the one model's), None without embeddings."""
+    if ensemble is None or not docs:
+        return [None] * len(docs)
+    if cfg.strategy == "dense":
+        return [float(x) for x in ensemble.doc_vectors[0][docs] @ ensemble.query_vectors[0][r]]
+    return [float(x) for x in ensemble.score(np.array([r]), [np.array(docs)])[0]]
+
+
+def _row(qid: str, query: str, pos: np.ndarray, pos_scores: np.ndarray, sel, doc_ids, texts, cfg) -> bytes:
+    row = {"query_id": qid, "query": query,
+           "positive_ids": [doc_ids[d] for d in pos], "positives": [texts[d] for d in pos],
+           "positive_scores": [round(float(s), 6) for s in pos_scores],
+           "negative_ids": [doc_ids[d] for d in sel.negatives], "negatives": [texts[d] for d in sel.negatives],
+           "negative_scores": [None if s is None else round(s, 6) for s in sel.scores],
+           "negative_sources": sel.sources, "source": cfg.strategy}
+    return json.dumps(row, ensure_ascii=False).encode("utf-8") + b"\n"
+
+
+def export(rows: List[dict], path: Path, fmt: str) -> None:
+    """Write the flat layouts: 'triplets' (query, positive, negative) or 'ntuple' (query, positive, negative_1..n)."""
+    with atomic_write(path) as f:
+        for row in rows:
+            for positive in row["positives"]:
+                if fmt == "triplets":
+                    for negative in row["negatives"]:
+                        f.write(json.dumps({"query": row["query"], "positive": positive, "negative": negative},
+                                           ensure_ascii=False) + "\n")
+                elif row["negatives"]:
+                    rec = {"query": row["query"], "positive": positive}
+                    rec.update({f"negative_{i + 1}": n for i, n in enumerate(row["negatives"])})
+                    f.write(json.dumps(rec, ensure_ascii=False) + "\n")
+
+
+def _summary(values: List[float]) -> dict:
+    if not values:
+        return {"n": 0}
+    v = np.asarray(values)
+    q1, med, q3 = np.percentile(v, [25, 50, 75])
+    return {"n": len(v), "mean": float(v.mean()), "median": float(med), "q1": float(q1), "q3": float(q3),
+            "min": float(v.min()), "max": float(v.max())}
+
+
+def statistics(output: Path, review: Path, cfg: MineConfig, skipped: List[str], n_empty: int,
+               candidates: Candidates) -> dict:
+    """Read the finished files back and summarise them (so a resumed run reports the same as a whole one)."""
+    rows = [json.loads(line) for line in output.read_text(encoding="utf-8").splitlines()]
+    flagged = sum(1 for line in review.read_text(encoding="utf-8").splitlines() if line.strip())
+    stats = {"strategy": cfg.strategy, "config": asdict(cfg), "queries": len(rows),
+             "queries_skipped_without_positives": len(skipped),
+             "queries_with_too_few_negatives": sum(len(r["negative_ids"]) < cfg.num_negatives for r in rows),
+             "negatives": sum(len(r["negative_ids"]) for r in rows),
+             "likely_false_negatives_flagged": flagged, "empty_documents_kept_out": n_empty,
+             "positive_scores": _summary([s for r in rows for s in r["positive_scores"]]),
+             "negative_scores": _summary([s for r in rows for s in r["negative_scores"] if s is not None])}
+    if candidates.clusters is not None:
+        sizes = np.array([len(m) for m in candidates.clusters.members])
+        stats["clusters"] = {"k": len(sizes), "min": int(sizes.min()), "median": float(np.median(sizes)),
+                             "max": int(sizes.max()), "empty": int((sizes == 0).sum())}
+    return stats
+
+
+def table(stats: dict) -> str:
+    """The statistics as a plain-text table, the way the best miners print theirs."""
+    lines = [f"{'scores':18s} {'n':>7s} {'mean':>8s} {'median':>8s} {'q1':>8s} {'q3':>8s} {'min':>8s} {'max':>8s}"]
+    for label in ("positive_scores", "negative_scores"):
+        s = stats[label]
+        if s["n"]:
+            lines.append(f"{label.split('_')[0]:18s} {s['n']:7d} " + " ".join(
+                f"{s[k]:8.4f}" for k in ("mean", "median", "q1", "q3", "min", "max")))
+        else:
+            lines.append(f"{label.split('_')[0]:18s} {0:7d}  (no scores)")
+    lines += [f"queries mined: {stats['queries']}; skipped without a positive: "
+              f"{stats['queries_skipped_without_positives']}",
+              f"negatives: {stats['negatives']}; queries with fewer than {stats['config']['num_negatives']}: "
+              f"{stats['queries_with_too_few_negatives']}",
+              f"likely false negatives flagged (review file): {stats['likely_false_negatives_flagged']}",
+              f"empty documents kept out of the negatives: {stats['empty_documents_kept_out']}"]
+    if "clusters" in stats:
+        c = stats["clusters"]
+        lines.append(f"clusters: k={c['k']}, sizes min {c['min']} / median {c['median']:.0f} / max {c['max']}, "
+                     f"empty {c['empty']}")
+    return "\n".join(lines)

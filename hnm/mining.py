@@ -1,0 +1,231 @@
+"""Hard-negative mining: for each query, passages close to it that are not relevant, false negatives kept out.
+
+The paper's method (arXiv 2411.02404, sections 3.2 to 3.4), with the safeguards of the best miners:
+
+1. the ensemble similarity of every query and document (ensemble.py);
+2. k-means over the ensemble document vectors (spherical, as they are unit length); a query's candidates are the
+   documents of its `n_probe` nearest clusters and of its positives' clusters;
+3. candidates ranked by ensemble similarity, positives and empty documents removed, then a rank window: skip the
+   first `skip_top`, look no further than rank `max_rank`;
+4. a ceiling from the weakest positive (NV-Retriever's positive-aware rule, Moreira et al. 2024, arXiv
+   2407.15831): a candidate is kept only if its score is below `relative_ceiling` x that positive's score; an
+   absolute `margin` below it and absolute `max_score` are optional ceilings too, `min_score` an optional floor.
+   Candidates above a ceiling are likely unlabelled positives (the paper's "additional positives"): they go to a
+   review file, never into the negatives;
+5. `top` or `random` sampling of `num_negatives`, of which a share `random_share` is drawn uniformly from the whole
+   corpus instead (negatives-only training hurts the easy cases).
+
+Baselines and ablations take the same path with another choice of candidates: `random` (the whole corpus, no
+scores), `bm25` (BM25's ranking), `dense` (the first model alone over the whole corpus, no clustering).
+
+Each query draws from its own generator, seeded by (seed, query position), so the output does not depend on how
+the queries are chunked or whether the run was interrupted. Queries go in chunks of `chunk_size`; after each chunk
+the rows are appended to `OUTPUT.part` and the progress is saved, so a killed run resumes where it stopped and
+produces the same file (minerun.py). Not here: the job itself, its statistics and chart (minerun.py); training.
+"""
+
+import math
+from dataclasses import dataclass
+from typing import List, Optional, Tuple
+
+import numpy as np
+
+from hnm.ensemble import Ensemble, parse_members
+from hnm.kmeans import KMeansConfig, kmeans
+from hnm.search import topk
+
+STRATEGIES = ("ensemble", "dense", "bm25", "random")
+
+
+@dataclass(frozen=True)
+class MineConfig:
+    strategy: str = "ensemble"  # ensemble (the paper), dense (first model, no clusters), bm25, random
+    models: str = "all-MiniLM-L6-v2,all-mpnet-base-v2"  # members NAME[:WEIGHT], comma-separated; "bm25" may join
+    fusion: str = "mean"  # mean (the paper), zscore or rrf; see ensemble.py
+    n_clusters: Optional[int] = None  # k of k-means; None: round(sqrt(N)), clusters of about sqrt(N) documents
+    n_probe: int = 2  # nearest clusters of the query searched, besides its positives' clusters
+    skip_top: int = 0  # candidates skipped at the top of the ranking
+    max_rank: int = 100  # candidates considered at most (ranks skip_top .. max_rank - 1)
+    relative_ceiling: Optional[float] = 0.95  # keep a candidate only if score < this x the weakest positive's
+    margin: Optional[float] = None  # ... and score < weakest positive's - margin
+    min_score: Optional[float] = None  # floor: candidates below it are not negatives (nor flagged)
+    max_score: Optional[float] = None  # absolute ceiling: candidates above are flagged
+    sampling: str = "top"  # top: the best-ranked eligible candidates; random: uniform among the eligible ones
+    num_negatives: int = 4  # per query
+    random_share: float = 0.0  # share of num_negatives drawn uniformly from the corpus instead
+    min_grade: int = 1  # judgments with at least this grade are positives
+    seed: int = 42
+    chunk_size: int = 256  # queries per chunk: bounds memory, and the work a killed run loses
+    kmeans_sample: int = 100_000  # k-means is fitted on at most this many documents (a seeded sample), then all assigned
+
+    def __post_init__(self):
+        if self.strategy not in STRATEGIES:
+            raise ValueError(f"unknown strategy {self.strategy!r}; choose one of {', '.join(STRATEGIES)}")
+        if self.sampling not in ("top", "random"):
+            raise ValueError(f"sampling must be 'top' or 'random', not {self.sampling!r}")
+        if not 0 <= self.skip_top < self.max_rank:
+            raise ValueError(f"need 0 <= skip_top < max_rank, got {self.skip_top} and {self.max_rank}")
+        if not 0.0 <= self.random_share <= 1.0:
+            raise ValueError(f"random_share must lie in [0, 1], got {self.random_share}")
+        if self.num_negatives < 1 or self.chunk_size < 1 or self.n_probe < 1:
+            raise ValueError("num_negatives, chunk_size and n_probe must be at least 1")
+        parse_members(self.models)  # fails early on a malformed list
+
+
+def ceiling(positive_score: float, cfg: MineConfig) -> float:
+    """The score a negative must stay below, given the weakest positive's score (+inf when no rule is set).
+
+    The relative rule reads `ratio x positive` for a positive score and keeps the same distance below a negative
+    one: pos - (1 - ratio) |pos|. Example: ratio 0.95, positive 0.8 -> 0.76; with margin 0.1 too -> 0.7.
+    """
+    c = math.inf
+    if cfg.relative_ceiling is not None:
+        c = min(c, positive_score - (1.0 - cfg.relative_ceiling) * abs(positive_score))
+    if cfg.margin is not None:
+        c = min(c, positive_score - cfg.margin)
+    if cfg.max_score is not None:
+        c = min(c, cfg.max_score)
+    return c
+
+
+@dataclass
+class Selection:
+    negatives: List[int]  # document rows, in the order chosen
+    scores: List[Optional[float]]
+    sources: List[str]  # the strategy, or "random" for the mixed-in share
+    flagged: List[Tuple[int, float]]  # (document row, score) above a ceiling: likely unlabelled positives
+
+
+def select(ranked: np.ndarray, scores: Optional[np.ndarray], positive_score: float, cfg: MineConfig,
+           rng: np.random.Generator, n_hard: int) -> Selection:
+    """Choose up to `n_hard` negatives from candidates ranked best first (positives already removed).
+
+    With scores None (the random strategy) there is no window and no ceiling: a uniform draw from `ranked`.
+    """
+    if scores is None:
+        take = rng.choice(len(ranked), size=min(n_hard, len(ranked)), replace=False)
+        return Selection([int(ranked[i]) for i in take], [None] * len(take), [cfg.strategy] * len(take), [])
+    ids, s = ranked[cfg.skip_top:cfg.max_rank], scores[cfg.skip_top:cfg.max_rank]
+    top = ceiling(positive_score, cfg)
+    above = s >= top
+    ok = ~above
+    if cfg.min_score is not None:
+        ok &= s >= cfg.min_score
+    eligible = np.flatnonzero(ok)
+    if cfg.sampling == "random" and len(eligible) > n_hard:
+        eligible = np.sort(rng.choice(eligible, size=n_hard, replace=False))
+    chosen = eligible[:n_hard]
+    return Selection([int(ids[i]) for i in chosen], [float(s[i]) for i in chosen], [cfg.strategy] * len(chosen),
+                     [(int(ids[i]), float(s[i])) for i in np.flatnonzero(above)])
+
+
+def draw_random(n: int, n_docs: int, banned: set, rng: np.random.Generator) -> List[int]:
+    """n distinct document rows drawn uniformly from 0..n_docs-1 outside `banned` (fewer if too few remain)."""
+    n = min(n, n_docs - len(banned))
+    out: List[int] = []
+    while len(out) < n:
+        for d in rng.integers(0, n_docs, size=2 * (n - len(out)) + 4).tolist():
+            if d not in banned and len(out) < n:
+                banned.add(d)
+                out.append(d)
+    return out
+
+
+# ------------------------------------------------------------------------------------------------- candidates
+
+
+class Candidates:
+    """For a chunk of query rows: each query's candidate documents ranked best first, their scores, positives' scores."""
+
+    def __init__(self, cfg: MineConfig, n_docs: int, excluded: np.ndarray, ensemble: Optional[Ensemble] = None,
+                 bm25=None, query_texts: Optional[List[str]] = None):
+        self.cfg, self.n_docs, self.excluded = cfg, n_docs, excluded  # excluded: (N,) bool, empty documents
+        self.ensemble, self.bm25, self.query_texts = ensemble, bm25, query_texts
+        self.clusters: Optional[KMeansResultView] = None
+        if cfg.strategy == "ensemble":
+            self.clusters = KMeansResultView.fit(ensemble.docs, cfg)
+
+    def ranked(self, rows: List[int], positives: List[np.ndarray]):
+        """-> per query: (candidate rows best first, their scores or None, the positives' scores in their order)."""
+        cfg = self.cfg
+        if cfg.strategy == "random":
+            keep = np.flatnonzero(~self.excluded)
+            return [(np.setdiff1d(keep, p), None, np.empty(0)) for p in positives]
+        if cfg.strategy == "bm25":
+            analyse = self.bm25.analyser
+            full = self.bm25.scores([analyse(self.query_texts[r]) for r in rows])  # (q, N)
+            cands = [np.arange(self.n_docs)] * len(rows)
+            scores = list(full)
+        elif cfg.strategy == "dense":
+            return self._dense(rows, positives)
+        else:
+            cands = self.clusters.candidates(self.ensemble.queries[rows], positives, cfg.n_probe)
+            scores = self.ensemble.score(np.asarray(rows), cands)
+        out = []
+        for c, s, p in zip(cands, scores, positives):
+            pos_mask = np.isin(c, p)
+            where = {int(d): i for i, d in enumerate(c[pos_mask].tolist())}
+            pos_scores = np.array([s[np.flatnonzero(pos_mask)[where[int(d)]]] for d in p], dtype=np.float64)
+            keep = ~pos_mask & ~self.excluded[c]
+            c, s = c[keep], s[keep]
+            # best first; ties by document row, so the order is fully determined
+            order = np.lexsort((c, -s))[:cfg.max_rank] if len(c) <= 4 * cfg.max_rank else _top_order(c, s, cfg.max_rank)
+            out.append((c[order], s[order].astype(np.float64), pos_scores))
+        return out
+
+
+    def _dense(self, rows: List[int], positives: List[np.ndarray]):
+        """The first model alone over the whole corpus: exact top-k in bounded memory (search.topk)."""
+        docs, queries = self.ensemble.doc_vectors[0], self.ensemble.query_vectors[0][rows]
+        empties = set(np.flatnonzero(self.excluded).tolist())
+        k = min(self.cfg.max_rank, self.n_docs)
+        scores, ids = topk(queries, docs, k, exclude=[empties | set(p.tolist()) for p in positives])
+        out = []
+        for q, p, s, i in zip(queries, positives, scores, ids):
+            keep = i >= 0  # -1 marks slots that exclusions left empty
+            out.append((i[keep], s[keep].astype(np.float64), (docs[p] @ q).astype(np.float64)))
+        return out
+
+
+def _top_order(c: np.ndarray, s: np.ndarray, k: int) -> np.ndarray:
+    """Indices of the k best of a long list, sorted (score descending, then row), via argpartition first."""
+    part = np.argpartition(-s, k)[:k + 1]
+    kth = -np.partition(-s, k)[k]
+    part = np.union1d(part, np.flatnonzero(s == kth))  # every candidate tied with the k-th joins the sort
+    return part[np.lexsort((c[part], -s[part]))][:k]
+
+
+@dataclass
+class KMeansResultView:
+    labels: np.ndarray  # (N,) cluster of each document
+    centers: np.ndarray  # (K, D) unit length
+    members: List[np.ndarray]  # document rows of each cluster
+
+    @classmethod
+    def fit(cls, docs: np.ndarray, cfg: MineConfig) -> "KMeansResultView":
+        n = docs.shape[0]
+        k = cfg.n_clusters or default_clusters(n)
+        k = min(k, n)
+        rng = np.random.default_rng(cfg.seed)
+        sample = docs if n <= cfg.kmeans_sample else docs[np.sort(rng.choice(n, cfg.kmeans_sample, replace=False))]
+        result = kmeans(sample, KMeansConfig(k=k, spherical=True, seed=cfg.seed))
+        labels = result.labels if sample is docs else result.predict(docs)
+        order = np.argsort(labels, kind="stable")
+        bounds = np.searchsorted(labels[order], np.arange(k + 1))
+        return cls(labels, result.centers, [order[bounds[j]:bounds[j + 1]] for j in range(k)])
+
+    def candidates(self, queries: np.ndarray, positives: List[np.ndarray], n_probe: int) -> List[np.ndarray]:
+        """Rows of the documents in each query's n_probe nearest clusters and in its positives' clusters."""
+        sims = queries @ self.centers.T  # (q, K)
+        n_probe = min(n_probe, sims.shape[1])
+        nearest = np.argpartition(-sims, n_probe - 1, axis=1)[:, :n_probe]
+        out = []
+        for near, pos in zip(nearest, positives):
+            clusters = np.union1d(near, self.labels[pos])
+            out.append(np.concatenate([self.members[j] for j in clusters]))
+        return out
+
+
+def default_clusters(n_docs: int) -> int:
+    """round(sqrt(N)): clusters of about sqrt(N) documents, so candidates grow as sqrt(N) while staying topical."""
+    return max(1, round(math.sqrt(n_docs)))

@@ -1,0 +1,65 @@
+"""Charts as SVG text, written by hand so that hnm needs no plotting library.
+
+    svg = histograms({"positives": pos_scores, "negatives": neg_scores}, title="Scores", xlabel="cosine")
+    Path("scores.svg").write_text(svg)
+
+Overlaid, semi-transparent histograms over shared bins, with axes, five ticks on each, and a legend. Not here:
+anything interactive, log scales, or other chart types.
+"""
+
+from html import escape
+from typing import Dict, Sequence
+
+import numpy as np
+
+COLOURS = ("#2a9d8f", "#e76f51", "#264653", "#e9c46a", "#8d99ae", "#6a4c93")
+W, H = 640, 360  # canvas
+L, R, T, B = 60, 20, 40, 50  # margins: left, right, top, bottom
+
+
+def _ticks(lo: float, hi: float, n: int = 5) -> np.ndarray:
+    return np.linspace(lo, hi, n)
+
+
+def histograms(series: Dict[str, Sequence[float]], title: str, xlabel: str, bins: int = 40) -> str:
+    """One SVG document with a histogram per named series (counts on the y axis), sharing the bins."""
+    data = {k: np.asarray(v, dtype=np.float64) for k, v in series.items()}
+    values = np.concatenate([v for v in data.values() if len(v)]) if any(len(v) for v in data.values()) else np.zeros(1)
+    lo, hi = float(values.min()), float(values.max())
+    if hi <= lo:
+        lo, hi = lo - 0.5, hi + 0.5
+    edges = np.linspace(lo, hi, bins + 1)
+    counts = {k: np.histogram(v, edges)[0] for k, v in data.items()}
+    top = max(1, max(int(c.max()) for c in counts.values()))
+    pw, ph = W - L - R, H - T - B
+
+    def x(v: float) -> float:
+        return L + (v - lo) / (hi - lo) * pw
+
+    def y(c: float) -> float:
+        return T + ph - c / top * ph
+
+    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" viewBox="0 0 {W} {H}" '
+           f'font-family="sans-serif" font-size="12">',
+           f'<rect width="{W}" height="{H}" fill="white"/>',
+           f'<text x="{W / 2}" y="22" text-anchor="middle" font-size="15">{escape(title)}</text>']
+    for (name, c), colour in zip(counts.items(), COLOURS):
+        for i, n in enumerate(c):
+            if n:
+                out.append(f'<rect x="{x(edges[i]):.1f}" y="{y(n):.1f}" width="{x(edges[i + 1]) - x(edges[i]):.1f}" '
+                           f'height="{T + ph - y(n):.1f}" fill="{colour}" fill-opacity="0.55"/>')
+    out.append(f'<line x1="{L}" y1="{T + ph}" x2="{L + pw}" y2="{T + ph}" stroke="black"/>')
+    out.append(f'<line x1="{L}" y1="{T}" x2="{L}" y2="{T + ph}" stroke="black"/>')
+    for v in _ticks(lo, hi):
+        out.append(f'<line x1="{x(v):.1f}" y1="{T + ph}" x2="{x(v):.1f}" y2="{T + ph + 5}" stroke="black"/>')
+        out.append(f'<text x="{x(v):.1f}" y="{T + ph + 18}" text-anchor="middle">{v:.2f}</text>')
+    for c in _ticks(0, top):
+        out.append(f'<text x="{L - 6}" y="{y(c) + 4:.1f}" text-anchor="end">{c:.0f}</text>')
+    out.append(f'<text x="{L + pw / 2}" y="{H - 10}" text-anchor="middle">{escape(xlabel)}</text>')
+    out.append(f'<text x="16" y="{T + ph / 2}" text-anchor="middle" transform="rotate(-90 16 {T + ph / 2})">count</text>')
+    for i, ((name, v), colour) in enumerate(zip(data.items(), COLOURS)):
+        out.append(f'<rect x="{L + pw - 150}" y="{T + 8 + 18 * i}" width="12" height="12" fill="{colour}" '
+                   f'fill-opacity="0.55"/>')
+        out.append(f'<text x="{L + pw - 132}" y="{T + 18 + 18 * i}">{escape(name)} ({len(v)})</text>')
+    out.append("</svg>")
+    return "\n".join(out) + "\n"
