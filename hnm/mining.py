@@ -57,6 +57,7 @@ class MineConfig:
     seed: int = 42
     chunk_size: int = 256  # queries per chunk: bounds memory, and the work a killed run loses
     kmeans_sample: int = 100_000  # k-means is fitted on at most this many documents (a seeded sample), then all assigned
+    kmeans_iter: int = 25  # Lloyd iterations at most (faiss trains with 25): clusters only need to be topical
 
     def __post_init__(self):
         if self.strategy not in STRATEGIES:
@@ -208,7 +209,7 @@ class KMeansResultView:
         k = min(k, n)
         rng = np.random.default_rng(cfg.seed)
         sample = docs if n <= cfg.kmeans_sample else docs[np.sort(rng.choice(n, cfg.kmeans_sample, replace=False))]
-        result = kmeans(sample, KMeansConfig(k=k, spherical=True, seed=cfg.seed))
+        result = kmeans(sample, KMeansConfig(k=k, spherical=True, seed=cfg.seed, max_iter=cfg.kmeans_iter))
         labels = result.labels if sample is docs else result.predict(docs)
         order = np.argsort(labels, kind="stable")
         bounds = np.searchsorted(labels[order], np.arange(k + 1))
