@@ -119,6 +119,32 @@ def _cmd_mine(args) -> int:
     return 0
 
 
+def _cmd_ingest(args) -> int:
+    from hnm.chunk import ChunkConfig, load_tokenizer
+    from hnm.ingest import FetchConfig, IngestConfig, ingest
+    try:
+        fetch = FetchConfig(connect_timeout=min(args.timeout, FetchConfig.connect_timeout), read_timeout=args.timeout,
+                            retries=args.retries, max_bytes=args.max_bytes, delay=args.delay)
+        config = IngestConfig(fetch=fetch, chunk=ChunkConfig(args.chunk, args.max_tokens, args.stride),
+                              near_dup_threshold=args.near_dup_threshold, retry_failed=args.retry_failed)
+    except ValueError as e:
+        raise HnmError(str(e)) from None
+    tokenizer = load_tokenizer(args.model) if args.chunk != "none" else None
+    r = ingest(args.sources, args.output, config, tokenizer, args.errors, quiet=args.quiet)
+    errors = args.errors or args.output.with_suffix(".errors.jsonl")
+    print(f"sources: {r.ok} ok, {r.failed} failed (reasons in {errors}); {r.resumed} finished by an earlier run")
+    print(f"duplicates dropped: {len(r.exact)} exact, {len(r.near)} near "
+          f"(Jaccard >= {config.near_dup_threshold} of {config.shingle}-word shingles)")
+    for dropped, kept, *jac in r.exact + r.near:
+        print(f"  {dropped}  repeats  {kept}" + (f"  ({jac[0]:.3f})" if jac else ""))
+    print(f"boilerplate lines removed: {sum(map(len, r.boilerplate.values()))}")
+    for site, lines in r.boilerplate.items():
+        print(f"  {site}: " + "; ".join(repr(line[:60]) for line in lines))
+    how = "" if args.chunk == "none" else f" ({args.chunk}, at most {config.chunk.max_tokens} tokens)"
+    print(f"corpus: {r.documents} documents, {r.chunks} rows{how} -> {args.output}")
+    return 0 if r.documents else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m hnm",
@@ -210,6 +236,43 @@ def build_parser() -> argparse.ArgumentParser:
                    help="encoder precision")
     _quiet(p)
     p.set_defaults(func=_cmd_mine)
+
+    from hnm.chunk import MODES, ChunkConfig
+    from hnm.ingest import FetchConfig, IngestConfig
+    p = sub.add_parser("ingest", help="fetch and clean web pages and files into a de-duplicated, chunked corpus",
+                       description="Fetch URLs and read local .html, .txt and .md files; clean the HTML to text, "
+                                   "remove boilerplate lines repeated across a site, drop exact and near "
+                                   "duplicates, cut chunks by the model's tokenizer, and write a BEIR corpus. "
+                                   "Failed sources go to an errors file; a killed run resumes when rerun.")
+    p.add_argument("sources", nargs="+", metavar="SOURCES",
+                   help="URLs, folders of .html/.txt/.md files, or files listing URLs one a line")
+    p.add_argument("-o", "--output", type=Path, required=True, help="the corpus to write (JSON lines)")
+    p.add_argument("--errors", type=Path, help="failed sources, JSON lines {source, reason} "
+                                               "(default: the output with suffix .errors.jsonl)")
+    p.add_argument("--chunk", choices=MODES, default=ChunkConfig.mode,
+                   help=f"token windows, sentences packed up to --max-tokens, or whole documents "
+                        f"(default {ChunkConfig.mode})")
+    p.add_argument("--model", default="all-MiniLM-L6-v2",
+                   help="whose tokenizer counts tokens: a model of weights.lock or a tokenizer.json path")
+    p.add_argument("--max-tokens", type=int, default=ChunkConfig.max_tokens,
+                   help=f"tokens per chunk, special tokens not counted (default {ChunkConfig.max_tokens})")
+    p.add_argument("--stride", type=int, help="tokens from one window's start to the next (default 3/4 of "
+                                              "--max-tokens)")
+    p.add_argument("--timeout", type=float, default=FetchConfig.read_timeout,
+                   help=f"seconds without a byte before an attempt fails (default {FetchConfig.read_timeout:g}); "
+                        f"also caps the connect timeout ({FetchConfig.connect_timeout:g})")
+    p.add_argument("--retries", type=int, default=FetchConfig.retries,
+                   help=f"attempts per URL on 5xx, timeouts and connection errors (default {FetchConfig.retries})")
+    p.add_argument("--max-bytes", type=int, default=FetchConfig.max_bytes,
+                   help=f"larger pages are refused (default {FetchConfig.max_bytes:,})")
+    p.add_argument("--delay", type=float, default=FetchConfig.delay,
+                   help=f"seconds between two requests to one host (default {FetchConfig.delay:g})")
+    p.add_argument("--near-dup-threshold", type=float, default=IngestConfig.near_dup_threshold,
+                   help=f"Jaccard similarity of 5-word shingle sets from which a page is a near duplicate "
+                        f"(default {IngestConfig.near_dup_threshold})")
+    p.add_argument("--retry-failed", action="store_true", help="on a rerun, try the sources that failed again")
+    _quiet(p)
+    p.set_defaults(func=_cmd_ingest)
     return parser
 
 
