@@ -3,7 +3,8 @@
     svg = histograms({"positives": pos_scores, "negatives": neg_scores}, title="Scores", xlabel="cosine")
     Path("scores.svg").write_text(svg)
 
-Overlaid, semi-transparent histograms over shared bins, with axes, five ticks on each, and a legend. Not here:
+`histograms`: overlaid, semi-transparent histograms over shared bins, with axes, ticks and a legend. `bars`: one
+bar per system with its confidence interval as a whisker. Not here:
 anything interactive, log scales, or other chart types.
 """
 
@@ -61,5 +62,40 @@ def histograms(series: Dict[str, Sequence[float]], title: str, xlabel: str, bins
         out.append(f'<rect x="{L + pw - 150}" y="{T + 8 + 18 * i}" width="12" height="12" fill="{colour}" '
                    f'fill-opacity="0.55"/>')
         out.append(f'<text x="{L + pw - 132}" y="{T + 18 + 18 * i}">{escape(name)} ({len(v)})</text>')
+    out.append("</svg>")
+    return "\n".join(out) + "\n"
+
+
+def bars(values: Dict[str, float], low: Dict[str, float], high: Dict[str, float], title: str, ylabel: str) -> str:
+    """One SVG document: a bar per name with its confidence interval drawn as a whisker from low to high."""
+    names = list(values)
+    top = max([high.get(n, values[n]) for n in names] + [1e-9])
+    pw, ph = W - L - R, H - T - B
+    slot = pw / max(1, len(names))
+
+    def y(v: float) -> float:
+        return T + ph - v / top * ph
+
+    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" viewBox="0 0 {W} {H}" '
+           f'font-family="sans-serif" font-size="12">',
+           f'<rect width="{W}" height="{H}" fill="white"/>',
+           f'<text x="{W / 2}" y="22" text-anchor="middle" font-size="15">{escape(title)}</text>',
+           f'<line x1="{L}" y1="{T + ph}" x2="{L + pw}" y2="{T + ph}" stroke="black"/>',
+           f'<line x1="{L}" y1="{T}" x2="{L}" y2="{T + ph}" stroke="black"/>']
+    for v in _ticks(0, top):
+        out.append(f'<text x="{L - 6}" y="{y(v) + 4:.1f}" text-anchor="end">{v:.2f}</text>')
+    for i, name in enumerate(names):
+        cx = L + slot * (i + 0.5)
+        out.append(f'<rect x="{cx - slot * 0.3:.1f}" y="{y(values[name]):.1f}" width="{slot * 0.6:.1f}" '
+                   f'height="{T + ph - y(values[name]):.1f}" fill="{COLOURS[i % len(COLOURS)]}"/>')
+        if name in low and name in high:
+            out.append(f'<line x1="{cx:.1f}" y1="{y(low[name]):.1f}" x2="{cx:.1f}" y2="{y(high[name]):.1f}" '
+                       f'stroke="black"/>')
+            for v in (low[name], high[name]):
+                out.append(f'<line x1="{cx - 6:.1f}" y1="{y(v):.1f}" x2="{cx + 6:.1f}" y2="{y(v):.1f}" stroke="black"/>')
+        out.append(f'<text x="{cx:.1f}" y="{T + ph + 16}" text-anchor="middle">{escape(name)}</text>')
+        out.append(f'<text x="{cx:.1f}" y="{y(values[name]) - 4:.1f}" text-anchor="middle">{values[name]:.3f}</text>')
+    out.append(f'<text x="16" y="{T + ph / 2}" text-anchor="middle" transform="rotate(-90 16 {T + ph / 2})">'
+               f'{escape(ylabel)}</text>')
     out.append("</svg>")
     return "\n".join(out) + "\n"
