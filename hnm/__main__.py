@@ -145,6 +145,106 @@ def _cmd_ingest(args) -> int:
     return 0 if r.documents else 1
 
 
+def _train_config(args):
+    from hnm.train import TrainConfig
+    given = {f: getattr(args, f) for f in TrainConfig.__dataclass_fields__ if getattr(args, f, None) is not None}
+    try:
+        return TrainConfig(**given)
+    except ValueError as e:
+        raise HnmError(str(e)) from None
+
+
+def _cmd_train(args) -> int:
+    import os
+    from hnm.train import train
+    s = train(args.rows, args.output, args.start, _train_config(args), resume=args.resume, quiet=args.quiet)
+    if os.environ.get("RANK", "0") == "0":  # under torchrun, one report
+        best = s["best"]
+        print(f"trained {s['steps']} of {s['total_steps']} steps on {s['examples']} examples "
+              f"({len(s['skipped_rows'])} rows skipped) in {s['seconds']:.1f} s, {s['pairs_per_s']:.1f} pairs/s; "
+              f"last loss {s['last_loss']:.4f}")
+        if best:
+            print(f"best held-out MRR@10 {best['mrr@10']:.4f} (nDCG@10 {best['ndcg@10']:.4f}) at step "
+                  f"{best['step']} -> {args.output / 'best'}")
+        print(f"checkpoint {args.output / 'last'}; log {args.output / 'log.jsonl'}")
+    return 0
+
+
+def _cmd_rerank(args) -> int:
+    import time
+    from hnm.metrics import read_trec_run, write_trec_run
+    from hnm.rerank import metrics_of, read_collection, rerank
+    from hnm.reranker import CrossEncoder
+    corpus, queries = read_collection(args.data)
+    run = read_trec_run(args.run)
+    model = CrossEncoder.from_checkpoint(args.reranker)
+    started = time.perf_counter()
+    try:
+        new = rerank(model, run, queries, corpus, args.top_k, args.batch_size, args.precision, args.quiet)
+    except ValueError as e:
+        raise HnmError(str(e)) from None
+    seconds = time.perf_counter() - started
+    write_trec_run(args.output, new, tag="hnm-rerank")
+    pairs = sum(map(len, new.values()))
+    print(f"re-ranked {pairs} pairs of {len(new)} queries in {seconds:.1f} s ({pairs / seconds:.1f} pairs/s) "
+          f"-> {args.output}")
+    if args.split:
+        from hnm.data import read_qrels
+        from hnm.rerank import REPORTED
+        qrels = read_qrels(Path(args.data) / "qrels" / f"{args.split}.tsv")
+        for name, r in (("given run", run), ("re-ranked", new)):
+            m = metrics_of(r, qrels)
+            print(f"  {name:<10} " + "  ".join(f"{k} {m[k]:.4f}" for k in REPORTED) + f"  ({m['queries']} queries)")
+    return 0
+
+
+def _cmd_evaluate(args) -> int:
+    import json
+    import re
+    from hnm.data import atomic_write, load_beir
+    from hnm.metrics import write_trec_run
+    from hnm.rerank import EvalConfig, compare, first_stage, rerank, table
+    from hnm.reranker import CrossEncoder
+    given = {f: getattr(args, f) for f in EvalConfig.__dataclass_fields__ if getattr(args, f, None) is not None}
+    try:
+        cfg = EvalConfig(**given)
+    except ValueError as e:
+        raise HnmError(str(e)) from None
+    corpus, queries, qrels = load_beir(args.data, args.split)
+    systems = {cfg.first_stage: first_stage(corpus, queries, cfg, args.quiet)}
+    for ckpt in args.reranker:
+        model = CrossEncoder.from_checkpoint(ckpt)
+        systems[f"{cfg.first_stage}+rerank:{ckpt}"] = rerank(model, systems[cfg.first_stage], queries, corpus,
+                                                              cfg.top_k, cfg.batch_size, cfg.precision, args.quiet)
+    report = compare(systems, qrels, cfg.resamples, cfg.seed)
+    print(f"{args.data}, split {args.split}, first stage {cfg.first_stage} top {cfg.top_k}")
+    print(table(report))
+    for name, run in systems.items():
+        slug = re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("_")
+        path = args.output_dir / f"{slug}.{Path(args.data).resolve().name}.{args.split}.trec"
+        write_trec_run(path, run, tag=slug)
+        report["metrics"][name]["run"] = str(path)
+    with atomic_write(args.output_dir / "evaluate.json") as f:
+        json.dump(report, f, indent=1)
+    print(f"runs and report (evaluate.json) in {args.output_dir}")
+    return 0
+
+
+def _cmd_experiment(args) -> int:
+    from dataclasses import replace
+    from hnm.experiment import BUDGETS, ExperimentConfig, report, run_experiment
+    cfg = ExperimentConfig.load(args.config) if args.config else ExperimentConfig()
+    overrides = {k: getattr(args, k) for k in ("train_split", "test_split", "first_stage") if getattr(args, k)}
+    if args.budget:
+        overrides["budget"] = BUDGETS[args.budget]
+    cfg = replace(cfg, **overrides)
+    out = args.out or Path("experiments") / f"{args.data.name}-{cfg.budget.name}"
+    results = run_experiment(args.data, out, cfg, quiet=args.quiet)
+    print(report(results))
+    print(f"report, results.json and chart.svg in {out}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m hnm",
@@ -170,7 +270,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="which prefix of the model to use; documents also get their title prepended")
     p.add_argument("--batch-size", type=int, default=EmbedConfig.batch_size, help="texts per forward pass")
     p.add_argument("--precision", choices=("float32", "bfloat16"), default=EmbedConfig.precision,
-                   help="bfloat16 autocast is about twice as fast on CPU, cosine ~0.9999 to float32")
+                   help="bfloat16 autocast: cosine ~0.9999 to float32; faster only on CPUs with bf16 instructions")
     p.add_argument("--no-cache", action="store_true", help="neither read nor write the embedding cache")
     _quiet(p)
     p.set_defaults(func=_cmd_embed)
@@ -273,6 +373,101 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--retry-failed", action="store_true", help="on a rerun, try the sources that failed again")
     _quiet(p)
     p.set_defaults(func=_cmd_ingest)
+    from hnm.train import TrainConfig
+    t = TrainConfig()
+    p = sub.add_parser("train", help="train a cross-encoder re-ranker on mined rows (torchrun for several processes)",
+                       description="Fine-tune a cross-encoder on the rows of `hnm mine`: each positive with groups "
+                                   "of --negatives negatives, the triplet loss by default. Writes OUTPUT/log.jsonl, "
+                                   "OUTPUT/last (checkpoint, resumable) and OUTPUT/best (best held-out MRR@10). "
+                                   "Run it under `torchrun --nproc_per_node N -m hnm train ...` for DDP.")
+    p.add_argument("--rows", type=Path, required=True, help="mined rows, JSON lines (hnm mine's output)")
+    p.add_argument("--output", type=Path, required=True, help="folder for the log and the checkpoints")
+    # not --start: torchrun would take that for an abbreviation of its own --start-method
+    p.add_argument("--model", dest="start", default="all-MiniLM-L6-v2",
+                   help="start from an encoder of weights.lock (with a new head) or a re-ranker checkpoint folder")
+    p.add_argument("--resume", action="store_true", help="continue from OUTPUT/last with the same flags")
+    p.add_argument("--loss", choices=("triplet", "bce", "softmax"), help=f"training loss (default {t.loss})")
+    p.add_argument("--margin", type=float, help=f"of the triplet loss (default {t.margin})")
+    p.add_argument("--negatives", type=int, help=f"negatives per example (default {t.negatives})")
+    p.add_argument("--batch-size", dest="batch_size", type=int,
+                   help=f"examples per micro-batch per process, each 1 + negatives pairs (default {t.batch_size})")
+    p.add_argument("--grad-accum", dest="grad_accum", type=int,
+                   help=f"micro-batches per optimiser step (default {t.grad_accum})")
+    p.add_argument("--epochs", type=int, help=f"passes over the examples (default {t.epochs})")
+    p.add_argument("--max-steps", dest="max_steps", type=int, help="optimiser steps in all; replaces --epochs")
+    p.add_argument("--lr", type=float, help=f"peak learning rate (default {t.lr})")
+    p.add_argument("--weight-decay", dest="weight_decay", type=float,
+                   help=f"AdamW weight decay, not on biases and LayerNorm (default {t.weight_decay})")
+    p.add_argument("--warmup", type=float, help=f"share of steps warming up, then linear decay (default {t.warmup})")
+    p.add_argument("--max-grad-norm", dest="max_grad_norm", type=float,
+                   help=f"gradient clipping norm (default {t.max_grad_norm})")
+    p.add_argument("--seed", type=int, help=f"data order, held-out rows, new head, dropout (default {t.seed})")
+    p.add_argument("--precision", choices=("float32", "bfloat16"), help=f"bfloat16: autocast (default {t.precision})")
+    p.add_argument("--max-length", dest="max_length", type=int, help="tokens per pair (default: the model's)")
+    p.add_argument("--head", choices=("pooler", "linear"), help=f"head of a new model (default {t.head})")
+    p.add_argument("--eval-fraction", dest="eval_fraction", type=float,
+                   help=f"share of queries held out for evaluation (default {t.eval_fraction})")
+    p.add_argument("--eval-every", dest="eval_every", type=int,
+                   help=f"steps between evaluations; 0: at the end only (default {t.eval_every})")
+    p.add_argument("--save-every", dest="save_every", type=int,
+                   help=f"steps between checkpoints (default {t.save_every})")
+    p.add_argument("--stop-after", dest="stop_after", type=int,
+                   help="end this invocation after this step, checkpointed; go on later with --resume")
+    _quiet(p)
+    p.set_defaults(func=_cmd_train)
+
+    from hnm.rerank import EvalConfig, FIRST_STAGES
+    e = EvalConfig()
+    p = sub.add_parser("rerank", help="re-rank a TREC run file with a trained cross-encoder",
+                       description="Score the top k documents of each query of a TREC run with a re-ranker "
+                                   "checkpoint and write them, re-ordered, as a new TREC run.")
+    p.add_argument("--data", type=Path, required=True, help="BEIR folder with the corpus and queries of the run")
+    p.add_argument("--run", type=Path, required=True, help="TREC run file to re-rank")
+    p.add_argument("--reranker", type=Path, required=True, help="checkpoint folder (hnm train's best or last)")
+    p.add_argument("--output", type=Path, required=True, help="TREC run file to write")
+    p.add_argument("--top-k", dest="top_k", type=int, default=e.top_k,
+                   help=f"documents re-ranked per query; the rest are dropped (default {e.top_k})")
+    p.add_argument("--split", help="also print the metrics of both runs against qrels/<split>.tsv")
+    p.add_argument("--batch-size", dest="batch_size", type=int, default=e.batch_size, help="pairs per pass")
+    p.add_argument("--precision", choices=("float32", "bfloat16"), default=e.precision, help="re-ranker precision")
+    _quiet(p)
+    p.set_defaults(func=_cmd_rerank)
+
+    p = sub.add_parser("evaluate", help="first stage, optional re-ranking, metrics and paired tests",
+                       description="Retrieve the top k of each query with BM25, a dense model or the ensemble, "
+                                   "re-rank them with each --reranker, print MRR@10, P@1, P@10, nDCG@10 and R@100, "
+                                   "compare every two systems (paired bootstrap and randomisation test on nDCG@10 "
+                                   "and MRR@10), and write the TREC runs and evaluate.json.")
+    p.add_argument("--data", type=Path, required=True, help="BEIR folder: corpus.jsonl, queries.jsonl, qrels/")
+    p.add_argument("--split", default="test", help="judgments to use, qrels/<split>.tsv (default test)")
+    p.add_argument("--first-stage", dest="first_stage", choices=FIRST_STAGES,
+                   help=f"first-stage retrieval (default {e.first_stage})")
+    p.add_argument("--top-k", dest="top_k", type=int, help=f"documents retrieved and re-ranked (default {e.top_k})")
+    p.add_argument("--reranker", type=Path, nargs="*", default=[], help="re-ranker checkpoint folders")
+    p.add_argument("--models", help=f"NAME[:WEIGHT],... for dense (the first) and ensemble (default {e.models})")
+    p.add_argument("--batch-size", dest="batch_size", type=int, help=f"pairs per pass (default {e.batch_size})")
+    p.add_argument("--precision", choices=("float32", "bfloat16"), help=f"re-ranker precision (default {e.precision})")
+    p.add_argument("--resamples", type=int, help=f"of the paired tests (default {e.resamples})")
+    p.add_argument("--seed", type=int, help=f"of the paired tests (default {e.seed})")
+    p.add_argument("--output-dir", dest="output_dir", type=Path, default=Path("."),
+                   help="where the TREC runs and evaluate.json go (default here)")
+    _quiet(p)
+    p.set_defaults(func=_cmd_evaluate)
+    p = sub.add_parser("experiment", help="the paper's comparison: one re-ranker trained on each strategy's negatives",
+                       description="Mine with each arm's strategy, train the same re-ranker on each, re-rank the same "
+                                   "first-stage top k of the test queries, and report metrics with bootstrap "
+                                   "intervals and paired tests, the long-document comparison and stage timings. "
+                                   "Every stage is cached under --out; a rerun resumes.")
+    p.add_argument("--data", type=Path, required=True, help="a BEIR-layout folder")
+    p.add_argument("--out", type=Path, help="the working and report folder (default experiments/NAME-BUDGET)")
+    p.add_argument("--budget", choices=("small", "full"), help="small: a smoke run for a 2-core CPU (default); full")
+    p.add_argument("--config", type=Path, help="a JSON file of arms and budget over the defaults")
+    p.add_argument("--train-split", dest="train_split", help="the split mined and trained on (default train)")
+    p.add_argument("--test-split", dest="test_split", help="the split judged (default test)")
+    p.add_argument("--first-stage", dest="first_stage", choices=("bm25", "dense", "ensemble"),
+                   help="the first stage whose top k is re-ranked (default bm25)")
+    _quiet(p)
+    p.set_defaults(func=_cmd_experiment)
     return parser
 
 

@@ -149,3 +149,36 @@ class Ensemble:
                 per_member.append(normalise_bm25(bm25_rows[i, c][None])[0])
             out.append(FUSE[self.fusion](np.stack(per_member)[:, None, :], weights)[0])
         return out
+
+
+class PassageEnsemble(Ensemble):
+    """An ensemble over documents cut into passages: a document scores as its best passage (MaxP; Dai and Callan,
+    SIGIR 2019), so text past an encoder's window still counts.
+
+    passage_vectors: per model (P, D_m) unit rows; passage_doc: (P,) the document row of each passage, ascending
+    (a document's passages are contiguous), every document having at least one. The document vectors that k-means
+    and exact top-k see are the normalised means of their passages' vectors. Only the `mean` fusion is supported.
+    """
+
+    def __init__(self, members: Sequence[Member], passage_vectors: List[np.ndarray], passage_doc: np.ndarray,
+                 query_vectors: List[np.ndarray]):
+        n_docs = int(passage_doc.max()) + 1
+        if np.any(np.diff(passage_doc) < 0) or len(np.unique(passage_doc)) != n_docs:
+            raise ValueError("passages must be grouped by document, in document order, at least one each")
+        doc_vectors = []
+        for p in passage_vectors:
+            mean = np.zeros((n_docs, p.shape[1]), dtype=np.float32)
+            np.add.at(mean, passage_doc, p)
+            doc_vectors.append(mean / np.maximum(np.linalg.norm(mean, axis=1, keepdims=True), 1e-12))
+        super().__init__(members, doc_vectors, query_vectors, "mean")
+        self.passages = ensemble_vectors(passage_vectors, self.weights)  # (P, sum D_m)
+        self.first = np.searchsorted(passage_doc, np.arange(n_docs + 1))  # doc d's passages: first[d]..first[d+1]-1
+
+    def score(self, query_rows: np.ndarray, candidates: List[np.ndarray]) -> List[np.ndarray]:
+        out = []
+        for r, c in zip(query_rows, candidates):
+            starts, ends = self.first[c], self.first[c + 1]
+            rows = np.concatenate([np.arange(s, e) for s, e in zip(starts, ends)])
+            s = self.passages[rows] @ self.queries[r]  # (passages of the candidates,)
+            out.append(np.maximum.reduceat(s, np.concatenate([[0], np.cumsum(ends - starts)[:-1]])))
+        return out

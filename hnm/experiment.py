@@ -1,0 +1,338 @@
+"""The experiment of the paper (arXiv 2411.02404, section 4), on any BEIR-layout folder: one re-ranker, trained from
+the same start, seed, step budget and loss on negatives mined by each strategy, judged on the same test queries.
+
+Arms (a list in the configuration, so an ablation is one more line):
+  (a) first-stage     the first stage alone, no re-ranker
+  (b) random          random negatives                          (c) bm25   BM25's top non-positives
+  (d) dense           one model's nearest non-positives          (e) ensemble   the paper: ensemble + k-means
+  (f) ensemble+       (e) with the positive-aware ceiling and a quarter of random negatives
+and, for the paper's open question on long documents, (f) mined over passages (a document scores as its best
+passage) and every trained arm judged twice more on (f)'s model: documents truncated at the window, or cut into
+passages and scored by the best one; reported for the test queries whose relevant documents fit the window and
+those with one beyond it.
+
+Every stage writes its result under OUT and is skipped when the result is there (mining and training also resume
+from their own checkpoints), so a long experiment can be split across sittings. Nothing is tuned on the test split:
+the only choice made on data, the kept checkpoint, uses a held-out tenth of the training queries (train.py).
+Outputs: OUT/report.md, OUT/results.json, OUT/chart.svg.
+
+Not here: the mining, training and ranking themselves (minerun.py, train.py, rerank.py).
+"""
+
+import json
+import os
+import platform
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Dict, List, Optional, Tuple
+
+import numpy as np
+
+from hnm.chunk import ChunkConfig, chunk_spans
+from hnm.data import Qrels, atomic_write, document_text, load_beir
+from hnm.metrics import Run, evaluate, paired_bootstrap, per_query, randomisation_test, read_trec_run, write_trec_run
+from hnm.mining import MineConfig
+from hnm.rerank import EvalConfig, compare, first_stage, rerank
+from hnm.reranker import CrossEncoder
+from hnm.svg import bars
+from hnm.train import TrainConfig, train
+
+BASELINES = ("random", "bm25")  # every arm is tested against these two
+
+
+@dataclass(frozen=True)
+class Arm:
+    name: str
+    mine: Optional[dict]  # MineConfig fields; None: no re-ranker (the first stage alone)
+    passages: bool = False  # mine over passages (the long-document arm)
+
+
+# (b) to (e) differ only in where candidates come from: no ceiling, no random share; (f) adds both to (e)
+ARMS = (Arm("first-stage", None),
+        Arm("random", {"strategy": "random", "relative_ceiling": None}),
+        Arm("bm25", {"strategy": "bm25", "relative_ceiling": None}),
+        Arm("dense", {"strategy": "dense", "relative_ceiling": None}),
+        Arm("ensemble", {"strategy": "ensemble", "relative_ceiling": None}),
+        Arm("ensemble+", {"strategy": "ensemble", "relative_ceiling": 0.95, "random_share": 0.25}),
+        Arm("ensemble+ passages", {"strategy": "ensemble", "relative_ceiling": 0.95, "random_share": 0.25}, True))
+
+
+@dataclass(frozen=True)
+class Budget:
+    """How much of everything: `small` is a smoke run for a 2-core CPU (minutes), `full` the README's tables."""
+    name: str
+    models: str  # the ensemble (and, first of them, the dense arm's model)
+    start: str  # the re-ranker's start encoder
+    steps: int  # optimiser steps per arm
+    batch_size: int  # triplets per step
+    max_length: int  # tokens per (query, document) pair
+    top_k: int  # first-stage documents re-ranked per test query
+    test_queries: Optional[int]  # at most this many test queries (the first ones by id); None: all
+    train_queries: Optional[int]  # at most this many training queries; None: all
+    seeds: Tuple[int, ...] = (0,)
+
+
+BUDGETS = {
+    "small": Budget("small", "all-MiniLM-L6-v2", "all-MiniLM-L6-v2", steps=40, batch_size=8, max_length=128,
+                    top_k=20, test_queries=40, train_queries=200),
+    "full": Budget("full", "all-MiniLM-L6-v2,all-mpnet-base-v2", "all-MiniLM-L6-v2", steps=400, batch_size=16,
+                   max_length=256, top_k=100, test_queries=None, train_queries=None, seeds=(0, 1, 2)),
+}
+
+
+@dataclass(frozen=True)
+class ExperimentConfig:
+    train_split: str = "train"
+    test_split: str = "test"
+    first_stage: str = "bm25"
+    budget: Budget = BUDGETS["small"]
+    arms: Tuple[Arm, ...] = ARMS
+    num_negatives: int = 4  # mined per query; training uses them one triplet at a time
+    loss: str = "triplet"
+    resamples: int = 2000  # bootstrap and randomisation test
+
+    @classmethod
+    def load(cls, path: Path, **overrides) -> "ExperimentConfig":
+        """A JSON file {"arms": [{"name", "mine", "passages"}...], "budget": {...} or "small", ...} over the defaults."""
+        raw = json.loads(Path(path).read_text())
+        if "arms" in raw:
+            raw["arms"] = tuple(Arm(**a) for a in raw["arms"])
+        if isinstance(raw.get("budget"), str):
+            raw["budget"] = BUDGETS[raw["budget"]]
+        elif isinstance(raw.get("budget"), dict):
+            raw["budget"] = Budget(**{**raw["budget"], "seeds": tuple(raw["budget"].get("seeds", (0,)))})
+        return replace(cls(**raw), **overrides)
+
+
+def _subset(qrels: Qrels, n: Optional[int]) -> Qrels:
+    return {q: qrels[q] for q in sorted(qrels, key=lambda q: (len(q), q))[:n]} if n else qrels
+
+
+def passage_corpus(corpus: Dict[str, dict], tokenizer, max_tokens: int) -> Tuple[Dict[str, dict], Dict[str, str]]:
+    """Each document cut into token windows (stride 3/4): ({"doc#i": {"title", "text"}}, {"doc#i": doc})."""
+    cfg = ChunkConfig(mode="tokens", max_tokens=max_tokens)
+    passages, parent = {}, {}
+    for d, doc in corpus.items():
+        spans = chunk_spans(doc["text"], tokenizer, cfg) or [(0, 0)]
+        for i, (s, e) in enumerate(spans):
+            passages[f"{d}#{i}"] = {"title": doc["title"], "text": doc["text"][s:e]}
+            parent[f"{d}#{i}"] = d
+    return passages, parent
+
+
+def rerank_by_passages(model: CrossEncoder, run: Run, queries: Dict[str, str], corpus: Dict[str, dict], top_k: int,
+                       quiet: bool) -> Run:
+    """Re-rank the top_k documents of each query, each scored by its best passage (MaxP)."""
+    from hnm.metrics import rank_documents
+    top = {q: dict(rank_documents(docs, top_k)) for q, docs in run.items()}
+    needed = {d: corpus[d] for docs in top.values() for d in docs}
+    passages, parent = passage_corpus(needed, model.tokenizer, model.max_length // 2)
+    passage_run = {q: {p: docs[parent[p]] for p in passages if parent[p] in docs} for q, docs in top.items()}
+    scored = rerank(model, passage_run, queries, passages, top_k=len(passages), quiet=quiet)
+    out: Run = {}
+    for q, ps in scored.items():
+        best = out.setdefault(q, {})
+        for p, s in ps.items():
+            best[parent[p]] = max(s, best.get(parent[p], -np.inf))
+    return out
+
+
+def _long_queries(qrels: Qrels, corpus: Dict[str, dict], tokenizer, window: int) -> Tuple[set, set]:
+    """Test queries split by whether every relevant document fits `window` tokens, or one goes beyond it."""
+    within, beyond = set(), set()
+    for q, docs in qrels.items():
+        long = any(len(tokenizer.tok.encode(document_text(corpus[d]), add_special_tokens=False).ids) > window
+                   for d, g in docs.items() if g > 0)
+        (beyond if long else within).add(q)
+    return within, beyond
+
+
+class Stages:
+    """Runs each stage once: a stage whose output exists is read back, and its recorded wall time kept."""
+
+    def __init__(self, out: Path):
+        self.out = out
+        self.times_path = out / "stage_times.json"
+        self.times = json.loads(self.times_path.read_text()) if self.times_path.exists() else {}
+
+    def timed(self, name: str, done: bool, work) -> None:
+        if done:
+            return
+        t0 = time.monotonic()
+        work()
+        self.times[name] = round(time.monotonic() - t0, 1)
+        with atomic_write(self.times_path) as f:
+            json.dump(self.times, f, indent=1)
+
+
+def run_experiment(data: Path, out: Path, cfg: ExperimentConfig = ExperimentConfig(), quiet: bool = False) -> dict:
+    """Run (or resume) the whole experiment on the BEIR folder `data`; write the report; return the results."""
+    t0 = time.monotonic()
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    b = cfg.budget
+    stages = Stages(out)
+    corpus, queries, train_qrels = load_beir(data, cfg.train_split)
+    train_qrels = _subset(train_qrels, b.train_queries)
+    _, test_queries, test_qrels = load_beir(data, cfg.test_split)
+    test_qrels = _subset(test_qrels, b.test_queries)
+    test_queries = {q: test_queries[q] for q in test_qrels}
+
+    # 1. mining, one file per arm
+    for arm in cfg.arms:
+        if arm.mine is None:
+            continue
+        mine_cfg = MineConfig(**{"models": b.models, "num_negatives": cfg.num_negatives, **arm.mine})
+        path = out / "mined" / f"{arm.name}.jsonl"
+        path.parent.mkdir(exist_ok=True)
+        stages.timed(f"mine {arm.name}", path.exists(),
+                     lambda: _mine(arm, mine_cfg, corpus, queries, train_qrels, path, b, quiet))
+
+    # 2. training, one model per arm and seed
+    tcfg = TrainConfig(loss=cfg.loss, batch_size=b.batch_size, max_steps=b.steps, max_length=b.max_length,
+                       eval_every=0, save_every=max(1, b.steps // 4))
+    for arm in cfg.arms:
+        for seed in b.seeds if arm.mine is not None else ():
+            folder = out / "models" / f"{arm.name}-s{seed}"
+            stages.timed(f"train {arm.name} seed {seed}", (folder / "done.json").exists(),
+                         lambda: _train(out / "mined" / f"{arm.name}.jsonl", folder, b.start, replace(tcfg, seed=seed),
+                                        quiet))
+
+    # 3. the first stage on the test queries, then each model re-ranks its top k
+    first_path = out / "runs" / "first-stage.trec"
+    first_path.parent.mkdir(exist_ok=True)
+    ecfg = EvalConfig(first_stage=cfg.first_stage, top_k=b.top_k, models=b.models)
+    stages.timed("first stage", first_path.exists(),
+                 lambda: write_trec_run(first_path, first_stage(corpus, test_queries, ecfg, quiet), "first-stage"))
+    first = read_trec_run(first_path)
+    runs: Dict[str, Dict[int, Run]] = {"first-stage": {0: first}}
+    for arm in cfg.arms:
+        for seed in b.seeds if arm.mine is not None else ():
+            for mode in ("truncate", "passages") if arm.passages or arm.name == "ensemble+" else ("truncate",):
+                label = arm.name if mode == "truncate" else f"{arm.name} / MaxP"
+                path = out / "runs" / f"{label.replace(' / ', '-').replace(' ', '-')}-s{seed}.trec"
+                stages.timed(f"rerank {label} seed {seed}", path.exists(),
+                             lambda: _rerank(out / "models" / f"{arm.name}-s{seed}", first, test_queries, corpus,
+                                             b.top_k, mode, path, quiet))
+                runs.setdefault(label, {})[seed] = read_trec_run(path)
+
+    from hnm.chunk import load_tokenizer
+    within, beyond = _long_queries(test_qrels, corpus, load_tokenizer(b.start), b.max_length - 3)
+    results = _judge(runs, test_qrels, cfg, b, {"within window": within, "beyond window": beyond})
+    results.update({"data": str(data), "budget": asdict(b), "arms": [asdict(a) for a in cfg.arms],
+                    "first_stage": cfg.first_stage, "loss": cfg.loss, "stage_seconds": stages.times,
+                    "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.platform()}",
+                    "wall_seconds_this_sitting": round(time.monotonic() - t0, 1)})
+    with atomic_write(out / "results.json") as f:
+        json.dump(results, f, indent=1)
+    with atomic_write(out / "report.md") as f:
+        f.write(report(results))
+    m = results["seeds_mean"]
+    ci = results["intervals"]
+    with atomic_write(out / "chart.svg") as f:
+        f.write(bars({n: m[n]["mrr@10"] for n in m}, {n: ci[n]["mrr@10"][0] for n in ci},
+                     {n: ci[n]["mrr@10"][1] for n in ci}, f"MRR@10 on {Path(data).name} {cfg.test_split}, "
+                     f"95% bootstrap intervals", "MRR@10"))
+    return results
+
+
+def _mine(arm: Arm, mine_cfg: MineConfig, corpus, queries, qrels, path: Path, b: Budget, quiet: bool) -> None:
+    from hnm.minerun import run
+    if not arm.passages:
+        run(corpus, queries, qrels, mine_cfg, path, quiet=quiet)
+        return
+    # mine over passages: embed each document's windows, a document scoring as its best passage
+    from hnm.chunk import load_tokenizer
+    from hnm.embed import Embedder
+    from hnm.ensemble import PassageEnsemble, parse_members
+    from hnm.minerun import positives_of
+    members = parse_members(mine_cfg.models)
+    tokenizer = load_tokenizer(members[0].name)
+    passages, parent = passage_corpus(corpus, tokenizer, tokenizer.max_length - 2)
+    row_of = {d: i for i, d in enumerate(corpus)}
+    passage_doc = np.array([row_of[parent[p]] for p in passages])
+    kept, _, _ = positives_of(qrels, queries, row_of, mine_cfg.min_grade)
+    p_vecs, q_vecs = [], []
+    for m in members:
+        model = Embedder.load(m.name, quiet=quiet)
+        p_vecs.append(model.encode([document_text(p) for p in passages.values()], quiet=quiet))
+        q_vecs.append(model.encode([queries[q] for q in kept], kind="query", quiet=quiet))
+    run(corpus, queries, qrels, mine_cfg, path, quiet=quiet,
+        ensemble=PassageEnsemble(members, p_vecs, passage_doc, q_vecs))
+
+
+def _train(rows: Path, folder: Path, start: str, tcfg: TrainConfig, quiet: bool) -> None:
+    summary = train(rows, folder, start, tcfg, resume=(folder / "last").exists(), quiet=quiet)
+    with atomic_write(folder / "done.json") as f:
+        json.dump(summary, f, indent=1, default=str)
+
+
+def _rerank(folder: Path, first: Run, queries, corpus, top_k: int, mode: str, path: Path, quiet: bool) -> None:
+    model = CrossEncoder.from_checkpoint(folder / ("best" if (folder / "best").exists() else "last"))
+    fn = rerank if mode == "truncate" else rerank_by_passages
+    write_trec_run(path, fn(model, first, queries, corpus, top_k, quiet=quiet), path.stem)
+
+
+def _judge(runs: Dict[str, Dict[int, Run]], qrels: Qrels, cfg: ExperimentConfig, b: Budget,
+           split: Dict[str, set]) -> dict:
+    """Metrics per arm and seed with their mean and spread over seeds; for the seed-0 runs, 95% bootstrap intervals
+    of MRR@10 and nDCG@10, randomisation p-values against the baselines, and the long-document split."""
+    keys = ("mrr@10", "p@1", "p@5", "p@10", "ndcg@10", f"r@{b.top_k}")
+    table = {n: {s: {k: v for k, v in evaluate(r, qrels, ks=(1, 5, 10, b.top_k),
+                                                   metrics=("mrr", "p", "r", "ndcg")).items() if k in keys}
+                 for s, r in by_seed.items()} for n, by_seed in runs.items()}
+    mean = {n: {k: float(np.mean([t[s][k] for s in t])) for k in keys} for n, t in table.items()}
+    spread = {n: {k: float(np.std([t[s][k] for s in t])) for k in keys} for n, t in table.items()}
+    values = {n: per_query(r[min(r)], qrels, ks=(10,), metrics=("mrr", "ndcg")) for n, r in runs.items()}
+    intervals, pvalues, long_docs = {}, {}, {}
+    for n, v in values.items():
+        qs = sorted(v["mrr@10"])
+        intervals[n] = {}
+        for metric in ("mrr@10", "ndcg@10"):
+            a = np.array([v[metric][q] for q in qs])
+            ci = paired_bootstrap(a, np.zeros_like(a), n=cfg.resamples, seed=0)  # the mean's own interval
+            intervals[n][metric] = (ci["low"], ci["high"])
+            for base in BASELINES:
+                if base in values and base != n:
+                    c = np.array([values[base][metric][q] for q in qs])
+                    pvalues.setdefault(n, {})[f"{metric} vs {base}"] = randomisation_test(a, c, n=cfg.resamples,
+                                                                                           seed=0)
+            for part, members in split.items():
+                sub = [v[metric][q] for q in qs if q in members]
+                long_docs.setdefault(n, {})[f"{metric} {part}"] = float(np.mean(sub)) if sub else None
+    return {"per_seed": table, "seeds_mean": mean, "seeds_std": spread, "intervals": intervals, "p_values": pvalues,
+            "long_documents": long_docs, "split_sizes": {k: len(v) for k, v in split.items()}, "queries": len(qrels)}
+
+
+def report(r: dict) -> str:
+    """results.json as Markdown: the settings, the table, the p-values, the long-document split, the timings."""
+    b = r["budget"]
+    keys = list(next(iter(r["seeds_mean"].values())))
+    lines = [f"# Experiment on {r['data']}", "",
+             f"Budget `{b['name']}`: ensemble {b['models']}; re-ranker from {b['start']}, {b['steps']} steps of "
+             f"{b['batch_size']} triplets, max length {b['max_length']}, loss {r['loss']}; first stage "
+             f"{r['first_stage']}, top {b['top_k']} re-ranked; {r['queries']} test queries; seeds {', '.join(map(str, b['seeds']))}.",
+             f"Machine: {r['machine']}.", "",
+             "| arm | " + " | ".join(keys) + " | MRR@10 95% CI | nDCG@10 95% CI |",
+             "| --- | " + " | ".join("---" for _ in keys) + " | --- | --- |"]
+    for n, m in r["seeds_mean"].items():
+        sd = r["seeds_std"][n]
+        cells = [f"{m[k]:.4f}" + (f" ± {sd[k]:.4f}" if len(r["per_seed"][n]) > 1 else "") for k in keys]
+        ci = r["intervals"][n]
+        lines.append(f"| {n} | " + " | ".join(cells) + f" | {ci['mrr@10'][0]:.3f}–{ci['mrr@10'][1]:.3f} | "
+                     f"{ci['ndcg@10'][0]:.3f}–{ci['ndcg@10'][1]:.3f} |")
+    lines += ["", "Paired randomisation tests (two-sided, seed 0 models):", ""]
+    for n, ps in r["p_values"].items():
+        lines.append(f"- {n}: " + "; ".join(f"{k} p = {v:.4f}" for k, v in ps.items()))
+    sizes = r["split_sizes"]
+    lines += ["", f"Long documents: test queries whose relevant documents all fit the re-ranker's window "
+              f"({sizes['within window']}) and those with one beyond it ({sizes['beyond window']}); "
+              "'/ MaxP' rows score each document by its best passage instead of its truncated start.", "",
+              "| arm | MRR@10 within | MRR@10 beyond | nDCG@10 within | nDCG@10 beyond |", "| --- | --- | --- | --- | --- |"]
+    for n, ld in r["long_documents"].items():
+        cells = [ld[f"{m} {p}"] for m in ("mrr@10", "ndcg@10") for p in ("within window", "beyond window")]
+        lines.append(f"| {n} | " + " | ".join("–" if c is None else f"{c:.4f}" for c in cells) + " |")
+    lines += ["", "Wall time of each stage (seconds, when it ran):", ""]
+    lines += [f"- {k}: {v}" for k, v in r["stage_seconds"].items()]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,62 @@
+"""Training losses of a cross-encoder over a query's positive and its negatives, each a named function.
+
+Every loss takes `scores` of shape (B, 1 + n): row b holds the re-ranker's logits for example b's query paired with
+its positive (column 0) and with its n negatives (columns 1..n). Each returns the mean over the batch, a 0-d tensor.
+
+    scores = torch.tensor([[2.0, 0.5], [0.0, 1.0]])     # two triplets: s(q,p), s(q,n)
+    triplet_margin(scores, margin=1.0)                  # mean(max(0, 1 - 2 + 0.5), max(0, 1 - 0 + 1)) = 1.0
+
+Not here: distillation losses (MarginMSE and friends need a teacher's scores, which the mined rows do not carry),
+in-batch negatives (a cross-encoder scores each pair on its own, so other queries' documents cost a forward each).
+"""
+
+from typing import Callable, Dict
+
+import torch
+import torch.nn.functional as F
+
+
+def triplet_margin(scores: torch.Tensor, margin: float) -> torch.Tensor:
+    """mean over examples b and negatives j of max(0, margin - s(q_b, p_b) + s(q_b, n_bj)).
+
+    The triplet loss on scores that the paper (arXiv 2411.02404) trains its re-ranker with: the hinge of Weinberger &
+    Saul 2009 and Schroff et al. 2015 (FaceNet), put on relevance scores instead of distances. A negative costs
+    nothing once the positive outscores it by `margin`. With n > 1 every (positive, negative) pair is a triplet.
+    """
+    positive, negatives = scores[:, :1], scores[:, 1:]  # (B, 1), (B, n)
+    return F.relu(margin - positive + negatives).mean()
+
+
+def binary_cross_entropy(scores: torch.Tensor, margin: float) -> torch.Tensor:
+    """mean over all B(1 + n) pairs of -[y log sigmoid(s) + (1 - y) log(1 - sigmoid(s))], y = 1 for the positive.
+
+    Pointwise relevance classification, as monoBERT (Nogueira & Cho 2019, arXiv 1901.04085) trains; each pair is
+    judged on its own, so the positive and its negatives need not share a query batch. `margin` is not used.
+    """
+    targets = torch.zeros_like(scores)
+    targets[:, 0] = 1.0
+    return F.binary_cross_entropy_with_logits(scores, targets)
+
+
+def softmax_cross_entropy(scores: torch.Tensor, margin: float) -> torch.Tensor:
+    """mean over examples b of -log( exp(s(q_b, p_b)) / sum over the 1 + n documents d of exp(s(q_b, d)) ).
+
+    Listwise: the positive must win a softmax over itself and the query's n negatives, the localised contrastive
+    estimation of Gao, Dai & Callan 2021 (arXiv 2101.08751). `margin` is not used.
+    """
+    target = torch.zeros(scores.shape[0], dtype=torch.long, device=scores.device)  # (B,) the positive's column
+    return F.cross_entropy(scores, target)
+
+
+LOSSES: Dict[str, Callable[[torch.Tensor, float], torch.Tensor]] = {
+    "triplet": triplet_margin,
+    "bce": binary_cross_entropy,
+    "softmax": softmax_cross_entropy,
+}
+
+
+def loss_function(name: str) -> Callable[[torch.Tensor, float], torch.Tensor]:
+    """The loss called `name`: one of triplet (the paper's, the default), bce, softmax."""
+    if name not in LOSSES:
+        raise ValueError(f"unknown loss {name!r}; choose one of {', '.join(LOSSES)}")
+    return LOSSES[name]

@@ -1,0 +1,489 @@
+"""The training loop of the cross-encoder, by hand: mined rows in, a re-ranker checkpoint out, exactly resumable.
+
+    summary = train(Path("mined.jsonl"), Path("runs/r1"), start="all-MiniLM-L6-v2", cfg=TrainConfig())
+
+Data. Each mined row (minerun.py) gives examples (query, positive, n negatives): every positive with every group of
+n consecutive negatives. A share `eval_fraction` of the rows (whole queries, chosen by the seed) is held out.
+Rows without a positive, or with fewer than n negatives, are skipped and reported with their file and line.
+
+A step takes `batch_size` examples per micro-batch, `grad_accum` micro-batches, on each of the W processes: G =
+batch_size x grad_accum x W examples. The order is a permutation per epoch from np.random.default_rng([seed,
+epoch]); step s of an epoch takes its examples s*G .. s*G + G - 1 (an incomplete last step is dropped), micro-batch
+a of process r the slice starting at (a*W + r) * batch_size. So the order is known from (seed, step) alone, and W
+processes with batch b see the same examples per step as one with batch W*b (each rank reads its own shard).
+
+The loop: the loss of losses.py on the scores (batch, 1 + n); AdamW (Loshchilov & Hutter 2019) with no weight decay
+on biases and LayerNorm; a linear warm-up then linear decay of the learning rate (`linear_schedule`); gradients
+clipped to a total norm; optional bfloat16 autocast; DistributedDataParallel under torchrun (gloo on CPU, nccl on
+GPU), gradients averaged, no all-reduce inside accumulation. Every `eval_every` steps, the held-out rows' positives
+and negatives are re-ranked and MRR@10 / nDCG@10 computed (metrics.py); the best model so far is kept in OUT/best.
+
+Files under OUT: log.jsonl (per step: loss, lr, grad norm, pairs/s; per evaluation its metrics), last/ (the latest
+checkpoint: the model files plus optimizer.safetensors, rng.safetensors and state.json), best/. A checkpoint is
+written to a temporary folder and swapped in, so a kill leaves the previous one whole. `resume=True` restores the
+model, AdamW's moments, the step (hence schedule and data order) and each process's torch random state (stored as
+uint8 tensors in safetensors; no pickle anywhere) and continues with the same losses an uninterrupted run gives.
+A non-finite loss or gradient norm stops the run before the optimiser step, naming the step, the micro-batch and
+the rows in it; the last checkpoint stays as it was.
+
+Not here: the model (reranker.py), the losses (losses.py), first-stage retrieval and test-set evaluation (rerank.py).
+"""
+
+import contextlib
+import hashlib
+import json
+import math
+import os
+import shutil
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Dict, List, Optional, Tuple
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from safetensors.torch import load_file
+from safetensors.torch import save as safetensors_bytes
+from torch.nn.parallel import DistributedDataParallel
+
+from hnm.data import atomic_write, read_jsonl
+from hnm.errors import HnmError, InputError
+from hnm.losses import loss_function
+from hnm.metrics import evaluate
+from hnm.progress import Progress
+from hnm.reranker import HEADS, CrossEncoder
+
+PRECISIONS = ("float32", "bfloat16")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    loss: str = "triplet"  # triplet (the paper), bce or softmax; see losses.py
+    margin: float = 1.0  # of the triplet loss
+    negatives: int = 1  # n, negatives per example: 1 makes triplets
+    batch_size: int = 8  # examples per micro-batch per process; each is 1 + n (query, document) pairs
+    grad_accum: int = 1  # micro-batches per optimiser step
+    epochs: int = 1
+    max_steps: Optional[int] = None  # optimiser steps in all; replaces epochs when set
+    lr: float = 2e-5  # peak learning rate
+    weight_decay: float = 0.01  # AdamW's, on weights other than biases and LayerNorm
+    warmup: float = 0.1  # share of the steps spent warming the learning rate up from 0
+    max_grad_norm: float = 1.0  # gradients are clipped to this total L2 norm
+    seed: int = 0  # data order, held-out rows, new head, dropout
+    precision: str = "float32"  # or "bfloat16" autocast
+    max_length: Optional[int] = None  # tokens per pair; None: the start model's
+    head: str = "pooler"  # for a new head (reranker.py); a started checkpoint keeps its own
+    eval_fraction: float = 0.1  # share of the rows (queries) held out for evaluation; 0: none
+    eval_every: int = 100  # steps between evaluations (and at the end); 0: only at the end
+    save_every: int = 100  # steps between checkpoints (and at the end)
+    stop_after: Optional[int] = None  # end this invocation after this step, checkpointed, to go on with resume
+
+    def __post_init__(self):
+        loss_function(self.loss)
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision {self.precision!r} is not one of {', '.join(PRECISIONS)}")
+        if self.head not in HEADS:
+            raise ValueError(f"head {self.head!r} is not one of {', '.join(HEADS)}")
+        if min(self.negatives, self.batch_size, self.grad_accum, self.epochs) < 1 or (self.max_steps or 1) < 1:
+            raise ValueError("negatives, batch_size, grad_accum, epochs and max_steps must be at least 1")
+        if not 0.0 <= self.warmup < 1.0 or not 0.0 <= self.eval_fraction < 1.0:
+            raise ValueError("warmup and eval_fraction are shares: give values in [0, 1)")
+        if self.eval_every < 0 or self.save_every < 1 or self.max_grad_norm <= 0 or self.lr <= 0:
+            raise ValueError("need eval_every >= 0, save_every >= 1, max_grad_norm > 0 and lr > 0")
+
+
+@dataclass(frozen=True)
+class Example:
+    query: str
+    positive: str
+    negatives: Tuple[str, ...]
+    line: int  # of its row in the rows file, to name it in errors
+
+
+# ------------------------------------------------------------------------------------------------------ data
+
+
+def read_rows(path: Path, negatives: int) -> Tuple[List[dict], List[str]]:
+    """Mined rows -> (usable rows, each with its "line"; one message per skipped row, "FILE:LINE: why").
+
+    A malformed row (a missing field, a list of the wrong type or length) raises InputError naming its line.
+    """
+    rows, skipped = [], []
+    for line, row in read_jsonl(path, required=("query_id", "query")):
+        for field in ("positive_ids", "positives", "negative_ids", "negatives"):
+            value = row.get(field)
+            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+                raise InputError(f"{path}:{line}: field {field!r} must be a list of strings (a row of hnm mine)")
+        for ids, texts in (("positive_ids", "positives"), ("negative_ids", "negatives")):
+            if len(row[ids]) != len(row[texts]):
+                raise InputError(f"{path}:{line}: {len(row[ids])} {ids} but {len(row[texts])} {texts}")
+        if not row["positives"]:
+            skipped.append(f"{path}:{line}: query {row['query_id']!r} has no positive")
+        elif len(row["negatives"]) < negatives:
+            skipped.append(f"{path}:{line}: query {row['query_id']!r} has {len(row['negatives'])} negatives, "
+                           f"fewer than the {negatives} an example needs")
+        else:
+            rows.append({**row, "line": line})
+    return rows, skipped
+
+
+def split_rows(rows: List[dict], fraction: float, seed: int) -> Tuple[List[dict], List[dict]]:
+    """(training rows, held-out rows): round(fraction x rows) whole queries, chosen by the seed, in file order."""
+    n_eval = round(fraction * len(rows))
+    held = set(np.random.default_rng(seed).permutation(len(rows))[:n_eval].tolist())
+    return ([r for i, r in enumerate(rows) if i not in held], [r for i, r in enumerate(rows) if i in held])
+
+
+def examples_of(rows: List[dict], negatives: int) -> List[Example]:
+    """Every positive of a row with every group of n consecutive negatives (a leftover group smaller than n unused).
+
+    A row with positives [p1, p2] and negatives [a, b, c], n = 1 -> (p1, a), (p1, b), (p1, c), (p2, a), ...
+    """
+    out = []
+    for row in rows:
+        groups = [tuple(row["negatives"][j:j + negatives])
+                  for j in range(0, len(row["negatives"]) - negatives + 1, negatives)]
+        out.extend(Example(row["query"], p, g, row["line"]) for p in row["positives"] for g in groups)
+    return out
+
+
+def epoch_order(n_examples: int, seed: int, epoch: int) -> np.ndarray:
+    """The seeded order of the examples in `epoch`: the same on every process and after a resume."""
+    return np.random.default_rng([seed, epoch]).permutation(n_examples)
+
+
+def linear_schedule(step: int, warmup_steps: int, total_steps: int) -> float:
+    """The learning-rate multiplier at 0-based step `step`: step / warmup_steps while warming up, then a linear
+    decay (total - step) / (total - warmup) (transformers' get_linear_schedule_with_warmup, the same numbers).
+    warmup 2, total 6 -> 0, 0.5, 1, 0.75, 0.5, 0.25."""
+    if step < warmup_steps:
+        return step / warmup_steps
+    return (total_steps - step) / (total_steps - warmup_steps)
+
+
+def parameter_groups(model: torch.nn.Module, weight_decay: float) -> List[dict]:
+    """AdamW groups: weight decay on matrices and embeddings, none on biases and LayerNorm (BERT's recipe)."""
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        (no_decay if name.endswith(".bias") or ".LayerNorm." in name else decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+# ------------------------------------------------------------------------------------------------ processes
+
+
+@dataclass(frozen=True)
+class Processes:
+    rank: int
+    world: int
+    device: torch.device
+
+    @classmethod
+    def start(cls) -> "Processes":
+        """This process's place among the torchrun workers (rank 0 of 1 without torchrun)."""
+        world = int(os.environ.get("WORLD_SIZE", "1"))
+        cuda = torch.cuda.is_available()
+        if world > 1 and not dist.is_initialized():
+            dist.init_process_group("nccl" if cuda else "gloo")
+        rank = dist.get_rank() if world > 1 else 0
+        device = torch.device(f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}" if cuda else "cpu")
+        if cuda:
+            torch.cuda.set_device(device)
+        return cls(rank, world, device)
+
+    def mean(self, values: torch.Tensor) -> torch.Tensor:
+        """The elementwise mean over the processes of a float64 vector."""
+        if self.world > 1:
+            values = values.to(self.device)
+            dist.all_reduce(values)
+            values = values.cpu() / self.world
+        return values
+
+    def gather_bytes(self, values: torch.Tensor) -> List[torch.Tensor]:
+        """Every process's uint8 vector (all the same length), in rank order."""
+        if self.world == 1:
+            return [values]
+        parts = [torch.empty_like(values, device=self.device) for _ in range(self.world)]
+        dist.all_gather(parts, values.to(self.device))
+        return [p.cpu() for p in parts]
+
+    def barrier(self) -> None:
+        if self.world > 1:
+            dist.barrier()
+
+
+# ---------------------------------------------------------------------------------------------- checkpoints
+
+
+def _swap_in(tmp: Path, final: Path) -> None:
+    """Replace the folder `final` by `tmp`; a crash at any point leaves `final` or `final.old` whole."""
+    old = final.with_name(final.name + ".old")
+    if final.exists():
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(final, old)
+    os.replace(tmp, final)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def save_checkpoint(folder: Path, model: CrossEncoder, optimizer: torch.optim.Optimizer, rng: List[torch.Tensor],
+                    state: dict) -> None:
+    """Model files, AdamW's state by parameter name, each process's torch RNG state, and state.json (scalars)."""
+    tmp = folder.with_name(folder.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save(tmp)
+    names = {id(p): n for n, p in model.named_parameters()}
+    tensors = {f"{names[id(p)]}.{k}": v.detach().cpu().contiguous()
+               for p, s in optimizer.state.items() for k, v in s.items()}
+    with atomic_write(tmp / "optimizer.safetensors", "wb") as f:
+        f.write(safetensors_bytes(tensors))
+    with atomic_write(tmp / "rng.safetensors", "wb") as f:
+        f.write(safetensors_bytes({f"torch.rank{r}": t for r, t in enumerate(rng)}))
+    with atomic_write(tmp / "state.json") as f:
+        json.dump(state, f, indent=1)
+    _swap_in(tmp, folder)
+
+
+def load_optimizer_state(folder: Path, model: CrossEncoder, optimizer: torch.optim.Optimizer) -> None:
+    """Put the moments and step counts that save_checkpoint wrote back into `optimizer`."""
+    tensors = load_file(str(folder / "optimizer.safetensors"))
+    for name, p in model.named_parameters():
+        state = {k: tensors[f"{name}.{k}"] for k in ("step", "exp_avg", "exp_avg_sq") if f"{name}.{k}" in tensors}
+        if state:
+            optimizer.state[p] = {k: v.to(p.device) if k != "step" else v for k, v in state.items()}
+
+
+def _rng_state(device: torch.device) -> torch.Tensor:
+    """This process's torch random state as one uint8 vector: the CPU generator's, then the GPU's if used."""
+    parts = [torch.get_rng_state()] + ([torch.cuda.get_rng_state(device)] if device.type == "cuda" else [])
+    return torch.cat(parts)
+
+
+def _set_rng_state(state: torch.Tensor, device: torch.device) -> None:
+    cpu_size = torch.get_rng_state().numel()
+    torch.set_rng_state(state[:cpu_size].clone())
+    if device.type == "cuda":
+        torch.cuda.set_rng_state(state[cpu_size:].clone(), device)
+
+
+def _file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(1 << 20):
+            h.update(block)
+    return h.hexdigest()
+
+
+# ---------------------------------------------------------------------------------------------------- the loop
+
+
+def held_out_metrics(model: CrossEncoder, rows: List[dict], precision: str) -> Dict[str, float]:
+    """Re-rank each held-out row's positives and negatives: {"mrr@10", "ndcg@10"} (metrics.py)."""
+    queries, docs, keys = [], [], []
+    for row in rows:
+        for doc_id, text in zip(row["positive_ids"] + row["negative_ids"], row["positives"] + row["negatives"]):
+            queries.append(row["query"])
+            docs.append(text)
+            keys.append((row["query_id"], doc_id))
+    scores = model.score(queries, docs, precision=precision)
+    run: Dict[str, Dict[str, float]] = {}
+    for (qid, doc_id), s in zip(keys, scores.tolist()):
+        run.setdefault(qid, {})[doc_id] = s
+    qrels = {row["query_id"]: {d: 1 for d in row["positive_ids"]} for row in rows}
+    result = evaluate(run, qrels, ks=(10,), metrics=("mrr", "ndcg"))
+    return {"mrr@10": result["mrr@10"], "ndcg@10": result["ndcg@10"]}
+
+
+def _truncate_log(path: Path, step: int) -> None:
+    """Keep the log records of steps up to `step` (those after a checkpoint are done again on resume)."""
+    if path.exists():
+        kept = [line for line in path.read_text(encoding="utf-8").splitlines()
+                if line.strip() and json.loads(line)["step"] <= step]
+        with atomic_write(path) as f:
+            f.writelines(line + "\n" for line in kept)
+
+
+def _start_model(start: str, cfg: TrainConfig, quiet: bool) -> CrossEncoder:
+    """A checkpoint folder, or an encoder of weights.lock with a new head."""
+    if Path(start).is_dir():
+        return CrossEncoder.from_checkpoint(Path(start))
+    return CrossEncoder.from_encoder(start, head=cfg.head, seed=cfg.seed, quiet=quiet)
+
+
+def train(rows_path: Path, output: Path, start: str, cfg: TrainConfig = TrainConfig(), resume: bool = False,
+          quiet: bool = False) -> dict:
+    """Train a re-ranker on mined rows from `start` into `output` (see the module docstring); returns a summary:
+    {"steps", "last_loss", "best", "seconds", "pairs_per_s", "skipped_rows"}."""
+    rows_path, output = Path(rows_path), Path(output)
+    procs = Processes.start()
+    try:
+        return _train(rows_path, output, start, cfg, resume, quiet, procs)
+    finally:
+        if procs.world > 1:
+            dist.destroy_process_group()
+
+
+def _train(rows_path: Path, output: Path, start: str, cfg: TrainConfig, resume: bool, quiet: bool,
+           procs: Processes) -> dict:
+    main = procs.rank == 0
+    rows, skipped = read_rows(rows_path, cfg.negatives)
+    if main and skipped and not quiet:
+        shown = "\n  ".join(skipped[:10]) + (f"\n  ... and {len(skipped) - 10} more" if len(skipped) > 10 else "")
+        print(f"skipped {len(skipped)} rows:\n  {shown}", flush=True)
+    train_rows, eval_rows = split_rows(rows, cfg.eval_fraction, cfg.seed)
+    examples = examples_of(train_rows, cfg.negatives)
+    per_step = cfg.batch_size * cfg.grad_accum * procs.world  # G, examples per optimiser step
+    steps_per_epoch = len(examples) // per_step
+    if steps_per_epoch == 0:
+        raise HnmError(f"{rows_path}: {len(examples)} training examples, fewer than the {per_step} of one step "
+                       f"(batch {cfg.batch_size} x accumulation {cfg.grad_accum} x {procs.world} processes)")
+    total = cfg.max_steps or cfg.epochs * steps_per_epoch
+    warmup_steps = max(1, math.ceil(cfg.warmup * total)) if cfg.warmup > 0 else 0
+    data = {"rows_sha256": _file_sha256(rows_path), "examples": len(examples), "eval_rows": len(eval_rows)}
+
+    last, best_dir, log_path = output / "last", output / "best", output / "log.jsonl"
+    state = {"step": 0, "best": None, "world": procs.world, "config": asdict(cfg), "data": data}
+    if resume:
+        if not (last / "state.json").is_file():
+            raise FileNotFoundError(f"{last / 'state.json'}: no checkpoint to resume; run without --resume")
+        state = json.loads((last / "state.json").read_text(encoding="utf-8"))
+        _check_resumable(state, cfg, data, procs.world, last)
+        state["config"] = asdict(cfg)  # stop_after may differ
+        model = CrossEncoder.from_checkpoint(last)
+    else:
+        model = _start_model(start, cfg, quiet)
+    if cfg.max_length is not None:
+        model.set_max_length(cfg.max_length)
+    model.to(procs.device).train()
+    optimizer = torch.optim.AdamW(parameter_groups(model, cfg.weight_decay), lr=cfg.lr)
+    if resume:
+        load_optimizer_state(last, model, optimizer)
+        _set_rng_state(load_file(str(last / "rng.safetensors"))[f"torch.rank{procs.rank}"], procs.device)
+        if main:
+            _truncate_log(log_path, state["step"])
+    else:
+        torch.manual_seed(cfg.seed + procs.rank)  # dropout; each process draws its own masks
+        if main:
+            output.mkdir(parents=True, exist_ok=True)
+            log_path.unlink(missing_ok=True)
+    net = DistributedDataParallel(model) if procs.world > 1 else model
+    loss_fn = loss_function(cfg.loss)
+    autocast = torch.autocast(procs.device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bfloat16")
+
+    def checkpoint(step: int) -> None:
+        rng = procs.gather_bytes(_rng_state(procs.device))
+        if main:
+            save_checkpoint(last, model, optimizer, rng, {**state, "step": step})
+        procs.barrier()
+
+    start_step, started, pairs_done = state["step"], time.perf_counter(), 0
+    stop = min(total, cfg.stop_after) if cfg.stop_after is not None else total
+    log = open(log_path, "a", encoding="utf-8") if main else None
+    loss_value = float("nan")
+    with contextlib.ExitStack() as stack:
+        if log:
+            stack.enter_context(log)
+        bar = stack.enter_context(Progress(stop - start_step, desc="train", quiet=quiet or not main, unit=" steps"))
+        for step in range(start_step, stop):
+            t0 = time.perf_counter()
+            epoch, within = divmod(step, steps_per_epoch)
+            order = epoch_order(len(examples), cfg.seed, epoch)
+            lr = cfg.lr * linear_schedule(step, warmup_steps, total)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            totals = torch.zeros(2, dtype=torch.float64)  # (loss summed over micro-batches, non-finite count)
+            bad = None
+            for a in range(cfg.grad_accum):
+                first = within * per_step + (a * procs.world + procs.rank) * cfg.batch_size
+                batch = [examples[i] for i in order[first:first + cfg.batch_size]]
+                sync = a == cfg.grad_accum - 1 or procs.world == 1
+                with (contextlib.nullcontext() if sync else net.no_sync()):
+                    loss = _micro_step(net, model, batch, loss_fn, cfg, autocast, procs.device)
+                if not math.isfinite(loss) and bad is None:
+                    bad = (a, batch)
+                totals += torch.tensor([loss if math.isfinite(loss) else 0.0, 0.0 if math.isfinite(loss) else 1.0],
+                                       dtype=torch.float64)
+            grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm))
+            totals = procs.mean(torch.cat([totals, torch.tensor([0.0 if math.isfinite(grad_norm) else 1.0],
+                                                                dtype=torch.float64)]))
+            if totals[1] > 0 or totals[2] > 0:
+                raise HnmError(_non_finite_message(step, bad, grad_norm, procs.rank, rows_path, last))
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            loss_value = float(totals[0]) / cfg.grad_accum
+            seconds = time.perf_counter() - t0
+            pairs = per_step * (1 + cfg.negatives)
+            pairs_done += pairs
+            if main:
+                log.write(json.dumps({"step": step + 1, "epoch": epoch, "loss": loss_value, "lr": lr,
+                                      "grad_norm": grad_norm, "pairs_per_s": round(pairs / seconds, 2)}) + "\n")
+                log.flush()
+            done = step + 1
+            if eval_rows and (done == total or (cfg.eval_every and done % cfg.eval_every == 0)):
+                state["best"] = _evaluate_and_keep(model, eval_rows, cfg, state["best"], done, best_dir, log, main)
+                procs.barrier()
+            if done % cfg.save_every == 0 or done == stop:
+                checkpoint(done)
+            bar.update(1)
+    seconds = time.perf_counter() - started
+    return {"steps": stop, "total_steps": total, "last_loss": loss_value, "best": state["best"],
+            "seconds": seconds, "pairs_per_s": pairs_done / seconds if seconds else 0.0,
+            "skipped_rows": skipped, "examples": len(examples), "eval_rows": len(eval_rows)}
+
+
+def _micro_step(net: torch.nn.Module, model: CrossEncoder, batch: List[Example], loss_fn, cfg: TrainConfig,
+                autocast, device: torch.device) -> float:
+    """Forward and backward of one micro-batch; returns its loss (the gradient is scaled by 1 / grad_accum)."""
+    queries = [e.query for e in batch for _ in range(1 + cfg.negatives)]
+    docs = [d for e in batch for d in (e.positive, *e.negatives)]
+    b = model.tokenize(queries, docs)
+    with autocast:
+        logits = net(b.input_ids.to(device), b.attention_mask.to(device), b.token_type_ids.to(device))  # (B(1+n),)
+    loss = loss_fn(logits.float().view(len(batch), 1 + cfg.negatives), cfg.margin)
+    (loss / cfg.grad_accum).backward()
+    return float(loss.detach())
+
+
+def _evaluate_and_keep(model: CrossEncoder, eval_rows: List[dict], cfg: TrainConfig, best: Optional[dict],
+                       step: int, best_dir: Path, log, main: bool) -> Optional[dict]:
+    """Score the held-out rows on the main process; keep the model in best_dir when MRR@10 improves."""
+    if not main:
+        return best
+    metrics = held_out_metrics(model, eval_rows, cfg.precision)
+    improved = best is None or metrics["mrr@10"] > best["mrr@10"]
+    if improved:
+        tmp = best_dir.with_name(best_dir.name + ".tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        model.save(tmp)
+        _swap_in(tmp, best_dir)
+        best = {"step": step, **metrics}
+    log.write(json.dumps({"step": step, "eval": metrics, "best": improved}) + "\n")
+    log.flush()
+    return best
+
+
+def _check_resumable(state: dict, cfg: TrainConfig, data: dict, world: int, last: Path) -> None:
+    """A resumed run must train the same way on the same rows with as many processes, or its losses would differ."""
+    stored = {k: v for k, v in state["config"].items() if k != "stop_after"}
+    given = {k: v for k, v in asdict(cfg).items() if k != "stop_after"}
+    changed = [f"{k}: {stored.get(k)!r} -> {v!r}" for k, v in given.items() if stored.get(k) != v]
+    if changed:
+        raise HnmError(f"{last}: the checkpoint was trained with other settings ({'; '.join(changed)}); "
+                       f"resume with the same flags")
+    if state["data"] != data:
+        raise HnmError(f"{last}: the rows file differs from the one the checkpoint was trained on")
+    if state["world"] != world:
+        raise HnmError(f"{last}: trained with {state['world']} processes, resumed with {world}; use as many")
+
+
+def _non_finite_message(step: int, bad: Optional[Tuple[int, List[Example]]], grad_norm: float, rank: int,
+                        rows_path: Path, last: Path) -> str:
+    where = f"the last good checkpoint is {last}" if last.exists() else "no checkpoint had been written yet"
+    if bad is None:
+        what = (f"gradient norm {grad_norm} at step {step + 1}" if not math.isfinite(grad_norm)
+                else f"non-finite loss on another process at step {step + 1}")
+        return f"training stopped: {what}; {where}"
+    a, batch = bad
+    lines = ", ".join(str(e.line) for e in batch)
+    return (f"training stopped: the loss is not finite at step {step + 1}, micro-batch {a} on process {rank} "
+            f"(rows at lines {lines} of {rows_path}); {where}")

@@ -1,0 +1,91 @@
+"""The experiment end to end on a tiny cut of Cranfield with a tiny encoder added to a lock by its hashes."""
+
+import hashlib
+import json
+import shutil
+from dataclasses import replace
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from conftest import require_model
+from hnm.data import bundled_cranfield, load_beir, write_jsonl
+from hnm.encoder import EncoderConfig, build_encoder
+from hnm.experiment import ARMS, Budget, ExperimentConfig, report, run_experiment
+
+
+def tiny_model(home, tokenizer_json):
+    """A random 2-layer BERT (hidden 32) in the cache, and a lock naming it by its files' hashes."""
+    folder = home / "models" / "tiny"
+    folder.mkdir(parents=True)
+    cfg = dict(model_type="bert", vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+               intermediate_size=64, max_position_embeddings=512, layer_norm_eps=1e-12, pad_token_id=0)
+    torch.manual_seed(0)
+    model = build_encoder(EncoderConfig(**cfg))
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(folder / "model.safetensors"))
+    (folder / "config.json").write_text(json.dumps(cfg))
+    shutil.copy(tokenizer_json, folder / "tokenizer.json")
+    lines = ['[models.tiny]', 'repo = "local/tiny"', 'revision = "none"', 'architecture = "bert"',
+             'pooling = "mean"', 'normalize = true', 'max_length = 128']
+    for name in ("config.json", "tokenizer.json", "model.safetensors"):
+        data = (folder / name).read_bytes()
+        lines += [f'[models.tiny.files."{name}"]', f'sha256 = "{hashlib.sha256(data).hexdigest()}"',
+                  f"size = {len(data)}"]
+    lock = home / "weights.lock"
+    lock.write_text("\n".join(lines) + "\n")
+    return lock
+
+
+def tiny_cranfield(folder):
+    """12 training and 6 test queries of the bundled Cranfield, their judged documents and 40 others."""
+    corpus, _, train = load_beir(bundled_cranfield(), "train_80")
+    _, _, test = load_beir(bundled_cranfield(), "test_20")
+    _, queries, _ = load_beir(bundled_cranfield(), "test")
+    train = dict(list(train.items())[:12])
+    test = dict(list(test.items())[:6])
+    keep = {d for q in (train, test) for docs in q.values() for d in docs} | set(list(corpus)[:40])
+    (folder / "qrels").mkdir(parents=True)
+    write_jsonl(folder / "corpus.jsonl", [{"_id": d, **corpus[d]} for d in corpus if d in keep])
+    write_jsonl(folder / "queries.jsonl", [{"_id": q, "text": queries[q]} for q in (*train, *test)])
+    for name, qrels in (("train", train), ("test", test)):
+        (folder / "qrels" / f"{name}.tsv").write_text("query-id\tcorpus-id\tscore\n" + "".join(
+            f"{q}\t{d}\t{g}\n" for q, docs in qrels.items() for d, g in docs.items()))
+    return folder
+
+
+def test_small_experiment_runs_every_arm_and_reports(tmp_path, monkeypatch):
+    tokenizer_json = require_model("all-MiniLM-L6-v2") / "tokenizer.json"
+    monkeypatch.setenv("HNM_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("HNM_LOCK", str(tiny_model(tmp_path / "home", tokenizer_json)))
+    data = tiny_cranfield(tmp_path / "cran")
+    budget = Budget("tiny", models="tiny", start="tiny", steps=3, batch_size=2, max_length=64, top_k=5,
+                    test_queries=None, train_queries=None)
+    cfg = replace(ExperimentConfig(), budget=budget, resamples=200)
+    out = tmp_path / "exp"
+    results = run_experiment(data, out, cfg, quiet=True)
+
+    labels = {a.name for a in ARMS} | {"ensemble+ / MaxP", "ensemble+ passages / MaxP"}
+    assert set(results["seeds_mean"]) == labels
+    for name, m in results["seeds_mean"].items():
+        assert 0.0 <= m["mrr@10"] <= 1.0 and 0.0 <= m["ndcg@10"] <= 1.0
+        lo, hi = results["intervals"][name]["mrr@10"]
+        assert lo <= m["mrr@10"] + 1e-9 and m["mrr@10"] <= hi + 1e-9
+    assert set(results["p_values"]["ensemble+"]) == {"mrr@10 vs random", "ndcg@10 vs random",
+                                                     "mrr@10 vs bm25", "ndcg@10 vs bm25"}
+    assert sum(results["split_sizes"].values()) == results["queries"] == 6
+    text = (out / "report.md").read_text()
+    assert text == report(json.loads((out / "results.json").read_text()))
+    for label in labels:
+        assert f"| {label} |" in text
+    assert (out / "chart.svg").read_text().startswith("<svg")
+    for arm in ("random", "bm25", "dense", "ensemble", "ensemble+", "ensemble+ passages"):
+        rows = [json.loads(x) for x in (out / "mined" / f"{arm}.jsonl").read_text().splitlines()]
+        assert len(rows) == 12 and all(r["negative_ids"] for r in rows)
+        assert (out / "models" / f"{arm}-s0" / "done.json").exists()
+
+    # a second run finds every stage done and only judges again
+    times = json.loads((out / "stage_times.json").read_text())
+    again = run_experiment(data, out, cfg, quiet=True)
+    assert json.loads((out / "stage_times.json").read_text()) == times
+    assert again["seeds_mean"] == results["seeds_mean"]

@@ -1,0 +1,252 @@
+"""The training loop: losses and schedule by hand, the golden run against a transformers reference loop (fixture),
+exact resume, DDP and gradient accumulation against one big batch, a NaN stop, and bad rows named by line."""
+
+import hashlib
+import json
+import math
+import os
+import subprocess
+import sys
+from dataclasses import asdict, replace
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from conftest import FIXTURES, REPO, require_model
+from hnm.encoder import EncoderConfig
+from hnm.errors import HnmError, InputError
+from hnm.losses import binary_cross_entropy, loss_function, softmax_cross_entropy, triplet_margin
+from hnm.reranker import CrossEncoder
+from hnm.train import (TrainConfig, epoch_order, examples_of, linear_schedule, parameter_groups, read_rows,
+                       split_rows, train)
+
+GOLDEN = json.loads((FIXTURES / "train_golden.json").read_text())
+ROWS = FIXTURES / "train_rows.jsonl"
+CFG = TrainConfig(**GOLDEN["train"])
+STD = 0.2  # the fixture's initialiser spread (make_reranker_fixture.STD)
+
+
+def make_start(folder: Path, dropout: float = 0.1) -> Path:
+    """The fixture's tiny random BERT re-ranker (2 layers, hidden 32), saved as a start checkpoint."""
+    cfg = EncoderConfig(**{**GOLDEN["encoder"], "hidden_dropout_prob": dropout,
+                           "attention_probs_dropout_prob": dropout})
+    tokenizer = require_model("all-MiniLM-L6-v2") / "tokenizer.json"
+    CrossEncoder.random(cfg, tokenizer, head="pooler", max_length=GOLDEN["max_length"], seed=0, std=STD).save(folder)
+    return folder
+
+
+def log_of(folder: Path) -> list:
+    return [json.loads(line) for line in (folder / "log.jsonl").read_text().splitlines()]
+
+
+def losses_of(folder: Path) -> list:
+    return [r["loss"] for r in log_of(folder) if "loss" in r]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny tensors gain nothing from threads, and on a busy machine OpenMP's waiting threads slow them 10-100x."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def golden(tmp_path_factory):
+    """One uninterrupted 20-step run of the golden configuration: (start checkpoint, output folder)."""
+    tmp = tmp_path_factory.mktemp("golden")
+    start = make_start(tmp / "start")
+    train(ROWS, tmp / "run", str(start), CFG, quiet=True)
+    return start, tmp / "run"
+
+
+# ------------------------------------------------------------------------------------------- by hand
+
+
+def test_losses_by_hand():
+    scores = torch.tensor([[2.0, 0.5], [0.0, 1.0]])  # (B=2, 1 + n=1): positive, negative
+    # max(0, 1 - 2 + 0.5) = 0 and max(0, 1 - 0 + 1) = 2 -> mean 1
+    assert triplet_margin(scores, margin=1.0).item() == pytest.approx(1.0)
+    assert triplet_margin(scores, margin=0.5).item() == pytest.approx(0.75)  # (0 + 1.5) / 2
+    sig = torch.sigmoid(scores)
+    bce = -(torch.log(sig[:, 0]).sum() + torch.log(1 - sig[:, 1]).sum()) / 4
+    assert binary_cross_entropy(scores, 1.0).item() == pytest.approx(bce.item(), rel=1e-6)
+    three = torch.tensor([[1.0, 0.0, 0.0]])  # one positive, two negatives: -log(e / (e + 2))
+    assert softmax_cross_entropy(three, 1.0).item() == pytest.approx(-math.log(math.e / (math.e + 2)))
+    assert triplet_margin(three, 1.0).item() == pytest.approx(0.0)  # both negatives exactly one margin below
+    with pytest.raises(ValueError, match="unknown loss 'hinge'"):
+        loss_function("hinge")
+
+
+def test_schedule_and_parameter_groups():
+    assert [linear_schedule(s, 2, 6) for s in range(6)] == [0, 0.5, 1, 0.75, 0.5, 0.25]
+    model = CrossEncoder.random(EncoderConfig(**GOLDEN["encoder"]), require_model("all-MiniLM-L6-v2") /
+                                "tokenizer.json", max_length=16)
+    decay, no_decay = parameter_groups(model, 0.01)
+    names = {id(p): n for n, p in model.named_parameters()}
+    assert decay["weight_decay"] == 0.01 and no_decay["weight_decay"] == 0.0
+    assert all(names[id(p)].endswith(".bias") or ".LayerNorm." in names[id(p)] for p in no_decay["params"])
+    assert {names[id(p)] for p in decay["params"]} >= {"classifier.weight", "bert.embeddings.word_embeddings.weight"}
+    assert len(decay["params"]) + len(no_decay["params"]) == len(list(model.parameters()))
+
+
+def test_examples_and_data_order():
+    rows = [{"query": "q", "positives": ["p1", "p2"], "negatives": ["a", "b", "c"], "line": 7}]
+    assert [(e.positive, e.negatives) for e in examples_of(rows, 1)] == [
+        ("p1", ("a",)), ("p1", ("b",)), ("p1", ("c",)), ("p2", ("a",)), ("p2", ("b",)), ("p2", ("c",))]
+    assert [e.negatives for e in examples_of(rows, 2)] == [("a", "b"), ("a", "b")]  # c is left over
+    assert epoch_order(10, 0, 1).tolist() == epoch_order(10, 0, 1).tolist() != epoch_order(10, 0, 2).tolist()
+
+
+# ------------------------------------------------------------------------------------------ the golden run
+
+
+def test_golden_run_follows_the_transformers_reference_loop(golden):
+    start, run = golden
+    # the start model is the one the fixture script trained transformers' BertForSequenceClassification from
+    assert hashlib.sha256((start / "model.safetensors").read_bytes()).hexdigest() == GOLDEN["start_sha256"]
+    ours, reference = losses_of(run), GOLDEN["reference_losses"]
+    assert len(ours) == len(reference) == 20
+    assert max(reference) - min(reference) > 0.3  # the losses move, so agreement is not a coincidence
+    # dropout is on in both; the masks agree because both draw them in the same order from torch's generator.
+    # float32 with other kernels over 20 steps: measured 5e-7 at most.
+    assert max(abs(a - b) for a, b in zip(ours, reference)) < 1e-5
+    records = log_of(run)
+    steps = [r for r in records if "loss" in r]
+    assert [r["step"] for r in steps] == list(range(1, 21))
+    assert all(r["pairs_per_s"] > 0 and r["grad_norm"] > 0 for r in steps)
+    assert steps[0]["lr"] == 0.0 and steps[2]["lr"] == pytest.approx(CFG.lr)  # warm-up of 2 steps
+    evals = [r for r in records if "eval" in r]
+    assert [r["step"] for r in evals] == [10, 20] and evals[0]["best"]
+    best = json.loads((run / "last" / "state.json").read_text())["best"]
+    assert best["step"] in (10, 20) and (run / "best" / "model.safetensors").is_file()
+
+
+def test_resume_gives_the_uninterrupted_log(golden, tmp_path):
+    start, whole = golden
+    cut = replace(CFG, stop_after=7)  # between two checkpoints (every 10): the stop itself checkpoints
+    first = train(ROWS, tmp_path, str(start), cut, quiet=True)
+    assert first["steps"] == 7 and json.loads((tmp_path / "last" / "state.json").read_text())["step"] == 7
+    with (tmp_path / "log.jsonl").open("a") as f:  # a record the killed process wrote after its checkpoint
+        f.write(json.dumps({"step": 8, "loss": 99.0}) + "\n")
+    train(ROWS, tmp_path, str(start), CFG, resume=True, quiet=True)
+    drop_speed = [{k: v for k, v in r.items() if k != "pairs_per_s"} for r in log_of(tmp_path)]
+    expected = [{k: v for k, v in r.items() if k != "pairs_per_s"} for r in log_of(whole)]
+    assert drop_speed == expected  # losses, learning rates, gradient norms, evaluations: bit for bit
+    a, b = load_file(str(tmp_path / "last" / "model.safetensors")), load_file(str(whole / "last" / "model.safetensors"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_resume_refuses_other_settings_or_data(golden, tmp_path):
+    start, _ = golden
+    with pytest.raises(FileNotFoundError, match="no checkpoint to resume"):
+        train(ROWS, tmp_path, str(start), CFG, resume=True, quiet=True)
+    train(ROWS, tmp_path, str(start), replace(CFG, stop_after=2), quiet=True)
+    with pytest.raises(HnmError, match=r"other settings \(lr: 0.001 -> 0.002\)"):
+        train(ROWS, tmp_path, str(start), replace(CFG, lr=0.002), resume=True, quiet=True)
+    other = tmp_path / "other.jsonl"
+    other.write_text("\n".join(ROWS.read_text().splitlines()[:-1]) + "\n")
+    with pytest.raises(HnmError, match="rows file differs"):
+        train(other, tmp_path, str(start), CFG, resume=True, quiet=True)
+
+
+# ------------------------------------------------------------------------------ several processes, one batch
+
+
+def test_two_processes_follow_one_process_with_twice_the_batch(tmp_path):
+    start = make_start(tmp_path / "start", dropout=0.0)  # each process would draw its own dropout masks
+    steps, flags = 6, ["--max-steps", "6", "--lr", "1e-3", "--eval-fraction", "0", "--quiet"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                           "-m", "hnm", "train", "--rows", str(ROWS), "--model", str(start), "--output",
+                           str(tmp_path / "ddp"), "--batch-size", "2", *flags],
+                          capture_output=True, text=True, cwd=REPO, env=env, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.count("trained 6 of 6 steps") == 1  # one report, from rank 0
+    cfg = replace(CFG, max_steps=steps, lr=1e-3, eval_fraction=0.0)
+    train(ROWS, tmp_path / "one", str(start), replace(cfg, batch_size=4), quiet=True)
+    train(ROWS, tmp_path / "accum", str(start), replace(cfg, batch_size=2, grad_accum=2), quiet=True)
+    one, ddp, accum = (losses_of(tmp_path / n) for n in ("one", "ddp", "accum"))
+    assert len(one) == len(ddp) == len(accum) == steps
+    # the same examples per step; each process pads only its own half, and the mean and the all-reduce add in
+    # another order: float32 rounding only, measured 3.3e-7 for both
+    assert max(abs(a - b) for a, b in zip(one, ddp)) < 1e-5
+    assert max(abs(a - b) for a, b in zip(one, accum)) < 1e-5
+    assert set(load_file(str(tmp_path / "ddp" / "last" / "rng.safetensors"))) == {"torch.rank0", "torch.rank1"}
+
+
+# -------------------------------------------------------------------------------------------------- bad input
+
+
+def test_nan_loss_stops_naming_step_and_rows_and_keeps_the_last_good_checkpoint(golden, tmp_path):
+    start, _ = golden
+    model = CrossEncoder.from_checkpoint(start)
+    rows, _ = read_rows(ROWS, 1)
+    train_rows, held = split_rows(rows, CFG.eval_fraction, CFG.seed)
+    examples = examples_of(train_rows, 1)
+    order = epoch_order(len(examples), CFG.seed, 0)
+    first_step = {}  # row line -> first (1-based) step whose batch holds one of its examples
+    for i, idx in enumerate(order[:CFG.max_steps * CFG.batch_size].tolist()):
+        first_step.setdefault(examples[idx].line, i // CFG.batch_size + 1)
+
+    def tokens(text):
+        return set(model.tokenizer.encode([text])[0].ids[1:-1])
+    elsewhere = {}
+    for row in rows:
+        for t in set().union(*(tokens(x) for x in [row["query"], *row["positives"], *row["negatives"]])):
+            elsewhere.setdefault(t, set()).add(row["line"])
+    # a token of one row's query that no other row contains, in a row first trained on at step 5 or later
+    line, token = next((r["line"], t) for r in train_rows if first_step.get(r["line"], 0) >= 5
+                       for t in sorted(tokens(r["query"])) if elsewhere[t] == {r["line"]})
+    with torch.no_grad():
+        model.bert.embeddings.word_embeddings.weight[token] = float("nan")
+    model.save(tmp_path / "poisoned")
+    step = first_step[line]
+    with pytest.raises(HnmError) as e:
+        train(ROWS, tmp_path / "run", str(tmp_path / "poisoned"), replace(CFG, save_every=2), quiet=True)
+    assert f"not finite at step {step}, micro-batch 0 on process 0" in str(e.value)
+    assert f"{line}" in str(e.value).split("rows at lines ")[1].split(" of ")[0].split(", ")
+    assert "the last good checkpoint is" in str(e.value)
+    state = json.loads((tmp_path / "run" / "last" / "state.json").read_text())
+    assert state["step"] == (step - 1) // 2 * 2  # the last checkpoint before the bad step, untouched
+    assert [r["step"] for r in log_of(tmp_path / "run")][-1] == step - 1
+
+
+def test_rows_without_positive_or_negatives_are_named_by_line(tmp_path, capsys):
+    good = ROWS.read_text().splitlines()
+    bad_rows = [json.loads(x) for x in good[:12]]
+    bad_rows[1]["positives"], bad_rows[1]["positive_ids"] = [], []
+    bad_rows[4]["negatives"], bad_rows[4]["negative_ids"] = [], []
+    path = tmp_path / "rows.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in bad_rows))
+    rows, skipped = read_rows(path, 1)
+    assert len(rows) == 10
+    assert skipped == [f"{path}:2: query {bad_rows[1]['query_id']!r} has no positive",
+                       f"{path}:5: query {bad_rows[4]['query_id']!r} has 0 negatives, fewer than the 1 an example "
+                       f"needs"]
+    start = make_start(tmp_path / "start")
+    summary = train(path, tmp_path / "run", str(start), replace(CFG, max_steps=1, eval_fraction=0.0))
+    assert summary["skipped_rows"] == skipped and f"{path}:5:" in capsys.readouterr().out
+    _, skipped3 = read_rows(path, 3)  # examples of 3 negatives: rows with fewer are named too
+    assert any("fewer than the 3" in s for s in skipped3)
+
+    bad_rows[7]["negatives"] = "not a list"
+    path.write_text("".join(json.dumps(r) + "\n" for r in bad_rows))
+    with pytest.raises(InputError, match=r"rows.jsonl:8: field 'negatives' must be a list of strings"):
+        read_rows(path, 1)
+    path.write_text("".join(json.dumps(r) + "\n" for r in bad_rows[:2]))  # one usable row: 3 examples
+    with pytest.raises(HnmError, match="fewer than the 8 of one step"):
+        train(path, tmp_path / "run2", str(start), replace(CFG, batch_size=8, eval_fraction=0.0), quiet=True)
+
+
+def test_config_mistakes_are_clear():
+    with pytest.raises(ValueError, match="unknown loss"):
+        TrainConfig(loss="mse")
+    with pytest.raises(ValueError, match="precision"):
+        TrainConfig(precision="float16")
+    with pytest.raises(ValueError, match="at least 1"):
+        TrainConfig(batch_size=0)
+    assert asdict(CFG)["loss"] == "triplet"  # the golden run trains with the paper's loss
