@@ -38,12 +38,13 @@ class KMeansConfig:
     spherical: bool = False  # cosine k-means on unit-length rows (Dhillon & Modha, 2001)
     seed: int = 0  # the only source of randomness
     n_local_trials: Optional[int] = None  # candidates per seeded centre; None: 2 + int(ln k)
-    block: int = 1 << 20  # floats in one (B, K) block of distances: bounds the memory of a step (4 MB)
+    block: int = 1 << 20  # floats in one (B, K) or (B, D) block of a step: bounds its memory (4 MB)
 
     def __post_init__(self):
         for name in ("k", "n_init", "max_iter", "block"):
-            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
-                raise ValueError(f"KMeansConfig.{name} must be an integer >= 1, got {getattr(self, name)!r}")
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+                raise ValueError(f"KMeansConfig.{name} must be an integer >= 1, got {value!r}")
         if not self.tol >= 0:
             raise ValueError(f"KMeansConfig.tol must be >= 0, got {self.tol!r}")
         if self.n_local_trials is not None and self.n_local_trials < 1:
@@ -61,7 +62,9 @@ class KMeansResult:
     def predict(self, x: np.ndarray, block: int = 1 << 20) -> np.ndarray:
         """(M, D) points -> (M,) int64 index of the nearest centre (largest inner product when spherical)."""
         x = _as_points(x, self.spherical)
-        return assign(x, _row_sq_norms(x), self.centers, self.spherical, block)[0]
+        if x.shape[1] != self.centers.shape[1]:
+            raise ValueError(f"points have {x.shape[1]} features but the centres have {self.centers.shape[1]}")
+        return _assign(x, _row_sq_norms(x), self.centers, self.spherical, block)[0]
 
 
 def _as_points(x: np.ndarray, spherical: bool) -> np.ndarray:
@@ -156,8 +159,8 @@ def _nearest_cosine(xb: np.ndarray, centers: np.ndarray) -> Tuple[np.ndarray, np
     return labels, 1 - sim[np.arange(len(xb)), labels]
 
 
-def assign(x: np.ndarray, x_sq: np.ndarray, centers: np.ndarray, spherical: bool,
-           block: int = 1 << 20) -> Tuple[np.ndarray, np.ndarray]:
+def _assign(x: np.ndarray, x_sq: np.ndarray, centers: np.ndarray, spherical: bool,
+            block: int = 1 << 20) -> Tuple[np.ndarray, np.ndarray]:
     """(N, D) points (prepared by `_as_points`), (N,) ||x||^2, (K, D) centres -> (N,) int64 labels, (N,) float32
     distance to the own centre (squared Euclidean, or 1 - cos when spherical). Rows go in blocks of block // K."""
     n, k = len(x), len(centers)
@@ -251,7 +254,7 @@ def _lloyd(x: np.ndarray, x_sq: np.ndarray, centers: np.ndarray, config: KMeansC
     labels_old = np.full(len(x), -1, dtype=np.int64)
     strict = False
     for i in range(config.max_iter):
-        labels, dist = assign(x, x_sq, centers, config.spherical, config.block)
+        labels, dist = _assign(x, x_sq, centers, config.spherical, config.block)
         new = _update(x, labels, dist, centers, config.spherical)
         shift = float(np.square(new - centers, dtype=np.float64).sum())
         centers = new
@@ -262,7 +265,7 @@ def _lloyd(x: np.ndarray, x_sq: np.ndarray, centers: np.ndarray, config: KMeansC
             break
         labels_old = labels
     if not strict:
-        labels, _ = assign(x, x_sq, centers, config.spherical, config.block)
+        labels, _ = _assign(x, x_sq, centers, config.spherical, config.block)
     return KMeansResult(centers, labels, _inertia(x, centers, labels, config.spherical, rows), i + 1,
                         config.spherical)
 

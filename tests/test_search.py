@@ -5,7 +5,7 @@ import pytest
 
 from hnm.search import _above, _best_k, topk
 
-CHUNKS = [1, 2, 3, 7, 16, 64, 1000]
+CHUNKS = [1, 2, 7, 64, 1000]
 
 
 def brute_force(queries, corpus, k, exclude=None):
