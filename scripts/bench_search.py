@@ -35,8 +35,10 @@ def main() -> None:
     ap.add_argument("--k", type=int, default=100)
     args = ap.parse_args()
     rng = np.random.default_rng(0)
-    corpus = rng.standard_normal((args.docs, args.dim), dtype=np.float32)
-    corpus /= np.linalg.norm(corpus, axis=1, keepdims=True)
+    corpus = np.empty((args.docs, args.dim), dtype=np.float32)
+    for s in range(0, args.docs, 50_000):  # in blocks, so that no temporary the size of the corpus inflates the peak
+        block = rng.standard_normal((min(50_000, args.docs - s), args.dim), dtype=np.float32)
+        corpus[s:s + len(block)] = block / np.linalg.norm(block, axis=1, keepdims=True)
     queries = rng.standard_normal((args.queries, args.dim), dtype=np.float32)
     queries /= np.linalg.norm(queries, axis=1, keepdims=True)
     base = rss_mb()
