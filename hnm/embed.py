@@ -41,7 +41,7 @@ class EmbedConfig:
     batch_size: int = 32  # texts per forward pass
     precision: str = "float32"  # "float32", or "bfloat16" autocast (faster on CPUs with bf16 units)
     cache: bool = True  # read and write the on-disk vector cache
-    flush_every: int = 4096  # texts encoded between two cache shards (what a killed run can lose at most)
+    flush_every: int = 1024  # texts encoded between two cache shards (what a killed run can lose at most)
 
 
 class EmbeddingCache:
