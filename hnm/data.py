@@ -137,9 +137,10 @@ def read_qrels(path, queries: Optional[Container[str]] = None, corpus: Optional[
     return qrels
 
 
-def _plain_or_gz(path: Path) -> Path:
-    """path, or path.gz when only the compressed file exists (the bundled data set is compressed)."""
-    gz = path.with_name(path.name + ".gz")
+def beir_file(folder: Path, name: str) -> Path:
+    """folder/name, or folder/name.gz when only the compressed file exists (the bundled data set is compressed)."""
+    path = Path(folder) / name
+    gz = path.with_name(name + ".gz")
     return gz if not path.exists() and gz.exists() else path
 
 
@@ -153,8 +154,8 @@ def load_beir(folder, split: str) -> Tuple[Dict[str, dict], Dict[str, str], Qrel
     if not qrels_path.is_file():
         have = sorted(p.stem for p in (folder / "qrels").glob("*.tsv"))
         raise FileNotFoundError(f"{qrels_path}: no such file; splits here: {', '.join(have) or 'none'}")
-    corpus = read_corpus(_plain_or_gz(folder / "corpus.jsonl"))
-    all_queries = read_queries(_plain_or_gz(folder / "queries.jsonl"))
+    corpus = read_corpus(beir_file(folder, "corpus.jsonl"))
+    all_queries = read_queries(beir_file(folder, "queries.jsonl"))
     qrels = read_qrels(qrels_path, all_queries, corpus)
     queries = {qid: all_queries[qid] for qid in qrels}
     return corpus, queries, qrels

@@ -23,7 +23,7 @@ from typing import Dict, List, Tuple
 
 import numpy as np
 
-from hnm.data import Qrels, document_text, read_corpus, read_queries
+from hnm.data import Qrels, beir_file, document_text, read_corpus, read_queries
 from hnm.metrics import Run, evaluate, paired_bootstrap, per_query, randomisation_test, rank_documents
 from hnm.progress import Progress
 from hnm.reranker import CrossEncoder
@@ -48,13 +48,6 @@ class EvalConfig:
             raise ValueError(f"first stage {self.first_stage!r} is not one of {', '.join(FIRST_STAGES)}")
         if self.top_k < 1 or self.batch_size < 1 or self.resamples < 1:
             raise ValueError("top_k, batch_size and resamples must be at least 1")
-
-
-def beir_file(folder: Path, name: str) -> Path:
-    """folder/name, or folder/name.gz when only the compressed file is there."""
-    path = Path(folder) / name
-    gz = path.with_name(name + ".gz")
-    return gz if not path.exists() and gz.exists() else path
 
 
 def read_collection(folder: Path) -> Tuple[Dict[str, dict], Dict[str, str]]:
