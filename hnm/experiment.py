@@ -23,9 +23,9 @@ import json
 import os
 import platform
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, Optional, Tuple
 
 import numpy as np
 
@@ -33,7 +33,7 @@ from hnm.chunk import ChunkConfig, chunk_spans
 from hnm.data import Qrels, atomic_write, document_text, load_beir
 from hnm.metrics import Run, evaluate, paired_bootstrap, per_query, randomisation_test, read_trec_run, write_trec_run
 from hnm.mining import MineConfig
-from hnm.rerank import EvalConfig, compare, first_stage, rerank
+from hnm.rerank import EvalConfig, first_stage, rerank
 from hnm.reranker import CrossEncoder
 from hnm.svg import bars
 from hnm.train import TrainConfig, train

@@ -3,6 +3,7 @@
 from pathlib import Path
 
 import pytest
+import torch
 
 from hnm import weights
 
@@ -27,3 +28,12 @@ def require_data(name: str) -> Path:
     if not (folder / "corpus.jsonl").is_file():
         pytest.fail(f"data set {folder} is missing; the tests expect ../shared/data beside the repository")
     return folder
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny tensors gain nothing from threads, and on a busy machine OpenMP's waiting threads slow them 10-100x."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

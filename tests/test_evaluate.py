@@ -8,7 +8,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from conftest import FIXTURES, REPO, require_data, require_model
 from hnm.data import load_beir
@@ -21,13 +20,7 @@ from hnm.reranker import CrossEncoder
 INTEROP = json.loads((FIXTURES / "reranker_interop.json").read_text())
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny tensors gain nothing from threads, and on a busy machine OpenMP's waiting threads slow them 10-100x."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py: tiny models run on one thread
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,6 @@ import json
 import shutil
 from dataclasses import replace
 
-import pytest
 import torch
 from safetensors.torch import save_file
 

@@ -19,13 +19,7 @@ TOKENIZER_OF = {"bert": "all-MiniLM-L6-v2", "mpnet": "all-mpnet-base-v2"}
 STD = 0.2  # the fixture's initialiser spread (make_reranker_fixture.STD)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny tensors gain nothing from threads, and on a busy machine OpenMP's waiting threads slow them 10-100x."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py: tiny models run on one thread
 
 
 def tiny(model_type: str, head: str = "pooler", seed: int = 0) -> CrossEncoder:
