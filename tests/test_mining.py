@@ -1,6 +1,7 @@
 """Mining: the ensemble identity, a hand-made corpus, properties over random data, determinism, resume, bad input."""
 
 import json
+import os
 import random
 import subprocess
 import sys
@@ -84,6 +85,9 @@ def test_hand_made_corpus_gives_the_known_negatives(tmp_path, strategy):
     assert [r["doc_id"] for r in review] == ["a"]
     assert stats["empty_documents_kept_out"] == 1 and stats["likely_false_negatives_flagged"] == 1
     assert (tmp_path / "out.jsonl.scores.svg").read_text().startswith("<svg")
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (tmp_path / "out.jsonl").stat().st_mode & 0o777 == 0o666 & ~umask  # not mkstemp's 0600
     # the window: skipping the top candidate also leaves a out of the review
     minerun.run(corpus, queries, qrels, replace(cfg, skip_top=1, num_negatives=3), tmp_path / "w.jsonl",
                 quiet=True, ensemble=ens)
