@@ -135,11 +135,11 @@ def run(corpus: Dict[str, dict], queries: Dict[str, str], qrels: Qrels, cfg: Min
     os.replace(part, output)
     os.replace(review_part, _sidecar(output, ".review.jsonl"))
     progress_path.unlink()
-    stats = statistics(output, _sidecar(output, ".review.jsonl"), cfg, skipped, int(empty.sum()), candidates)
+    rows_iter = [json.loads(line) for line in output.read_text(encoding="utf-8").splitlines()]
+    stats = statistics(rows_iter, _sidecar(output, ".review.jsonl"), cfg, skipped, int(empty.sum()), candidates)
     stats["seconds"] = round(time.monotonic() - t0, 2)
     with atomic_write(_sidecar(output, ".stats.json")) as f:
         json.dump(stats, f, indent=1)
-    rows_iter = [json.loads(line) for line in output.read_text(encoding="utf-8").splitlines()]
     with atomic_write(_sidecar(output, ".scores.svg")) as f:
         f.write(histograms({"positives": [s for row in rows_iter for s in row["positive_scores"]],
                             "negatives": [s for row in rows_iter for s in row["negative_scores"] if s is not None]},
@@ -192,10 +192,9 @@ def _summary(values: List[float]) -> dict:
             "min": float(v.min()), "max": float(v.max())}
 
 
-def statistics(output: Path, review: Path, cfg: MineConfig, skipped: List[str], n_empty: int,
+def statistics(rows: List[dict], review: Path, cfg: MineConfig, skipped: List[str], n_empty: int,
                candidates: Candidates) -> dict:
-    """Read the finished files back and summarise them (so a resumed run reports the same as a whole one)."""
-    rows = [json.loads(line) for line in output.read_text(encoding="utf-8").splitlines()]
+    """Summarise the finished rows, read back from the output (so a resumed run reports the same as a whole one)."""
     flagged = sum(1 for line in review.read_text(encoding="utf-8").splitlines() if line.strip())
     stats = {"strategy": cfg.strategy, "config": asdict(cfg), "queries": len(rows),
              "queries_skipped_without_positives": len(skipped),
