@@ -21,7 +21,7 @@ Letters: M members, Q queries, N documents, C candidates of a query, D_m model m
 """
 
 from dataclasses import dataclass
-from typing import List, Optional, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -155,30 +155,41 @@ class PassageEnsemble(Ensemble):
     """An ensemble over documents cut into passages: a document scores as its best passage (MaxP; Dai and Callan,
     SIGIR 2019), so text past an encoder's window still counts.
 
-    passage_vectors: per model (P, D_m) unit rows; passage_doc: (P,) the document row of each passage, ascending
-    (a document's passages are contiguous), every document having at least one. The document vectors that k-means
-    and exact top-k see are the normalised means of their passages' vectors. Only the `mean` fusion is supported.
+    passage_vectors: per model (P_m, D_m) unit rows; passage_docs: per model (P_m,) the document row of each passage,
+    ascending (a document's passages are contiguous), every document having at least one. Each model may cut the
+    documents at its own window, so a model with a long window sees whole documents where a short one sees pieces;
+    one array is shared by all models. A (query, document) score is the weighted mean over models of each model's
+    best passage. The document vectors that k-means and exact top-k see are the normalised means of their passages'
+    vectors. Only the `mean` fusion is supported.
     """
 
-    def __init__(self, members: Sequence[Member], passage_vectors: List[np.ndarray], passage_doc: np.ndarray,
-                 query_vectors: List[np.ndarray]):
-        n_docs = int(passage_doc.max()) + 1
-        if np.any(np.diff(passage_doc) < 0) or len(np.unique(passage_doc)) != n_docs:
-            raise ValueError("passages must be grouped by document, in document order, at least one each")
-        doc_vectors = []
-        for p in passage_vectors:
+    def __init__(self, members: Sequence[Member], passage_vectors: List[np.ndarray],
+                 passage_docs: Union[np.ndarray, Sequence[np.ndarray]], query_vectors: List[np.ndarray]):
+        if isinstance(passage_docs, np.ndarray):
+            passage_docs = [passage_docs] * len(passage_vectors)
+        n_docs = int(passage_docs[0].max()) + 1
+        doc_vectors, self.first = [], []
+        for p, docs in zip(passage_vectors, passage_docs):
+            if len(docs) != len(p) or np.any(np.diff(docs) < 0) or len(np.unique(docs)) != n_docs \
+                    or docs.max() + 1 != n_docs:
+                raise ValueError("passages must be grouped by document, in document order, at least one each")
             mean = np.zeros((n_docs, p.shape[1]), dtype=np.float32)
-            np.add.at(mean, passage_doc, p)
+            np.add.at(mean, docs, p)
             doc_vectors.append(mean / np.maximum(np.linalg.norm(mean, axis=1, keepdims=True), 1e-12))
+            self.first.append(np.searchsorted(docs, np.arange(n_docs + 1)))  # doc d: rows first[d]..first[d+1]-1
         super().__init__(members, doc_vectors, query_vectors, "mean")
-        self.passages = ensemble_vectors(passage_vectors, self.weights)  # (P, sum D_m)
-        self.first = np.searchsorted(passage_doc, np.arange(n_docs + 1))  # doc d's passages: first[d]..first[d+1]-1
+        self.passage_vectors = passage_vectors
+        self.shares = (self.weights / self.weights.sum()).astype(np.float32)
 
     def score(self, query_rows: np.ndarray, candidates: List[np.ndarray]) -> List[np.ndarray]:
         out = []
         for r, c in zip(query_rows, candidates):
-            starts, ends = self.first[c], self.first[c + 1]
-            rows = np.concatenate([np.arange(s, e) for s, e in zip(starts, ends)])
-            s = self.passages[rows] @ self.queries[r]  # (passages of the candidates,)
-            out.append(np.maximum.reduceat(s, np.concatenate([[0], np.cumsum(ends - starts)[:-1]])))
+            total = np.zeros(len(c), dtype=np.float32)
+            for share, passages, first, queries in zip(self.shares, self.passage_vectors, self.first,
+                                                       self.query_vectors):
+                starts, ends = first[c], first[c + 1]
+                rows = np.concatenate([np.arange(s, e) for s, e in zip(starts, ends)])
+                s = passages[rows] @ queries[r]  # (passages of the candidates,)
+                total += share * np.maximum.reduceat(s, np.concatenate([[0], np.cumsum(ends - starts)[:-1]]))
+            out.append(total)
         return out

@@ -11,7 +11,7 @@ from safetensors.torch import save_file
 from conftest import require_model
 from hnm.data import bundled_cranfield, load_beir, write_jsonl
 from hnm.encoder import EncoderConfig, build_encoder
-from hnm.experiment import ARMS, Budget, ExperimentConfig, report, run_experiment
+from hnm.experiment import ARMS, Budget, ExperimentConfig, claim, report, run_experiment
 
 
 def tiny_model(home, tokenizer_json):
@@ -78,6 +78,10 @@ def test_small_experiment_runs_every_arm_and_reports(tmp_path, monkeypatch):
     for label in labels:
         assert f"| {label} |" in text
     assert (out / "chart.svg").read_text().startswith("<svg")
+    m = {n: v["mrr@10"] for n, v in results["seeds_mean"].items()}
+    holds = m["ensemble"] > m["bm25"] > m["random"] and max(m, key=lambda n: (n != "first-stage", m[n])) == "ensemble+"
+    assert results["claim"]["holds"] == holds
+    assert ("The data show the claim." if holds else "The data do not show the claim.") in text
     for arm in ("random", "bm25", "dense", "ensemble", "ensemble+", "ensemble+ passages"):
         rows = [json.loads(x) for x in (out / "mined" / f"{arm}.jsonl").read_text().splitlines()]
         assert len(rows) == 12 and all(r["negative_ids"] for r in rows)
@@ -88,3 +92,14 @@ def test_small_experiment_runs_every_arm_and_reports(tmp_path, monkeypatch):
     again = run_experiment(data, out, cfg, quiet=True)
     assert json.loads((out / "stage_times.json").read_text()) == times
     assert again["seeds_mean"] == results["seeds_mean"]
+
+
+def test_claim_reads_the_papers_ordering():
+    def arms(**mrr):
+        return {n.replace("_plus", "+").replace("_", "-"): {"mrr@10": v} for n, v in mrr.items()}
+    yes = claim(arms(first_stage=0.9, random=0.5, bm25=0.6, ensemble=0.7, ensemble_plus=0.8))
+    assert yes["holds"] and yes["best arm"] == "ensemble+"  # the first stage alone is not a re-ranked arm
+    no = claim(arms(random=0.5, bm25=0.6, ensemble=0.7, ensemble_plus=0.65))
+    assert not no["holds"] and no["ensemble > bm25"] and no["best arm"] == "ensemble"
+    assert not claim(arms(random=0.6, bm25=0.5, ensemble=0.7, ensemble_plus=0.8))["holds"]
+    assert claim(arms(random=0.5, bm25=0.6)) is None

@@ -231,3 +231,27 @@ def test_mine_verb_counts_skipped_queries_and_empty_documents_and_exports(tmp_pa
     assert "d2" not in rows[0]["negative_ids"] and "d1" not in rows[0]["negative_ids"]
     triplets = [json.loads(x) for x in (tmp_path / "mined.triplets.jsonl").read_text().splitlines()]
     assert len(triplets) == len(rows[0]["negative_ids"]) and triplets[0]["positive"] == "wing lift"
+
+
+def test_passage_ensemble_scores_each_model_by_its_own_best_passage():
+    """Two models cut the same three documents differently; a score is the weighted mean of each model's MaxP."""
+    from hnm.ensemble import Member, PassageEnsemble
+    rng = np.random.default_rng(3)
+
+    def unit(n, d):
+        x = rng.normal(size=(n, d)).astype(np.float32)
+        return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+    docs_a = np.array([0, 0, 0, 1, 2, 2])  # the short-window model: 3, 1 and 2 passages
+    docs_b = np.array([0, 1, 2, 2])  # the long-window model: 1, 1 and 2
+    pa, pb, qa, qb = unit(6, 4), unit(4, 3), unit(2, 4), unit(2, 3)
+    ens = PassageEnsemble([Member("a", 1.0), Member("b", 3.0)], [pa, pb], [docs_a, docs_b], [qa, qb])
+    got = ens.score(np.array([1, 0]), [np.array([2, 0, 1]), np.array([1])])
+    for r, c, g in zip([1, 0], [[2, 0, 1], [1]], got):
+        want = [0.25 * max(pa[docs_a == d] @ qa[r]) + 0.75 * max(pb[docs_b == d] @ qb[r]) for d in c]
+        np.testing.assert_allclose(g, want, rtol=1e-6)
+    # the document vectors k-means sees are each model's normalised passage mean
+    mean0 = pa[:3].sum(0) / np.linalg.norm(pa[:3].sum(0))
+    np.testing.assert_allclose(ens.doc_vectors[0][0], mean0, rtol=1e-6)
+    with pytest.raises(ValueError, match="grouped by document"):
+        PassageEnsemble([Member("a", 1.0), Member("b", 1.0)], [pa, pb], [docs_a, np.array([0, 2, 1, 2])], [qa, qb])
