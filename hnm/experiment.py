@@ -342,6 +342,19 @@ def _judge(runs: Dict[str, Dict[int, Run]], qrels: Qrels, cfg: ExperimentConfig,
             "long_documents": long_docs, "split_sizes": {k: len(v) for k, v in split.items()}, "queries": len(qrels)}
 
 
+def headline(r: dict) -> str:
+    """The table the README quotes: MRR@10 and nDCG@10 with their 95% intervals, and the p-values of each arm's
+    MRR@10 against the random and BM25 arms (seed 0 models)."""
+    lines = ["| arm | MRR@10 | 95% CI | nDCG@10 | 95% CI | p vs random | p vs BM25 |",
+             "| --- | --- | --- | --- | --- | --- | --- |"]
+    for n, m in r["seeds_mean"].items():
+        ci, ps = r["intervals"][n], r["p_values"].get(n, {})
+        p = [f"{ps[k]:.3f}" if k in ps else "–" for k in ("mrr@10 vs random", "mrr@10 vs bm25")]
+        lines.append(f"| {n} | {m['mrr@10']:.4f} | {ci['mrr@10'][0]:.3f}–{ci['mrr@10'][1]:.3f} | {m['ndcg@10']:.4f} | "
+                     f"{ci['ndcg@10'][0]:.3f}–{ci['ndcg@10'][1]:.3f} | {p[0]} | {p[1]} |")
+    return "\n".join(lines)
+
+
 def report(r: dict) -> str:
     """results.json as Markdown: the settings, the table, the p-values, the long-document split, the timings."""
     b = r["budget"]
@@ -350,7 +363,7 @@ def report(r: dict) -> str:
              f"Budget `{b['name']}`: ensemble {b['models']}; re-ranker from {b['start']}, {b['steps']} steps of "
              f"{b['batch_size']} triplets, max length {b['max_length']}, loss {r['loss']}; first stage "
              f"{r['first_stage']}, top {b['top_k']} re-ranked; {r['queries']} test queries; seeds {', '.join(map(str, b['seeds']))}.",
-             f"Machine: {r['machine']}.", "",
+             f"Machine: {r['machine']}.", "", headline(r), "", "Every metric:", "",
              "| arm | " + " | ".join(keys) + " | MRR@10 95% CI | nDCG@10 95% CI |",
              "| --- | " + " | ".join("---" for _ in keys) + " | --- | --- |"]
     for n, m in r["seeds_mean"].items():

@@ -82,6 +82,7 @@ def test_small_experiment_runs_every_arm_and_reports(tmp_path, monkeypatch):
     holds = m["ensemble"] > m["bm25"] > m["random"] and max(m, key=lambda n: (n != "first-stage", m[n])) == "ensemble+"
     assert results["claim"]["holds"] == holds
     assert ("The data show the claim." if holds else "The data do not show the claim.") in text
+    assert "| ensemble+ | " in text.split("Every metric:")[0]  # the headline table
     for arm in ("random", "bm25", "dense", "ensemble", "ensemble+", "ensemble+ passages"):
         rows = [json.loads(x) for x in (out / "mined" / f"{arm}.jsonl").read_text().splitlines()]
         assert len(rows) == 12 and all(r["negative_ids"] for r in rows)
