@@ -104,3 +104,13 @@ def test_claim_reads_the_papers_ordering():
     assert not no["holds"] and no["ensemble > bm25"] and no["best arm"] == "ensemble"
     assert not claim(arms(random=0.6, bm25=0.5, ensemble=0.7, ensemble_plus=0.8))["holds"]
     assert claim(arms(random=0.5, bm25=0.6)) is None
+
+
+def test_relevant_document_rr_splits_pairs_by_document_length():
+    from hnm.experiment import relevant_document_rr
+    run = {"q1": {"a": 3.0, "b": 2.0, "c": 1.0}, "q2": {"c": 5.0, "a": 1.0}}
+    qrels = {"q1": {"b": 1, "c": 2, "x": 0}, "q2": {"a": 1, "z": 1}}
+    got = relevant_document_rr(run, qrels, long_docs={"c", "z"})
+    # within: (q1, b) at rank 2, (q2, a) at rank 2; beyond: (q1, c) at rank 3, (q2, z) not retrieved
+    assert got == {"rr within window": 0.5, "rr beyond window": (1 / 3 + 0) / 2,
+                   "pairs within window": 2, "pairs beyond window": 2}
