@@ -72,13 +72,15 @@ def bars(values: Dict[str, float], low: Dict[str, float], high: Dict[str, float]
     top = max([high.get(n, values[n]) for n in names] + [1e-9])
     pw, ph = W - L - R, H - T - B
     slot = pw / max(1, len(names))
+    slanted = max(len(n) for n in names) * 7 > slot  # names wider than their slot are written at a slant below
+    height = H + (int(max(len(n) for n in names) * 7 * 0.5) if slanted else 0)
 
     def y(v: float) -> float:
         return T + ph - v / top * ph
 
-    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" viewBox="0 0 {W} {H}" '
+    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{height}" viewBox="0 0 {W} {height}" '
            f'font-family="sans-serif" font-size="12">',
-           f'<rect width="{W}" height="{H}" fill="white"/>',
+           f'<rect width="{W}" height="{height}" fill="white"/>',
            f'<text x="{W / 2}" y="22" text-anchor="middle" font-size="15">{escape(title)}</text>',
            f'<line x1="{L}" y1="{T + ph}" x2="{L + pw}" y2="{T + ph}" stroke="black"/>',
            f'<line x1="{L}" y1="{T}" x2="{L}" y2="{T + ph}" stroke="black"/>']
@@ -93,7 +95,11 @@ def bars(values: Dict[str, float], low: Dict[str, float], high: Dict[str, float]
                        f'stroke="black"/>')
             for v in (low[name], high[name]):
                 out.append(f'<line x1="{cx - 6:.1f}" y1="{y(v):.1f}" x2="{cx + 6:.1f}" y2="{y(v):.1f}" stroke="black"/>')
-        out.append(f'<text x="{cx:.1f}" y="{T + ph + 16}" text-anchor="middle">{escape(name)}</text>')
+        if slanted:
+            out.append(f'<text x="{cx:.1f}" y="{T + ph + 14}" text-anchor="end" '
+                       f'transform="rotate(-30 {cx:.1f} {T + ph + 14})">{escape(name)}</text>')
+        else:
+            out.append(f'<text x="{cx:.1f}" y="{T + ph + 16}" text-anchor="middle">{escape(name)}</text>')
         out.append(f'<text x="{cx:.1f}" y="{y(values[name]) - 4:.1f}" text-anchor="middle">{values[name]:.3f}</text>')
     out.append(f'<text x="16" y="{T + ph / 2}" text-anchor="middle" transform="rotate(-90 16 {T + ph / 2})">'
                f'{escape(ylabel)}</text>')

@@ -26,3 +26,13 @@ def test_bars_show_values_and_whiskers():
 
 def test_empty_series_still_draws():
     ET.fromstring(histograms({"negatives": []}, "nothing", "score"))
+
+
+def test_bars_slant_names_wider_than_their_slot():
+    names = {f"arm with a long name {i}": 0.1 * i for i in range(1, 9)}
+    root = ET.fromstring(bars(names, {}, {}, "MRR", "MRR@10"))
+    assert int(root.get("height")) > 360
+    labels = [t for t in root.iter("{http://www.w3.org/2000/svg}text") if t.text in names]
+    assert len(labels) == 8 and all("rotate(-30" in t.get("transform", "") for t in labels)
+    short = ET.fromstring(bars({"a": 0.5, "b": 0.6}, {}, {}, "MRR", "MRR@10"))
+    assert short.get("height") == "360"
