@@ -374,7 +374,8 @@ def headline(r: dict) -> str:
              "| --- | --- | --- | --- | --- | --- | --- |"]
     for n, m in r["seeds_mean"].items():
         ci, ps = r["intervals"][n], r["p_values"].get(n, {})
-        p = [f"{ps[k]:.3f}" if k in ps else "–" for k in ("mrr@10 vs random", "mrr@10 vs bm25")]
+        p = [("–" if k not in ps else f"{ps[k]:.3f}" if ps[k] >= 0.001 else "< 0.001")
+             for k in ("mrr@10 vs random", "mrr@10 vs bm25")]
         lines.append(f"| {n} | {m['mrr@10']:.4f} | {ci['mrr@10'][0]:.3f}–{ci['mrr@10'][1]:.3f} | {m['ndcg@10']:.4f} | "
                      f"{ci['ndcg@10'][0]:.3f}–{ci['ndcg@10'][1]:.3f} | {p[0]} | {p[1]} |")
     return "\n".join(lines)
