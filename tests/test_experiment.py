@@ -70,8 +70,8 @@ def test_small_experiment_runs_every_arm_and_reports(tmp_path, monkeypatch):
         assert 0.0 <= m["mrr@10"] <= 1.0 and 0.0 <= m["ndcg@10"] <= 1.0
         lo, hi = results["intervals"][name]["mrr@10"]
         assert lo <= m["mrr@10"] + 1e-9 and m["mrr@10"] <= hi + 1e-9
-    assert set(results["p_values"]["ensemble+"]) == {"mrr@10 vs random", "ndcg@10 vs random",
-                                                     "mrr@10 vs bm25", "ndcg@10 vs bm25"}
+    assert set(results["p_values"]["ensemble+"]) == {"mrr@10 vs random", "ndcg@10 vs random", "mrr@10 vs bm25",
+                                                     "ndcg@10 vs bm25", "mrr@10 vs dense", "ndcg@10 vs dense"}
     assert sum(results["split_sizes"].values()) == results["queries"] == 6
     text = (out / "report.md").read_text()
     assert text == report(json.loads((out / "results.json").read_text()))
