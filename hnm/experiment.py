@@ -309,17 +309,14 @@ def _rerank(folder: Path, first: Run, queries, corpus, top_k: int, mode: str, pa
 
 
 def _machine() -> str:
+    """The CPU's model name where Linux gives it, its cores, the platform and torch's thread count."""
+    import torch
     cpu = platform.processor() or platform.machine()
     try:
         cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
     except (OSError, StopIteration):
         pass
-    return f"{cpu}, {os.cpu_count()} cores, {platform.platform()}, torch threads {torch_threads()}"
-
-
-def torch_threads() -> int:
-    import torch
-    return torch.get_num_threads()
+    return f"{cpu}, {os.cpu_count()} cores, {platform.platform()}, torch threads {torch.get_num_threads()}"
 
 
 def claim(mean: Dict[str, dict], metric: str = "mrr@10") -> Optional[dict]:
