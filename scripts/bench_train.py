@@ -13,7 +13,7 @@ Each side runs in its own process (so the peak resident memory, ru_maxrss, is it
 not timed, then --steps are (bfloat16: --bf16-steps after one, as a CPU without bf16 units emulates it, several
 times slower). Sides alternate per precision, to share out the noise of a machine used by others.
 
-    python scripts/bench_train.py --rows /work/tmp_train/bm25.jsonl --threads 1   # rows from `python -m hnm mine`
+    python scripts/bench_train.py --rows mined.jsonl --threads 1   # rows from `python -m hnm mine`
 Writes scripts/results/bench_train.json.
 """
 
@@ -97,7 +97,7 @@ def child(args) -> None:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--rows", type=Path, default=Path("/work/tmp_train/bm25.jsonl"), help="mined rows (JSON lines)")
+    p.add_argument("--rows", type=Path, required=True, help="mined rows (python -m hnm mine)")
     p.add_argument("--steps", type=int, default=20, help="timed float32 steps per side")
     p.add_argument("--warmup", type=int, default=3, help="untimed steps first")
     p.add_argument("--bf16-steps", type=int, default=4,
