@@ -31,7 +31,8 @@ import numpy as np
 
 from hnm.chunk import ChunkConfig, chunk_spans
 from hnm.data import Qrels, atomic_write, document_text, load_beir
-from hnm.metrics import Run, evaluate, paired_bootstrap, per_query, randomisation_test, read_trec_run, write_trec_run
+from hnm.metrics import (Run, evaluate, paired_bootstrap, per_query, randomisation_test, rank_documents, read_trec_run,
+                         write_trec_run)
 from hnm.mining import MineConfig
 from hnm.rerank import EvalConfig, first_stage, rerank
 from hnm.reranker import CrossEncoder
@@ -131,7 +132,6 @@ def passage_corpus(corpus: Dict[str, dict], tokenizer, max_tokens: int) -> Tuple
 def rerank_by_passages(model: CrossEncoder, run: Run, queries: Dict[str, str], corpus: Dict[str, dict], top_k: int,
                        quiet: bool) -> Run:
     """Re-rank the top_k documents of each query, each scored by its best passage (MaxP)."""
-    from hnm.metrics import rank_documents
     top = {q: dict(rank_documents(docs, top_k)) for q, docs in run.items()}
     needed = {d: corpus[d] for docs in top.values() for d in docs}
     passages, parent = passage_corpus(needed, model.tokenizer, model.max_length // 2)
@@ -165,7 +165,6 @@ def relevant_document_rr(run: Run, qrels: Qrels, long_docs: set) -> Dict[str, fl
     for documents within the window and beyond it (1 / rank in the query's ranking; 0 when not retrieved).
     Queries with many relevant documents of both lengths (Cranfield) make the per-query split lopsided; this one
     is not."""
-    from hnm.metrics import rank_documents
     sums = {"within window": [0.0, 0], "beyond window": [0.0, 0]}
     for q, docs in qrels.items():
         rank = {d: i + 1 for i, (d, _) in enumerate(rank_documents(run.get(q, {})))}
