@@ -58,8 +58,9 @@ def test_small_experiment_runs_every_arm_and_reports(tmp_path, monkeypatch):
     monkeypatch.setenv("HNM_HOME", str(tmp_path / "home"))
     monkeypatch.setenv("HNM_LOCK", str(tiny_model(tmp_path / "home", tokenizer_json)))
     data = tiny_cranfield(tmp_path / "cran")
+    n_docs = len((data / "corpus.jsonl").read_text().splitlines())
     budget = Budget("tiny", models="tiny", start="tiny", steps=3, batch_size=2, max_length=64, top_k=5,
-                    test_queries=None, train_queries=None)
+                    test_queries=None, train_queries=None, corpus_docs=n_docs - 5)
     cfg = replace(ExperimentConfig(), budget=budget, resamples=200)
     out = tmp_path / "exp"
     results = run_experiment(data, out, cfg, quiet=True)
@@ -73,6 +74,8 @@ def test_small_experiment_runs_every_arm_and_reports(tmp_path, monkeypatch):
     assert set(results["p_values"]["ensemble+"]) == {"mrr@10 vs random", "ndcg@10 vs random", "mrr@10 vs bm25",
                                                      "ndcg@10 vs bm25", "mrr@10 vs dense", "ndcg@10 vs dense"}
     assert sum(results["split_sizes"].values()) == results["queries"] == 6
+    assert results["corpus"] == {"documents": n_docs - 5, "of": n_docs}  # 5 unjudged documents cut
+    assert f"corpus cut to {n_docs - 5:,} of {n_docs:,} documents" in (out / "report.md").read_text()
     text = (out / "report.md").read_text()
     assert text == report(json.loads((out / "results.json").read_text()))
     for label in labels:
@@ -114,3 +117,15 @@ def test_relevant_document_rr_splits_pairs_by_document_length():
     # within: (q1, b) at rank 2, (q2, a) at rank 2; beyond: (q1, c) at rank 3, (q2, z) not retrieved
     assert got == {"rr within window": 0.5, "rr beyond window": (1 / 3 + 0) / 2,
                    "pairs within window": 2, "pairs beyond window": 2}
+
+
+def test_cut_corpus_keeps_every_judged_document_and_a_seeded_sample():
+    from hnm.experiment import cut_corpus
+    corpus = {f"d{i}": {"title": "", "text": str(i)} for i in range(100)}
+    train, test = {"q1": {"d5": 1, "d90": 1}}, {"q2": {"d42": 2, "missing": 1}}
+    cut = cut_corpus(corpus, 10, train, test)
+    assert len(cut) == 10 and {"d5", "d90", "d42"} <= set(cut)
+    assert list(cut) == [d for d in corpus if d in cut]  # corpus order
+    assert cut == cut_corpus(corpus, 10, train, test) and cut != cut_corpus(corpus, 10, train, test, seed=1)
+    assert cut_corpus(corpus, None, train) is corpus and cut_corpus(corpus, 100, train) is corpus
+    assert set(cut_corpus(corpus, 2, train, test)) == {"d5", "d90", "d42"}  # judged documents are never dropped
