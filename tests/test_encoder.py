@@ -9,7 +9,7 @@ from safetensors.torch import save_file
 
 from conftest import FIXTURES, require_model
 from hnm.embed import EmbedConfig, Embedder
-from hnm.encoder import EncoderConfig, build_encoder, feed_forward, relative_position_bucket
+from hnm.encoder import EncoderConfig, build_encoder, relative_position_bucket
 from hnm.errors import WeightsError
 from hnm.weights import load_safetensors_strict, model_spec
 
@@ -84,17 +84,3 @@ def test_dropout_only_in_training_and_padding_does_not_leak(model_type):
     # the second text alone gives the same states as when padded in a batch
     alone = model(ids[1:, :3], mask[1:, :3])
     assert torch.allclose(model(ids, mask)[1, :3], alone[0], atol=1e-6)
-
-
-@pytest.mark.parametrize("model_type", ["bert", "mpnet"])
-def test_feed_forward_in_blocks_of_rows_equals_one_call(model_type):
-    # 2 x 9 = 18 tokens in blocks of 7: two full blocks and a short one; forward and gradients agree
-    torch.manual_seed(0)
-    layer = build_encoder(tiny_config(model_type)).eval().encoder.layer[0]  # no dropout
-    x = torch.randn(2, 9, layer.output.dense.out_features, requires_grad=True)
-    whole = feed_forward(layer.intermediate, layer.output, x, rows=None)
-    blocks = feed_forward(layer.intermediate, layer.output, x, rows=7)
-    assert torch.allclose(whole, blocks, atol=1e-6)
-    (g_whole,) = torch.autograd.grad(whole.square().sum(), x)
-    (g_blocks,) = torch.autograd.grad(blocks.square().sum(), x)
-    assert torch.allclose(g_whole, g_blocks, atol=1e-5)
