@@ -29,6 +29,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from hnm.allocator import keep_freed_memory
+
 
 @dataclass(frozen=True)
 class EncoderConfig:
@@ -307,5 +309,7 @@ class MPNetModel(nn.Module):
 
 
 def build_encoder(cfg: EncoderConfig) -> nn.Module:
-    """A randomly initialised encoder of the configured kind (load weights with weights.load_safetensors_strict)."""
+    """A randomly initialised encoder of the configured kind (load weights with weights.load_safetensors_strict).
+    The process's allocator is set first to keep large freed blocks for reuse (allocator.py: 1.1x to 1.8x on CPU)."""
+    keep_freed_memory()
     return {"bert": BertModel, "mpnet": MPNetModel}[cfg.model_type](cfg)
