@@ -3,7 +3,9 @@
 Both sides load the same files (hnm's verified cache), use all-MiniLM-L6-v2 with batch size 32 and maximum length
 256, sort by length, and run on the same threads. Each configuration runs in its own child process so that its peak
 resident memory is its own; hnm and the reference alternate, and each figure is the best of `--rounds` runs.
-The embedding cache is off. Prints a table and writes scripts/results/bench_encode.json.
+The embedding cache is off. hnm sets glibc's malloc to keep large freed blocks (hnm/allocator.py); a third row runs
+the reference with the same setting (through glibc's MALLOC_*_THRESHOLD_ environment variables), so the table shows
+how much of the difference is the allocator. Prints a table and writes scripts/results/bench_encode.json.
 
     pip install -e '.[bench]'
     python scripts/bench_encode.py [--docs 2000] [--rounds 2]
@@ -25,6 +27,8 @@ REPO = Path(__file__).resolve().parents[1]
 DATA = REPO.parent / "shared" / "data" / "scifact" / "corpus.jsonl"
 OUT = REPO / "scripts" / "results"
 MODEL = "all-MiniLM-L6-v2"
+SAME_ALLOCATOR = "sentence-transformers+malloc"  # the reference with hnm's allocator setting
+MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": str(1 << 30), "MALLOC_TRIM_THRESHOLD_": str(1 << 30)}
 
 
 def load_docs(n: int) -> list:
@@ -69,6 +73,7 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--precisions", default="float32,bfloat16")
+    ap.add_argument("--no-same-allocator", action="store_true", help="skip the reference run with hnm's allocator setting")
     ap.add_argument("--child", nargs=2, metavar=("SIDE", "PRECISION"), help=argparse.SUPPRESS)
     ap.add_argument("--vectors", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -80,11 +85,13 @@ def main() -> None:
     results = {}
     for precision in args.precisions.split(","):
         for rnd in range(args.rounds):
-            for side in ("hnm", "sentence-transformers") if rnd % 2 == 0 else ("sentence-transformers", "hnm"):
+            sides = ["hnm", "sentence-transformers"] + ([] if args.no_same_allocator else [SAME_ALLOCATOR])
+            for side in sides if rnd % 2 == 0 else sides[::-1]:
                 vec = tmp / f"encode-{side}-{precision}.npy"
+                env = {**os.environ, **(MALLOC_ENV if side == SAME_ALLOCATOR else {})}
                 done = subprocess.run([sys.executable, __file__, "--child", side, precision, "--docs", str(args.docs),
                                        "--batch-size", str(args.batch_size), "--vectors", str(vec)],
-                                      capture_output=True, text=True, check=True)
+                                      capture_output=True, text=True, check=True, env=env)
                 row = json.loads(done.stdout.strip().splitlines()[-1])
                 best = results.setdefault(f"{side} {precision}", row)
                 if row["docs_per_s"] > best["docs_per_s"]:
@@ -101,12 +108,16 @@ def main() -> None:
     print(f"{'system':34s} {'docs/s':>8s} {'peak MB':>8s} {'ratio':>6s}")
     summary = {"machine": machine, "docs": args.docs, "batch_size": args.batch_size, "model": MODEL, "runs": results}
     for precision in args.precisions.split(","):
-        ratio = results[f"hnm {precision}"]["docs_per_s"] / results[f"sentence-transformers {precision}"]["docs_per_s"]
-        summary[f"ratio_{precision}"] = ratio
-        for side in ("hnm", "sentence-transformers"):
-            r = results[f"{side} {precision}"]
-            shown = f"{ratio:5.2f}x" if side == "hnm" else "1.00x"
-            print(f"{side + ' ' + precision:34s} {r['docs_per_s']:8.1f} {r['peak_rss_mb']:8.0f} {shown:>6s}")
+        ref = results[f"sentence-transformers {precision}"]["docs_per_s"]
+        summary[f"ratio_{precision}"] = results[f"hnm {precision}"]["docs_per_s"] / ref
+        if f"{SAME_ALLOCATOR} {precision}" in results:
+            summary[f"ratio_{precision}_same_allocator"] = (results[f"hnm {precision}"]["docs_per_s"]
+                                                            / results[f"{SAME_ALLOCATOR} {precision}"]["docs_per_s"])
+        for side in ("hnm", "sentence-transformers", SAME_ALLOCATOR):
+            r = results.get(f"{side} {precision}")
+            if r:
+                print(f"{side + ' ' + precision:34s} {r['docs_per_s']:8.1f} {r['peak_rss_mb']:8.0f} "
+                      f"{r['docs_per_s'] / ref:5.2f}x")
         print(f"  hnm {precision}: max |diff| to the reference {results[f'hnm {precision}']['max_abs_diff_vs_reference_same_precision']:.2e}, "
               f"min cosine to reference float32 {results[f'hnm {precision}']['min_cosine_vs_reference_float32']:.6f}")
     (OUT / "bench_encode.json").write_text(json.dumps(summary, indent=1))

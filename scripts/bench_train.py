@@ -9,6 +9,9 @@ rows: each example is a positive and one negative, 8 examples = 16 pairs a step)
 - sentence-transformers: `CrossEncoder.old_fit` (its DataLoader loop; the newer CrossEncoderTrainer needs
   `accelerate`, which is not installed here), timed between the batches it draws.
 
+hnm sets glibc's malloc to keep large freed blocks (hnm/allocator.py); a third row, "st+malloc", runs the reference
+with the same setting (glibc's MALLOC_*_THRESHOLD_ environment variables), to show how much of the difference that is.
+
 Each side runs in its own process (so the peak resident memory, ru_maxrss, is its own); --warmup steps are run and
 not timed, then --steps are (bfloat16: --bf16-steps after one, as a CPU without bf16 units emulates it, several
 times slower). Sides alternate per precision, to share out the noise of a machine used by others.
@@ -32,6 +35,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 MODEL = "all-MiniLM-L6-v2"
 EXAMPLES_PER_STEP = 8  # each a (positive, negative) pair of pairs: 16 pairs a step
+MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": str(1 << 30), "MALLOC_TRIM_THRESHOLD_": str(1 << 30)}  # for "st+malloc"
 
 
 def pairs_in_order(rows_path: Path, n_examples: int, seed: int):
@@ -90,7 +94,7 @@ def child(args) -> None:
     if args.threads:
         import torch
         torch.set_num_threads(args.threads)
-    result = run_hnm(args) if args.side == "hnm" else run_st(args)
+    result = run_hnm(args) if args.side == "hnm" else run_st(args)  # "st" and "st+malloc" differ only in env
     result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(json.dumps(result))
 
@@ -107,7 +111,8 @@ def main() -> None:
     p.add_argument("--max-length", type=int, default=256)
     p.add_argument("--precisions", default="float32,bfloat16", help="comma-separated: float32, bfloat16")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--side", choices=("hnm", "st"), help=argparse.SUPPRESS)  # a child process
+    p.add_argument("--no-same-allocator", action="store_true", help="skip the st+malloc run")
+    p.add_argument("--side", choices=("hnm", "st", "st+malloc"), help=argparse.SUPPRESS)  # a child process
     p.add_argument("--precision", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.side:
@@ -117,17 +122,17 @@ def main() -> None:
     import transformers
     results = {}
     for precision in args.precisions.split(","):
-        for side in ("hnm", "st"):
+        for side in ("hnm", "st") + (() if args.no_same_allocator else ("st+malloc",)):
             steps, warmup = (args.steps, args.warmup) if precision == "float32" else (args.bf16_steps, 1)
             cmd = [sys.executable, __file__, "--side", side, "--precision", precision, "--rows", str(args.rows),
                    "--steps", str(steps), "--warmup", str(warmup), "--max-length", str(args.max_length),
                    "--seed", str(args.seed), "--threads", str(args.threads)]
-            done = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "TOKENIZERS_PARALLELISM":
-                                                                            "false"})
+            env = {**os.environ, "TOKENIZERS_PARALLELISM": "false", **(MALLOC_ENV if side == "st+malloc" else {})}
+            done = subprocess.run(cmd, capture_output=True, text=True, env=env)
             if done.returncode != 0:
                 sys.exit(f"{side} {precision} failed:\n{done.stderr[-3000:]}")
             results[f"{side}/{precision}"] = json.loads(done.stdout.strip().splitlines()[-1])
-            print(f"{side:4s} {precision:9s} {results[f'{side}/{precision}']['pairs_per_s']:7.2f} pairs/s", flush=True)
+            print(f"{side:9s} {precision:9s} {results[f'{side}/{precision}']['pairs_per_s']:7.2f} pairs/s", flush=True)
     machine = {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
                "cpus": os.cpu_count(), "torch_threads": args.threads or torch.get_num_threads(),
                "load_average_at_end": os.getloadavg()}
@@ -144,6 +149,12 @@ def main() -> None:
                      "ratio": ratio, "hnm_peak_rss_mb": h["peak_rss_mb"], "st_peak_rss_mb": s["peak_rss_mb"]})
         print(f"{precision:10s} {h['pairs_per_s']:12.2f} {s['pairs_per_s']:11.2f} {ratio:6.2f} "
               f"{h['peak_rss_mb']:12.0f} {s['peak_rss_mb']:11.0f}")
+        m = results.get(f"st+malloc/{precision}")
+        if m:
+            rows[-1].update({"st_malloc_pairs_per_s": m["pairs_per_s"], "ratio_same_allocator": h["pairs_per_s"]
+                             / m["pairs_per_s"], "st_malloc_peak_rss_mb": m["peak_rss_mb"]})
+            print(f"{'  st+malloc (the reference with hnm allocator setting)':45s} {m['pairs_per_s']:.2f} pairs/s: "
+                  f"hnm {h['pairs_per_s'] / m['pairs_per_s']:.2f}x, peak {m['peak_rss_mb']:.0f} MB")
     out = {"machine": machine, "settings": {"model": MODEL, "batch_pairs": 2 * EXAMPLES_PER_STEP,
                                             "max_length": args.max_length, "steps": args.steps,
                                             "warmup": args.warmup, "bf16_steps": args.bf16_steps,
