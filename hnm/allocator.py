@@ -22,6 +22,8 @@ import ctypes.util
 M_TRIM_THRESHOLD = -1  # from glibc's malloc.h
 M_MMAP_THRESHOLD = -3
 THRESHOLD = 1 << 30  # bytes; an int for C
+# the same setting for another process (a benchmark's reference run), through glibc's environment variables
+ENVIRONMENT = {"MALLOC_MMAP_THRESHOLD_": str(THRESHOLD), "MALLOC_TRIM_THRESHOLD_": str(THRESHOLD)}
 
 _done = None
 

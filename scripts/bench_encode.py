@@ -23,12 +23,13 @@ from pathlib import Path
 
 import numpy as np
 
+from hnm import allocator  # its ENVIRONMENT gives the reference run the same setting
+
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO.parent / "shared" / "data" / "scifact" / "corpus.jsonl"
 OUT = REPO / "scripts" / "results"
 MODEL = "all-MiniLM-L6-v2"
 SAME_ALLOCATOR = "sentence-transformers+malloc"  # the reference with hnm's allocator setting
-MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": str(1 << 30), "MALLOC_TRIM_THRESHOLD_": str(1 << 30)}
 
 
 def load_docs(n: int) -> list:
@@ -88,7 +89,7 @@ def main() -> None:
             sides = ["hnm", "sentence-transformers"] + ([] if args.no_same_allocator else [SAME_ALLOCATOR])
             for side in sides if rnd % 2 == 0 else sides[::-1]:
                 vec = tmp / f"encode-{side}-{precision}.npy"
-                env = {**os.environ, **(MALLOC_ENV if side == SAME_ALLOCATOR else {})}
+                env = {**os.environ, **(allocator.ENVIRONMENT if side == SAME_ALLOCATOR else {})}
                 done = subprocess.run([sys.executable, __file__, "--child", side, precision, "--docs", str(args.docs),
                                        "--batch-size", str(args.batch_size), "--vectors", str(vec)],
                                       capture_output=True, text=True, check=True, env=env)

@@ -32,10 +32,11 @@ import tempfile
 import time
 from pathlib import Path
 
+from hnm import allocator  # its ENVIRONMENT gives the reference run the same setting
+
 HERE = Path(__file__).resolve().parent
 MODEL = "all-MiniLM-L6-v2"
 EXAMPLES_PER_STEP = 8  # each a (positive, negative) pair of pairs: 16 pairs a step
-MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": str(1 << 30), "MALLOC_TRIM_THRESHOLD_": str(1 << 30)}  # for "st+malloc"
 
 
 def pairs_in_order(rows_path: Path, n_examples: int, seed: int):
@@ -127,7 +128,7 @@ def main() -> None:
             cmd = [sys.executable, __file__, "--side", side, "--precision", precision, "--rows", str(args.rows),
                    "--steps", str(steps), "--warmup", str(warmup), "--max-length", str(args.max_length),
                    "--seed", str(args.seed), "--threads", str(args.threads)]
-            env = {**os.environ, "TOKENIZERS_PARALLELISM": "false", **(MALLOC_ENV if side == "st+malloc" else {})}
+            env = {**os.environ, "TOKENIZERS_PARALLELISM": "false", **(allocator.ENVIRONMENT if side == "st+malloc" else {})}
             done = subprocess.run(cmd, capture_output=True, text=True, env=env)
             if done.returncode != 0:
                 sys.exit(f"{side} {precision} failed:\n{done.stderr[-3000:]}")
