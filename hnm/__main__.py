@@ -15,6 +15,11 @@ def _quiet(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bars on stderr")
 
 
+def _streams(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--streams", type=int, default=0,
+                   help="batches encoded at once, torch's threads shared among them (default 0: 2 when it has 2 or more)")
+
+
 def _cmd_weights(args) -> int:
     from hnm import weights
     lock = weights.read_lock()
@@ -46,7 +51,7 @@ def _cmd_embed(args) -> int:
     rows = [(rec["_id"], document_text(rec) if args.kind == "document" else rec["text"])
             for _, rec in read_jsonl(args.input, required=("_id", "text"))]
     embedder = Embedder.load(args.model, EmbedConfig(batch_size=args.batch_size, precision=args.precision,
-                                                     cache=not args.no_cache), quiet=args.quiet)
+                                                     cache=not args.no_cache, streams=args.streams), quiet=args.quiet)
     vectors = embedder.encode([text for _, text in rows], kind=args.kind, quiet=args.quiet)
     with atomic_write(args.output, "wb") as f:
         np.save(f, vectors, allow_pickle=False)
@@ -112,7 +117,8 @@ def _cmd_mine(args) -> int:
     fields = {f: getattr(args, f) for f in MineConfig.__dataclass_fields__ if getattr(args, f, None) is not None}
     cfg = MineConfig(**fields)
     stats = run(corpus, queries, qrels, cfg, args.output,
-                EmbedConfig(batch_size=args.batch_size, precision=args.precision), args.format, args.quiet)
+                EmbedConfig(batch_size=args.batch_size, precision=args.precision, streams=args.streams), args.format,
+                args.quiet)
     print(f"mined {data} ({split}) with strategy {cfg.strategy} -> {args.output}")
     print(table(stats))
     print(f"wall time {stats['seconds']:.1f} s; review file, statistics and chart beside the output")
@@ -271,6 +277,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=EmbedConfig.batch_size, help="texts per forward pass")
     p.add_argument("--precision", choices=("float32", "bfloat16"), default=EmbedConfig.precision,
                    help="bfloat16 autocast: cosine ~0.9999 to float32; faster only on CPUs with bf16 instructions")
+    _streams(p)
     p.add_argument("--no-cache", action="store_true", help="neither read nor write the embedding cache")
     _quiet(p)
     p.set_defaults(func=_cmd_embed)
@@ -334,6 +341,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=EmbedConfig.batch_size, help="texts per encoder pass")
     p.add_argument("--precision", choices=("float32", "bfloat16"), default=EmbedConfig.precision,
                    help="encoder precision")
+    _streams(p)
     _quiet(p)
     p.set_defaults(func=_cmd_mine)
 

@@ -19,6 +19,7 @@ Not here: combining models (ensemble.py) and similarity search (search.py).
 
 import hashlib
 import json
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
@@ -42,6 +43,24 @@ class EmbedConfig:
     precision: str = "float32"  # "float32", or "bfloat16" autocast (faster on CPUs with bf16 units)
     cache: bool = True  # read and write the on-disk vector cache
     flush_every: int = 1024  # texts encoded between two cache shards (what a killed run can lose at most)
+    streams: int = 0  # batches encoded at once, each on its own share of torch's threads; 0: 2 if it has 2 or more
+
+
+def stream_plan(streams: int, threads: int) -> tuple:
+    """(streams, torch threads per stream) for `streams` (0: automatic) on `threads` torch threads."""
+    if streams < 0:
+        raise ValueError(f"streams must be 0 (automatic) or a positive number, not {streams}")
+    n = min(streams or 2, max(threads, 1))
+    return n, max(threads // n, 1)
+
+
+def batch_sizes(n: int, batch_size: int, streams: int) -> List[int]:
+    """Sizes of the batches for n texts: full batches in rounds of one per stream, then what is left split evenly
+    over the streams, so that no stream sits idle while another runs a last full batch alone."""
+    full = n // (batch_size * streams) * streams
+    rest = n - full * batch_size
+    parts = min(streams, rest)
+    return [batch_size] * full + [rest // parts + (i < rest % parts) for i in range(parts)]
 
 
 class EmbeddingCache:
@@ -154,13 +173,35 @@ class Embedder:
         return out
 
     def _encode_sorted(self, texts: List[str], bar: Progress) -> np.ndarray:
-        """Encode longest texts first in batches of similar length; return rows in the order given."""
+        """Encode longest texts first in batches of similar length; return rows in the order given.
+
+        With two or more streams, that many batches run at once, each in its own thread with its share of torch's
+        threads: on a CPU, two batches on one thread each keep both cores busier than one batch on two, since
+        the small operations between the matrix products (layer norm, GELU, the residual adds) and each product's
+        split into per-thread blocks synchronise the threads many times per layer. Each batch is computed the same
+        way whatever the number of streams, so the vectors do not depend on it beyond float rounding."""
         encodings = self.tokenizer.encode(texts)
         order = np.argsort([-len(e.ids) for e in encodings], kind="stable")
         vectors = np.zeros((len(texts), self.dim), dtype=np.float32)
-        bs = self.cfg.batch_size
-        for start in range(0, len(texts), bs):
-            idx = order[start:start + bs]
-            vectors[idx] = self._vectors(self.tokenizer.pad([encodings[i] for i in idx]))
-            bar.update(len(idx))
+        streams, per_stream = stream_plan(self.cfg.streams, torch.get_num_threads())
+        bounds = np.cumsum([0] + batch_sizes(len(texts), self.cfg.batch_size, streams))
+        batches = [order[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
+
+        def run(idx: np.ndarray) -> np.ndarray:
+            return self._vectors(self.tokenizer.pad([encodings[i] for i in idx]))
+
+        if streams == 1 or len(batches) == 1:
+            results = map(run, batches)
+            pool = None
+        else:  # torch's thread count is per thread: each worker sets its own share once
+            pool = ThreadPoolExecutor(streams, thread_name_prefix="hnm-embed", initializer=torch.set_num_threads,
+                                      initargs=(per_stream,))
+            results = pool.map(run, batches)
+        try:
+            for idx, rows in zip(batches, results):
+                vectors[idx] = rows
+                bar.update(len(idx))
+        finally:
+            if pool is not None:
+                pool.shutdown(cancel_futures=True)
         return vectors

@@ -3,6 +3,7 @@
 import json
 import subprocess
 import sys
+import threading
 from dataclasses import replace
 
 import numpy as np
@@ -10,7 +11,7 @@ import pytest
 import torch
 
 from conftest import REPO, require_model
-from hnm.embed import EmbedConfig, Embedder
+from hnm.embed import EmbedConfig, Embedder, batch_sizes, stream_plan
 from hnm.pooling import l2_normalize, pool
 from hnm.weights import model_spec
 
@@ -41,6 +42,36 @@ def test_rows_come_back_in_input_order_whatever_the_batching(folder, home):
     perm = [3, 0, 4, 2, 1]
     assert np.abs(e.encode([TEXTS[i] for i in perm], quiet=True) - one_by_one[perm]).max() < 1e-5
     assert np.allclose(np.linalg.norm(one_by_one, axis=1), 1.0, atol=1e-6)
+
+
+def test_streams_run_batches_on_their_own_threads_and_give_the_same_rows(folder, home, monkeypatch):
+    texts = [f"{t} {i}" for i in range(3) for t in TEXTS]  # 15 texts, 8 batches of 2
+    one = embedder(folder, cache=False, batch_size=2, streams=1).encode(texts, quiet=True)
+    two = embedder(folder, cache=False, batch_size=2, streams=2)
+    seen = []  # (thread name, torch threads) of each batch
+    vectors = two._vectors
+    monkeypatch.setattr(two, "_vectors", lambda batch: seen.append(
+        (threading.current_thread().name, torch.get_num_threads())) or vectors(batch))
+    threads_before = torch.get_num_threads()
+    assert np.abs(two.encode(texts, quiet=True) - one).max() < 1e-6
+    assert len(seen) == 8 and all(name.startswith("hnm-embed") for name, _ in seen)
+    assert {n for _, n in seen} == {stream_plan(2, threads_before)[1]}
+    assert torch.get_num_threads() == threads_before  # the caller's setting is left alone
+
+
+def test_stream_plan_shares_the_threads():
+    assert stream_plan(0, 2) == (2, 1) and stream_plan(0, 16) == (2, 8) and stream_plan(0, 1) == (1, 1)
+    assert stream_plan(1, 8) == (1, 8) and stream_plan(4, 2) == (2, 1) and stream_plan(3, 12) == (3, 4)
+    with pytest.raises(ValueError, match="streams must be 0"):
+        stream_plan(-1, 2)
+
+
+def test_batch_sizes_keep_full_batches_and_split_the_tail_over_the_streams():
+    assert batch_sizes(100, 32, 1) == [32, 32, 32, 4]  # one stream: plain batching
+    assert batch_sizes(100, 32, 2) == [32, 32, 18, 18]
+    assert batch_sizes(2000, 32, 2) == [32] * 62 + [8, 8]
+    assert batch_sizes(65, 32, 2) == [32, 32, 1] and batch_sizes(3, 32, 2) == [2, 1] and batch_sizes(0, 32, 2) == []
+    assert sum(batch_sizes(1001, 16, 3)) == 1001 and max(batch_sizes(1001, 16, 3)) == 16
 
 
 def test_cache_hit_runs_no_model(folder, home, monkeypatch):
@@ -78,7 +109,7 @@ def test_query_and_document_prefixes_are_applied(folder, home):
 
 
 def test_killed_run_keeps_finished_shards_and_resumes(folder, home, monkeypatch):
-    e = embedder(folder, flush_every=2, batch_size=2)
+    e = embedder(folder, flush_every=2, batch_size=2, streams=1)  # one batch a block
     real = e._vectors
     calls = {"n": 0}
 
@@ -93,7 +124,7 @@ def test_killed_run_keeps_finished_shards_and_resumes(folder, home, monkeypatch)
         e.encode(TEXTS, quiet=True)
     assert len(list(home.glob("embeddings/*/shard-*.npz"))) == 2  # two finished blocks of two texts
     assert not list(home.glob("embeddings/*/.*.tmp"))
-    resumed = embedder(folder, flush_every=2, batch_size=2)
+    resumed = embedder(folder, flush_every=2, batch_size=2, streams=1)
     counted = {"texts": 0}
     real2 = resumed._vectors
     monkeypatch.setattr(resumed, "_vectors", lambda b: (counted.__setitem__("texts", counted["texts"] + len(b)),
