@@ -4,8 +4,8 @@
     vectors = emb.encode(["first text", "second text"], kind="document")   # (2, 384) float32, input order
 
 `encode` prepends the model's query or document prefix, tokenises, sorts texts by token count so that each batch
-pads little, runs the encoder without gradients, pools and (per the lock) L2-normalises, and puts the rows back in
-input order. Optional bfloat16 autocast gives a cosine of about 0.9999 to the float32 vectors; it is faster only on
+pads little, runs the encoder without gradients (two batches at once when torch has two or more threads, each on
+its share of them), pools and (per the lock) L2-normalises, and puts the rows back in input order. Optional bfloat16 autocast gives a cosine of about 0.9999 to the float32 vectors; it is faster only on
 CPUs with bfloat16 instructions (AVX512-BF16, AMX) and several times slower on those without (AVX2 only).
 
 The cache keeps vectors under $HNM_HOME/embeddings/<identity>/, where <identity> hashes everything a vector depends
