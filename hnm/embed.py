@@ -5,8 +5,9 @@
 
 `encode` prepends the model's query or document prefix, tokenises, sorts texts by token count so that each batch
 pads little, runs the encoder without gradients (two batches at once when torch has two or more threads, each on
-its share of them), pools and (per the lock) L2-normalises, and puts the rows back in input order. Optional bfloat16 autocast gives a cosine of about 0.9999 to the float32 vectors; it is faster only on
-CPUs with bfloat16 instructions (AVX512-BF16, AMX) and several times slower on those without (AVX2 only).
+its share of them), pools and (per the lock) L2-normalises, and puts the rows back in input order. Optional
+bfloat16 autocast gives a cosine of about 0.9999 to the float32 vectors; it is faster only on CPUs with bfloat16
+instructions (AVX512-BF16, AMX) and several times slower on those without (AVX2 only).
 
 The cache keeps vectors under $HNM_HOME/embeddings/<identity>/, where <identity> hashes everything a vector depends
 on besides its text: the sha256 of the model's three files, the prefix, the maximum length, the pooling, the
@@ -175,11 +176,13 @@ class Embedder:
     def _encode_sorted(self, texts: List[str], bar: Progress) -> np.ndarray:
         """Encode longest texts first in batches of similar length; return rows in the order given.
 
-        With two or more streams, that many batches run at once, each in its own thread with its share of torch's
-        threads: on a CPU, two batches on one thread each keep both cores busier than one batch on two, since
-        the small operations between the matrix products (layer norm, GELU, the residual adds) and each product's
-        split into per-thread blocks synchronise the threads many times per layer. Each batch is computed the same
-        way whatever the number of streams, so the vectors do not depend on it beyond float rounding."""
+        With two or more streams, that many batches run at once, each in its own thread on its share of torch's
+        threads. On two CPU cores, two batches on one thread each ran 1.08x faster than one batch on two threads
+        (median of three 2,000-document runs, scripts/bench_encode.py) and drifted less with the machine's load:
+        a single-thread stream never waits for the other core, while one batch on two threads meets a barrier at
+        every operation, the small ones between the matrix products (layer norm, GELU, residual adds) included.
+        Each batch is computed the same way whatever the number of streams, so the vectors do not depend on it
+        beyond float rounding. Costs: one more batch's activations in memory."""
         encodings = self.tokenizer.encode(texts)
         order = np.argsort([-len(e.ids) for e in encodings], kind="stable")
         vectors = np.zeros((len(texts), self.dim), dtype=np.float32)
@@ -190,13 +193,11 @@ class Embedder:
         def run(idx: np.ndarray) -> np.ndarray:
             return self._vectors(self.tokenizer.pad([encodings[i] for i in idx]))
 
-        if streams == 1 or len(batches) == 1:
-            results = map(run, batches)
-            pool = None
-        else:  # torch's thread count is per thread: each worker sets its own share once
+        pool = None  # torch's thread count is per thread: each worker sets its own share once
+        if streams > 1 and len(batches) > 1:
             pool = ThreadPoolExecutor(streams, thread_name_prefix="hnm-embed", initializer=torch.set_num_threads,
                                       initargs=(per_stream,))
-            results = pool.map(run, batches)
+        results = pool.map(run, batches) if pool else map(run, batches)
         try:
             for idx, rows in zip(batches, results):
                 vectors[idx] = rows
