@@ -15,8 +15,15 @@ def _quiet(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bars on stderr")
 
 
+def _count(text: str) -> int:
+    """argparse type: a whole number, 0 or more."""
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of 0 or more")
+    return int(text)
+
+
 def _streams(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--streams", type=int, default=0,
+    p.add_argument("--streams", type=_count, default=0,
                    help="batches encoded at once, torch's threads shared among them (default 0: 2 when it has 2 or more)")
 
 

@@ -105,6 +105,7 @@ class Embedder:
     def __init__(self, spec: ModelSpec, folder: Path, cfg: EmbedConfig = EmbedConfig()):
         if cfg.precision not in PRECISIONS:
             raise ValueError(f"precision {cfg.precision!r} is not one of {', '.join(PRECISIONS)}")
+        stream_plan(cfg.streams, 1)  # a bad number of streams fails here, not at the first long encode
         self.spec = spec
         self.cfg = cfg
         self.model = build_encoder(EncoderConfig.from_json(folder / "config.json"))
