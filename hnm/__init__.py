@@ -10,9 +10,10 @@ from hnm.ensemble import Ensemble, Member, PassageEnsemble
 from hnm.experiment import ExperimentConfig, run_experiment
 from hnm.kmeans import KMeansConfig, kmeans
 from hnm.metrics import evaluate, paired_bootstrap, randomisation_test, read_trec_run, write_trec_run
-from hnm.mining import MineConfig
-from hnm.minerun import run as mine
-from hnm.rerank import EvalConfig, first_stage, rerank
+from hnm.negatives import MineConfig
+from hnm.miner import run as mine
+from hnm.firststage import FirstStageConfig, retrieve
+from hnm.twostage import EvalConfig, choose_alpha, interpolate, rerank
 from hnm.reranker import CrossEncoder
 from hnm.search import topk
 from hnm.train import TrainConfig, train
@@ -22,4 +23,4 @@ __version__ = "0.1.0"
 __all__ = ["BM25Config", "BM25Index", "load_beir", "EmbedConfig", "Embedder", "Ensemble", "Member",
            "PassageEnsemble", "ExperimentConfig", "run_experiment", "KMeansConfig", "kmeans", "evaluate",
            "paired_bootstrap", "randomisation_test", "read_trec_run", "write_trec_run", "MineConfig", "mine",
-           "EvalConfig", "first_stage", "rerank", "CrossEncoder", "topk", "TrainConfig", "train", "fetch", "read_lock"]
+           "FirstStageConfig", "retrieve", "EvalConfig", "choose_alpha", "interpolate", "rerank", "CrossEncoder", "topk", "TrainConfig", "train", "fetch", "read_lock"]

@@ -116,8 +116,8 @@ def _cmd_bm25(args) -> int:
 def _cmd_mine(args) -> int:
     from hnm.data import bundled_cranfield, load_beir
     from hnm.embed import EmbedConfig
-    from hnm.mining import MineConfig
-    from hnm.minerun import run, table
+    from hnm.negatives import MineConfig
+    from hnm.miner import run, table
     data = args.data or bundled_cranfield()
     split = args.split or ("train_80" if args.data is None else "train")
     corpus, queries, qrels = load_beir(data, split)
@@ -186,24 +186,26 @@ def _cmd_train(args) -> int:
 def _cmd_rerank(args) -> int:
     import time
     from hnm.metrics import read_trec_run, write_trec_run
-    from hnm.rerank import metrics_of, read_collection, rerank
+    from hnm.twostage import interpolate, metrics_of, read_collection, rerank
     from hnm.reranker import CrossEncoder
     corpus, queries = read_collection(args.data)
     run = read_trec_run(args.run)
     model = CrossEncoder.from_checkpoint(args.reranker)
+    alpha = _alpha(args.alpha, args.reranker)
     started = time.perf_counter()
     try:
-        new = rerank(model, run, queries, corpus, args.top_k, args.batch_size, args.precision, args.quiet)
+        pure = rerank(model, run, queries, corpus, args.top_k, args.batch_size, args.precision, args.quiet)
     except ValueError as e:
         raise HnmError(str(e)) from None
     seconds = time.perf_counter() - started
+    new = interpolate(pure, run, alpha)
     write_trec_run(args.output, new, tag="hnm-rerank")
     pairs = sum(map(len, new.values()))
-    print(f"re-ranked {pairs} pairs of {len(new)} queries in {seconds:.1f} s ({pairs / seconds:.1f} pairs/s) "
-          f"-> {args.output}")
+    print(f"re-ranked {pairs} pairs of {len(new)} queries in {seconds:.1f} s ({pairs / seconds:.1f} pairs/s), "
+          f"alpha {alpha:g} -> {args.output}")
     if args.split:
         from hnm.data import read_qrels
-        from hnm.rerank import REPORTED
+        from hnm.twostage import REPORTED
         qrels = read_qrels(Path(args.data) / "qrels" / f"{args.split}.tsv")
         for name, r in (("given run", run), ("re-ranked", new)):
             m = metrics_of(r, qrels)
@@ -216,7 +218,8 @@ def _cmd_evaluate(args) -> int:
     import re
     from hnm.data import atomic_write, load_beir
     from hnm.metrics import write_trec_run
-    from hnm.rerank import EvalConfig, compare, first_stage, rerank, table
+    from hnm.firststage import retrieve
+    from hnm.twostage import EvalConfig, compare, interpolate, rerank, table
     from hnm.reranker import CrossEncoder
     given = {f: getattr(args, f) for f in EvalConfig.__dataclass_fields__ if getattr(args, f, None) is not None}
     try:
@@ -224,11 +227,15 @@ def _cmd_evaluate(args) -> int:
     except ValueError as e:
         raise HnmError(str(e)) from None
     corpus, queries, qrels = load_beir(args.data, args.split)
-    systems = {cfg.first_stage: first_stage(corpus, queries, cfg, args.quiet)}
+    first = retrieve(corpus, queries, cfg.retrieval(), args.quiet)
+    systems = {cfg.first_stage: first}
     for ckpt in args.reranker:
         model = CrossEncoder.from_checkpoint(ckpt)
-        systems[f"{cfg.first_stage}+rerank:{ckpt}"] = rerank(model, systems[cfg.first_stage], queries, corpus,
-                                                              cfg.top_k, cfg.batch_size, cfg.precision, args.quiet)
+        pure = rerank(model, first, queries, corpus, cfg.top_k, cfg.batch_size, cfg.precision, args.quiet)
+        alpha = _alpha(cfg.alpha, ckpt)
+        if alpha < 1.0:
+            systems[f"{cfg.first_stage}+rerank:{ckpt}:alpha={alpha:g}"] = interpolate(pure, first, alpha)
+        systems[f"{cfg.first_stage}+rerank:{ckpt}"] = pure
     report = compare(systems, qrels, cfg.resamples, cfg.seed)
     print(f"{args.data}, split {args.split}, first stage {cfg.first_stage} top {cfg.top_k}")
     print(table(report))
@@ -243,11 +250,52 @@ def _cmd_evaluate(args) -> int:
     return 0
 
 
+def _alpha(given, checkpoint) -> float:
+    """--alpha when given, else the alpha stored in the checkpoint by `hnm tune`, else 1 (pure re-ranking)."""
+    from hnm.twostage import stored_alpha
+    if given is not None:
+        if not 0.0 <= given <= 1.0:
+            raise HnmError(f"--alpha is a weight in [0, 1], not {given}")
+        return given
+    stored = stored_alpha(checkpoint)
+    return 1.0 if stored is None else stored
+
+
+def _cmd_tune(args) -> int:
+    import json
+    from hnm.data import load_beir
+    from hnm.firststage import retrieve
+    from hnm.reranker import CrossEncoder
+    from hnm.twostage import EvalConfig, choose_alpha, rerank, store_alpha
+    queries_file = args.queries or Path(args.reranker).resolve().parent / "tuning_queries.json"
+    if not queries_file.is_file():
+        raise HnmError(f"{queries_file}: no tuning queries; give --queries (a JSON list of query ids, as hnm train "
+                       f"writes into its output folder)")
+    corpus, queries, qrels = load_beir(args.data, args.split)
+    tuning = [q for q in json.loads(queries_file.read_text(encoding="utf-8")) if q in qrels]
+    if not tuning:
+        raise HnmError(f"{queries_file}: none of its queries is judged in {args.data} split {args.split}")
+    cfg = EvalConfig(first_stage=args.first_stage, top_k=args.top_k, models=args.models, precision=args.precision)
+    picked = {q: queries[q] for q in tuning}
+    first = retrieve(corpus, picked, cfg.retrieval(), args.quiet)
+    pure = rerank(CrossEncoder.from_checkpoint(args.reranker), first, picked, corpus, cfg.top_k, cfg.batch_size,
+                  cfg.precision, args.quiet)
+    alpha, curve = choose_alpha(pure, first, {q: qrels[q] for q in tuning})
+    store_alpha(args.reranker, alpha, {"first_stage": cfg.first_stage, "top_k": cfg.top_k,
+                                       "tuning_queries": len(tuning), "metric": "ndcg@10",
+                                       "curve": {str(a): round(v, 5) for a, v in curve.items()}})
+    print(f"nDCG@10 on {len(tuning)} tuning queries, first stage {cfg.first_stage} top {cfg.top_k}:")
+    print("  " + "  ".join(f"{a:g}: {v:.4f}" for a, v in curve.items()))
+    print(f"alpha {alpha:g} (first stage alone {curve[0.0]:.4f}, re-ranker alone {curve[1.0]:.4f}) "
+          f"-> {Path(args.reranker) / 'config.json'}")
+    return 0
+
+
 def _cmd_experiment(args) -> int:
     from dataclasses import replace
     from hnm.experiment import BUDGETS, ExperimentConfig, report, run_experiment
     cfg = ExperimentConfig.load(args.config) if args.config else ExperimentConfig()
-    overrides = {k: getattr(args, k) for k in ("train_split", "test_split", "first_stage") if getattr(args, k)}
+    overrides = {k: getattr(args, k) for k in ("train_split", "test_split", "first_stage", "loss") if getattr(args, k)}
     if args.budget:
         overrides["budget"] = BUDGETS[args.budget]
     cfg = replace(cfg, **overrides)
@@ -282,8 +330,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--kind", choices=("document", "query"), default="document",
                    help="which prefix of the model to use; documents also get their title prepended")
     p.add_argument("--batch-size", type=int, default=EmbedConfig.batch_size, help="texts per forward pass")
-    p.add_argument("--precision", choices=("float32", "bfloat16"), default=EmbedConfig.precision,
-                   help="bfloat16 autocast: cosine ~0.9999 to float32; faster only on CPUs with bf16 instructions")
+    p.add_argument("--precision", choices=("float32", "bfloat16", "auto"), default=EmbedConfig.precision,
+                   help="bfloat16 autocast: cosine ~0.9999 to float32; faster only on CPUs with bf16 instructions; "
+                        "auto: bfloat16 where the hardware has it (default float32)")
     _streams(p)
     p.add_argument("--no-cache", action="store_true", help="neither read nor write the embedding cache")
     _quiet(p)
@@ -314,7 +363,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="TREC run file to write (default bm25.<data folder name>.<split>.trec here)")
     _quiet(p)
     p.set_defaults(func=_cmd_bm25)
-    from hnm.mining import MineConfig, STRATEGIES
+    from hnm.negatives import MineConfig, STRATEGIES
     d = MineConfig()
     p = sub.add_parser("mine", help="mine hard negatives for judged queries (default: bundled Cranfield)",
                        description="Mine hard negatives with an ensemble of encoders and k-means clusters (the "
@@ -346,7 +395,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, help=f"random seed (default {d.seed})")
     p.add_argument("--chunk-size", dest="chunk_size", type=int, help=f"queries per chunk (default {d.chunk_size})")
     p.add_argument("--batch-size", type=int, default=EmbedConfig.batch_size, help="texts per encoder pass")
-    p.add_argument("--precision", choices=("float32", "bfloat16"), default=EmbedConfig.precision,
+    p.add_argument("--precision", choices=("float32", "bfloat16", "auto"), default=EmbedConfig.precision,
                    help="encoder precision")
     _streams(p)
     _quiet(p)
@@ -401,7 +450,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", dest="start", default="all-MiniLM-L6-v2",
                    help="start from an encoder of weights.lock (with a new head) or a re-ranker checkpoint folder")
     p.add_argument("--resume", action="store_true", help="continue from OUTPUT/last with the same flags")
-    p.add_argument("--loss", choices=("triplet", "bce", "softmax"), help=f"training loss (default {t.loss})")
+    p.add_argument("--loss", choices=("softmax", "triplet", "bce", "margin_mse"),
+                   help=f"training loss (default {t.loss}; the paper's is triplet, with --negatives 1; margin_mse "
+                        f"distils the mined rows' ensemble scores alone)")
+    p.add_argument("--distill", type=float,
+                   help=f"weight of MarginMSE on the rows' ensemble scores added to the loss (default {t.distill})")
+    p.add_argument("--teacher-scale", dest="teacher_scale", type=float,
+                   help=f"the ensemble's scores are multiplied by this for MarginMSE (default {t.teacher_scale})")
     p.add_argument("--margin", type=float, help=f"of the triplet loss (default {t.margin})")
     p.add_argument("--negatives", type=int, help=f"negatives per example (default {t.negatives})")
     p.add_argument("--batch-size", dest="batch_size", type=int,
@@ -417,9 +472,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-grad-norm", dest="max_grad_norm", type=float,
                    help=f"gradient clipping norm (default {t.max_grad_norm})")
     p.add_argument("--seed", type=int, help=f"data order, held-out rows, new head, dropout (default {t.seed})")
-    p.add_argument("--precision", choices=("float32", "bfloat16"), help=f"bfloat16: autocast (default {t.precision})")
+    p.add_argument("--precision", choices=("float32", "bfloat16", "auto"),
+                   help=f"bfloat16: autocast; auto: bfloat16 where the hardware has it (default {t.precision})")
     p.add_argument("--max-length", dest="max_length", type=int, help="tokens per pair (default: the model's)")
-    p.add_argument("--head", choices=("pooler", "linear"), help=f"head of a new model (default {t.head})")
+    p.add_argument("--head", choices=("pooler", "linear", "mean"), help=f"head of a new model (default {t.head})")
     p.add_argument("--eval-fraction", dest="eval_fraction", type=float,
                    help=f"share of queries held out for evaluation (default {t.eval_fraction})")
     p.add_argument("--eval-every", dest="eval_every", type=int,
@@ -431,7 +487,7 @@ def build_parser() -> argparse.ArgumentParser:
     _quiet(p)
     p.set_defaults(func=_cmd_train)
 
-    from hnm.rerank import EvalConfig, FIRST_STAGES
+    from hnm.twostage import EvalConfig, FIRST_STAGES
     e = EvalConfig()
     p = sub.add_parser("rerank", help="re-rank a TREC run file with a trained cross-encoder",
                        description="Score the top k documents of each query of a TREC run with a re-ranker "
@@ -444,7 +500,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"documents re-ranked per query; the rest are dropped (default {e.top_k})")
     p.add_argument("--split", help="also print the metrics of both runs against qrels/<split>.tsv")
     p.add_argument("--batch-size", dest="batch_size", type=int, default=e.batch_size, help="pairs per pass")
-    p.add_argument("--precision", choices=("float32", "bfloat16"), default=e.precision, help="re-ranker precision")
+    p.add_argument("--precision", choices=("float32", "bfloat16", "auto"), default=e.precision,
+                   help="re-ranker precision")
+    p.add_argument("--alpha", type=float, help="weight of the re-ranker against the run's scores, each standardised "
+                                               "per query (default: the checkpoint's tuned alpha, else 1: pure)")
     _quiet(p)
     p.set_defaults(func=_cmd_rerank)
 
@@ -461,13 +520,43 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--reranker", type=Path, nargs="*", default=[], help="re-ranker checkpoint folders")
     p.add_argument("--models", help=f"NAME[:WEIGHT],... for dense (the first) and ensemble (default {e.models})")
     p.add_argument("--batch-size", dest="batch_size", type=int, help=f"pairs per pass (default {e.batch_size})")
-    p.add_argument("--precision", choices=("float32", "bfloat16"), help=f"re-ranker precision (default {e.precision})")
+    p.add_argument("--precision", choices=("float32", "bfloat16", "auto"),
+                   help=f"re-ranker precision (default {e.precision})")
+    p.add_argument("--embed-precision", dest="embed_precision", choices=("float32", "bfloat16", "auto"),
+                   help=f"precision of the first stage's encoders (default {e.embed_precision})")
+    p.add_argument("--fusion", choices=("zscore", "rrf"), help=f"of the hybrid first stage (default {e.fusion})")
+    p.add_argument("--bm25-weight", dest="bm25_weight", type=float,
+                   help=f"BM25's share in the hybrid first stage (default {e.bm25_weight})")
+    p.add_argument("--alpha", type=float, help="weight of the re-ranker against the first stage, each standardised "
+                                               "per query; 1: pure re-ranking (default: the checkpoint's tuned "
+                                               "alpha, else 1); systems with alpha < 1 are reported beside pure")
     p.add_argument("--resamples", type=int, help=f"of the paired tests (default {e.resamples})")
     p.add_argument("--seed", type=int, help=f"of the paired tests (default {e.seed})")
     p.add_argument("--output-dir", dest="output_dir", type=Path, default=Path("."),
                    help="where the TREC runs and evaluate.json go (default here)")
     _quiet(p)
     p.set_defaults(func=_cmd_evaluate)
+    p = sub.add_parser("tune", help="choose a re-ranker's interpolation weight alpha on its tuning queries",
+                       description="Retrieve the first stage's top k for the tuning queries (held out of training: "
+                                   "OUTPUT/tuning_queries.json of hnm train), re-rank them, pick the alpha of "
+                                   "alpha x z(re-ranker) + (1 - alpha) x z(first stage) with the best nDCG@10 "
+                                   "(steps of 0.05), and store it in the checkpoint's config.json, where rerank "
+                                   "and evaluate read it.")
+    p.add_argument("--data", type=Path, required=True, help="the BEIR folder the re-ranker was trained on")
+    p.add_argument("--split", default="train", help="judgments of the tuning queries (default train)")
+    p.add_argument("--reranker", type=Path, required=True, help="checkpoint folder (hnm train's best or last)")
+    p.add_argument("--queries", type=Path, help="JSON list of tuning query ids (default: tuning_queries.json "
+                                                "beside the checkpoint)")
+    p.add_argument("--first-stage", dest="first_stage", choices=FIRST_STAGES, default=e.first_stage,
+                   help=f"the first stage the re-ranker will follow (default {e.first_stage})")
+    p.add_argument("--top-k", dest="top_k", type=int, default=e.top_k, help=f"documents re-ranked (default {e.top_k})")
+    p.add_argument("--models", default=e.models, help="encoders of the dense, ensemble and hybrid first stages")
+    p.add_argument("--precision", choices=("float32", "bfloat16", "auto"), default=e.precision,
+                   help="re-ranker precision")
+    _quiet(p)
+    p.set_defaults(func=_cmd_tune)
+
+    from hnm.experiment import BUDGETS
     p = sub.add_parser("experiment", help="the paper's comparison: one re-ranker trained on each strategy's negatives",
                        description="Mine with each arm's strategy, train the same re-ranker on each, re-rank the same "
                                    "first-stage top k of the test queries, and report metrics with bootstrap "
@@ -475,12 +564,15 @@ def build_parser() -> argparse.ArgumentParser:
                                    "Every stage is cached under --out; a rerun resumes.")
     p.add_argument("--data", type=Path, required=True, help="a BEIR-layout folder")
     p.add_argument("--out", type=Path, help="the working and report folder (default experiments/NAME-BUDGET)")
-    p.add_argument("--budget", choices=("small", "full"), help="small: a smoke run for a 2-core CPU (default); full")
+    p.add_argument("--budget", choices=tuple(BUDGETS),
+                   help="small: a smoke run (default); full: the README's tables on a 2-core CPU (hours); gpu")
+    p.add_argument("--loss", choices=("softmax", "triplet", "bce"),
+                   help="the re-rankers' loss (default softmax; triplet is the paper's, one negative per example)")
     p.add_argument("--config", type=Path, help="a JSON file of arms and budget over the defaults")
     p.add_argument("--train-split", dest="train_split", help="the split mined and trained on (default train)")
     p.add_argument("--test-split", dest="test_split", help="the split judged (default test)")
-    p.add_argument("--first-stage", dest="first_stage", choices=("bm25", "dense", "ensemble"),
-                   help="the first stage whose top k is re-ranked (default bm25)")
+    p.add_argument("--first-stage", dest="first_stage", choices=FIRST_STAGES,
+                   help="the first stage whose top k is re-ranked (default hybrid)")
     _quiet(p)
     p.set_defaults(func=_cmd_experiment)
     return parser

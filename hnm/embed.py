@@ -21,7 +21,7 @@ Not here: combining models (ensemble.py) and similarity search (search.py).
 import hashlib
 import json
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
@@ -35,13 +35,35 @@ from hnm.progress import Progress
 from hnm.tokenize import Batch, Tokenizer
 from hnm.weights import ModelSpec, fetch, home, load_safetensors_strict, model_spec
 
-PRECISIONS = ("float32", "bfloat16")
+PRECISIONS = ("float32", "bfloat16", "auto")
+
+
+def native_bf16(device: torch.device = torch.device("cpu"), cpuinfo: Optional[str] = None) -> bool:
+    """Whether `device` computes bfloat16 natively: a CUDA GPU that supports it, or a CPU whose flags (the text of
+    /proc/cpuinfo, read when not given) name avx512_bf16 or amx_bf16. Elsewhere autocast emulates bfloat16 slowly."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            cpuinfo = ""
+    flags = {f for line in cpuinfo.splitlines() if line.startswith("flags") for f in line.split(":", 1)[-1].split()}
+    return bool(flags & {"avx512_bf16", "amx_bf16"})
+
+
+def resolve_precision(precision: str, device: torch.device = torch.device("cpu"),
+                      cpuinfo: Optional[str] = None) -> str:
+    """"auto" -> "bfloat16" where the hardware has it natively, else "float32"; any other precision unchanged."""
+    if precision == "auto":
+        return "bfloat16" if native_bf16(device, cpuinfo) else "float32"
+    return precision
 
 
 @dataclass(frozen=True)
 class EmbedConfig:
     batch_size: int = 32  # texts per forward pass
-    precision: str = "float32"  # "float32", or "bfloat16" autocast (faster on CPUs with bf16 units)
+    precision: str = "float32"  # "float32", "bfloat16" autocast (faster on CPUs with bf16 units), or "auto"
     cache: bool = True  # read and write the on-disk vector cache
     flush_every: int = 1024  # texts encoded between two cache shards (what a killed run can lose at most)
     streams: int = 0  # batches encoded at once, each on its own share of torch's threads; 0: 2 if it has 2 or more
@@ -107,7 +129,7 @@ class Embedder:
             raise ValueError(f"precision {cfg.precision!r} is not one of {', '.join(PRECISIONS)}")
         stream_plan(cfg.streams, 1)  # a bad number of streams fails here, not at the first long encode
         self.spec = spec
-        self.cfg = cfg
+        self.cfg = replace(cfg, precision=resolve_precision(cfg.precision))  # "auto" decided once, cached as chosen
         self.model = build_encoder(EncoderConfig.from_json(folder / "config.json"))
         load_safetensors_strict(self.model, folder / "model.safetensors")
         self.model.eval()

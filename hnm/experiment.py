@@ -1,5 +1,5 @@
 """The experiment of the paper (arXiv 2411.02404, section 4), on any BEIR-layout folder: one re-ranker, trained from
-the same start, seed, step budget and loss on negatives mined by each strategy, judged on the same test queries.
+the same start with the same recipe and seeds on negatives mined by each strategy, judged on the same test queries.
 
 Arms (a list in the configuration, so an ablation is one more line):
   (a) first-stage     the first stage alone, no re-ranker
@@ -7,16 +7,21 @@ Arms (a list in the configuration, so an ablation is one more line):
   (d) dense           one model's nearest non-positives          (e) ensemble   the paper: ensemble + k-means
   (f) ensemble+       (e) with the positive-aware ceiling and a quarter of random negatives
 and, for the paper's open question on long documents, (f) mined over passages (a document scores as its best
-passage) and every trained arm judged twice more on (f)'s model: documents truncated at the window, or cut into
-passages and scored by the best one; reported for the test queries whose relevant documents fit the window and
-those with one beyond it.
+passage), judged twice: documents truncated at the window, and cut into passages scored by the best one (MaxP).
+
+Each trained model re-ranks the first stage's top k of every test query, and is reported twice: pure (alpha 1)
+and interpolated with the first stage, alpha x z(re-ranker) + (1 - alpha) x z(first stage), alpha chosen on the
+model's own tuning split (the held-out tenth of the training queries, train.py) and stored in its checkpoint
+(twostage.py). Nothing is tuned on the test split. With several seeds, every metric is given as the mean and
+standard deviation over them and per seed; intervals and paired randomisation tests are computed on each test
+query's metric averaged over the seeds.
 
 Every stage writes its result under OUT and is skipped when the result is there (mining and training also resume
-from their own checkpoints), so a long experiment can be split across sittings. Nothing is tuned on the test split:
-the only choice made on data, the kept checkpoint, uses a held-out tenth of the training queries (train.py).
+from their own checkpoints), so a long experiment can be split across sittings. The work goes seed by seed, arm by
+arm, and the report is rewritten after each model, so a run stopped half-way leaves a report of what it finished.
 Outputs: OUT/report.md, OUT/results.json, OUT/chart.svg.
 
-Not here: the mining, training and ranking themselves (minerun.py, train.py, rerank.py).
+Not here: the mining, training and ranking themselves (miner.py, train.py, firststage.py, twostage.py).
 """
 
 import json
@@ -25,68 +30,81 @@ import platform
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Dict, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
 from hnm.chunk import ChunkConfig, chunk_spans
 from hnm.data import Qrels, atomic_write, document_text, load_beir
+from hnm.embed import resolve_precision
+from hnm.firststage import FirstStageConfig, retrieve
 from hnm.metrics import (Run, evaluate, paired_bootstrap, per_query, randomisation_test, rank_documents, read_trec_run,
                          write_trec_run)
-from hnm.mining import MineConfig
-from hnm.rerank import EvalConfig, first_stage, rerank
+from hnm.negatives import MineConfig
 from hnm.reranker import CrossEncoder
 from hnm.svg import bars
 from hnm.train import TrainConfig, train
+from hnm.twostage import choose_alpha, interpolate, rerank, store_alpha, stored_alpha
 
-BASELINES = ("random", "bm25", "dense")  # every arm is tested against these: the issue's two, and one model alone
+BASELINES = ("first-stage", "random")  # every system is tested against these
 
 
 @dataclass(frozen=True)
 class Arm:
     name: str
     mine: Optional[dict]  # MineConfig fields; None: no re-ranker (the first stage alone)
-    passages: bool = False  # mine over passages (the long-document arm)
+    passages: bool = False  # mine over passages, and judge by the best passage too (the long-document arm)
+    seeds: Optional[int] = None  # train only the first this many of the budget's seeds; None: all of them
 
 
-# (b) to (e) differ only in where candidates come from: no ceiling, no random share; (f) adds both to (e)
+# (b) to (e) differ only in where candidates come from: no ceiling, no random share; (f) adds both to (e). The arms
+# the paper's claim compares, (b), (c), (e) and (f), train every seed of the budget; the others one.
+# The order is the order of the work within a seed: the paper's arm and random negatives first, as the first results
+# a long run lands on are the ones a reader needs most.
 ARMS = (Arm("first-stage", None),
-        Arm("random", {"strategy": "random", "relative_ceiling": None}),
-        Arm("bm25", {"strategy": "bm25", "relative_ceiling": None}),
-        Arm("dense", {"strategy": "dense", "relative_ceiling": None}),
-        Arm("ensemble", {"strategy": "ensemble", "relative_ceiling": None}),
         Arm("ensemble+", {"strategy": "ensemble", "relative_ceiling": 0.95, "random_share": 0.25}),
-        Arm("ensemble+ passages", {"strategy": "ensemble", "relative_ceiling": 0.95, "random_share": 0.25}, True))
+        Arm("random", {"strategy": "random", "relative_ceiling": None}),
+        Arm("ensemble", {"strategy": "ensemble", "relative_ceiling": None}),
+        Arm("bm25", {"strategy": "bm25", "relative_ceiling": None}),
+        Arm("dense", {"strategy": "dense", "relative_ceiling": None}, seeds=1),
+        Arm("ensemble+ passages", {"strategy": "ensemble", "relative_ceiling": 0.95, "random_share": 0.25}, True,
+            seeds=1))
 
 
 @dataclass(frozen=True)
 class Budget:
-    """How much of everything: `small` is a smoke run (minutes), `full` the README's tables on a 2-core CPU (about an
-    hour for SciFact once the embeddings are cached). A bigger setting is a `budget` entry in a --config file."""
+    """How much of everything. `small` is a smoke run (minutes); `full` the README's tables on a 2-core CPU; `gpu`
+    the same comparison with a bigger model and deeper lists for a machine with a GPU. Another setting is a
+    `budget` entry in a --config file."""
     name: str
-    models: str  # the ensemble (and, first of them, the dense arm's model)
+    models: str  # the ensemble (and, first of them, the dense arm's model); also the hybrid first stage's
     start: str  # the re-ranker's start encoder
-    steps: int  # optimiser steps per arm
-    batch_size: int  # triplets per step
+    epochs: int  # passes over each arm's training examples
+    batch_size: int  # examples per step, each one positive and `negatives` negatives
     max_length: int  # tokens per (query, document) pair
-    top_k: int  # first-stage documents re-ranked per test query
+    top_k: int  # first-stage documents re-ranked per test (and tuning) query
     test_queries: Optional[int]  # at most this many test queries (the first ones by id); None: all
     train_queries: Optional[int]  # at most this many training queries; None: all
     seeds: Tuple[int, ...] = (0,)
-    lr: float = 1e-4  # peak learning rate: the new scoring head starts from nothing and the step budgets are short
+    lr: float = 7e-5  # peak learning rate
+    negatives: int = 7  # mined per query, and per training example (listwise: 1 + 7 documents)
+    precision: str = "auto"  # of the encoders and the re-ranker: bfloat16 where the hardware has it (embed.py)
     corpus_docs: Optional[int] = None  # at most this many documents (every judged one kept, see cut_corpus); None: all
 
 
-# `full` is sized for this project's 2-core CPU: every training query mined, every test query judged, the first
-# stage's top 20 re-ranked at 128 tokens (SciFact's median document is about 270 tokens, so most are truncated, which
-# is what the long-document comparison measures), 150 steps of 8 triplets, one seed
 BUDGETS = {
-    # `small` also cuts the corpus: embedding all of SciFact's 5,183 documents and their passages took 9 of the 21
-    # minutes of a cold small run on SciFact; with the cut it takes 14
-    "small": Budget("small", "all-MiniLM-L6-v2", "all-MiniLM-L6-v2", steps=40, batch_size=8, max_length=128,
+    # a smoke run: MiniLM alone, the corpus cut; its numbers only show that everything runs
+    "small": Budget("small", "all-MiniLM-L6-v2", "all-MiniLM-L6-v2", epochs=1, batch_size=4, max_length=128,
                     top_k=20, test_queries=40, train_queries=200, corpus_docs=1500),
-    "full": Budget("full", "all-MiniLM-L6-v2,all-mpnet-base-v2", "all-MiniLM-L6-v2", steps=150, batch_size=8,
-                   max_length=128, top_k=20, test_queries=None, train_queries=None),
+    # sized for a 2-core CPU with bfloat16 units (about 8 training pairs/s at 256 tokens): on SciFact one arm and
+    # seed is about 27 minutes of training (2 epochs over 728 queries, 1 + 7 documents each) and 4 of tuning and
+    # re-ranking the top 20; 14 models in all, about 7.5 hours, plus 70 minutes of embedding for the passages arm
+    "full": Budget("full", "all-MiniLM-L6-v2,all-mpnet-base-v2", "all-MiniLM-L6-v2", epochs=2, batch_size=4,
+                   max_length=256, top_k=20, test_queries=None, train_queries=None, seeds=(0, 1, 2)),
+    # for one GPU: the bigger start model, 15 negatives, deeper lists re-ranked, five seeds
+    "gpu": Budget("gpu", "all-MiniLM-L6-v2,all-mpnet-base-v2", "all-mpnet-base-v2", epochs=3, batch_size=8,
+                  max_length=384, top_k=100, test_queries=None, train_queries=None, seeds=(0, 1, 2, 3, 4),
+                  negatives=15, lr=3e-5),
 }
 
 
@@ -94,11 +112,10 @@ BUDGETS = {
 class ExperimentConfig:
     train_split: str = "train"
     test_split: str = "test"
-    first_stage: str = "bm25"
+    first_stage: str = "hybrid"  # of firststage.py: bm25, dense, ensemble or hybrid
     budget: Budget = BUDGETS["small"]
     arms: Tuple[Arm, ...] = ARMS
-    num_negatives: int = 4  # mined per query; training uses them one triplet at a time
-    loss: str = "triplet"
+    loss: str = "softmax"  # train.py's; the paper's is "triplet" (with negatives 1 per example)
     resamples: int = 2000  # bootstrap and randomisation test
 
     @classmethod
@@ -112,6 +129,12 @@ class ExperimentConfig:
         elif isinstance(raw.get("budget"), dict):
             raw["budget"] = Budget(**{**raw["budget"], "seeds": tuple(raw["budget"].get("seeds", (0,)))})
         return replace(cls(**raw), **overrides)
+
+    def train_config(self, seed: int) -> TrainConfig:
+        b = self.budget
+        return TrainConfig(loss=self.loss, negatives=1 if self.loss == "triplet" else b.negatives,
+                           batch_size=b.batch_size, epochs=b.epochs, max_length=b.max_length, lr=b.lr, seed=seed,
+                           precision=b.precision, save_every=200)
 
 
 def _subset(qrels: Qrels, n: Optional[int]) -> Qrels:
@@ -145,13 +168,13 @@ def passage_corpus(corpus: Dict[str, dict], tokenizer, max_tokens: int) -> Tuple
 
 
 def rerank_by_passages(model: CrossEncoder, run: Run, queries: Dict[str, str], corpus: Dict[str, dict], top_k: int,
-                       quiet: bool) -> Run:
+                       precision: str = "float32", quiet: bool = False) -> Run:
     """Re-rank the top_k documents of each query, each scored by its best passage (MaxP)."""
     top = {q: dict(rank_documents(docs, top_k)) for q, docs in run.items()}
     needed = {d: corpus[d] for docs in top.values() for d in docs}
     passages, parent = passage_corpus(needed, model.tokenizer, model.max_length // 2)
     passage_run = {q: {p: docs[parent[p]] for p in passages if parent[p] in docs} for q, docs in top.items()}
-    scored = rerank(model, passage_run, queries, passages, top_k=len(passages), quiet=quiet)
+    scored = rerank(model, passage_run, queries, passages, top_k=len(passages), precision=precision, quiet=quiet)
     out: Run = {}
     for q, ps in scored.items():
         best = out.setdefault(q, {})
@@ -210,18 +233,32 @@ class Stages:
             json.dump(self.times, f, indent=1)
 
 
+def _slug(label: str) -> str:
+    return label.replace(" / ", "-").replace(" ", "-")
+
+
+def work_order(arms: Tuple[Arm, ...], seeds: Tuple[int, ...]) -> List[Tuple[Arm, int]]:
+    """(arm, seed) of every model, seed by seed: the first seed of every arm comes before any second seed, so a
+    run stopped early has one model of each arm."""
+    return [(arm, seed) for i, seed in enumerate(seeds) for arm in arms
+            if arm.mine is not None and (arm.seeds is None or i < arm.seeds)]
+
+
 def run_experiment(data: Path, out: Path, cfg: ExperimentConfig = ExperimentConfig(), quiet: bool = False) -> dict:
     """Run (or resume) the whole experiment on the BEIR folder `data`; write the report; return the results."""
     t0 = time.monotonic()
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    for sub in ("mined", "models", "runs"):
+        (out / sub).mkdir(parents=True, exist_ok=True)
     b = cfg.budget
+    precision = resolve_precision(b.precision)
     stages = Stages(out)
     corpus, queries, train_qrels = load_beir(data, cfg.train_split)
     train_qrels = _subset(train_qrels, b.train_queries)
     _, test_queries, test_qrels = load_beir(data, cfg.test_split)
     test_qrels = _subset(test_qrels, b.test_queries)
     test_queries = {q: test_queries[q] for q in test_qrels}
+    train_queries = {q: queries[q] for q in train_qrels if q in queries}
     corpus_size = len(corpus)
     corpus = cut_corpus(corpus, b.corpus_docs, train_qrels, test_qrels)
 
@@ -229,68 +266,100 @@ def run_experiment(data: Path, out: Path, cfg: ExperimentConfig = ExperimentConf
     for arm in cfg.arms:
         if arm.mine is None:
             continue
-        mine_cfg = MineConfig(**{"models": b.models, "num_negatives": cfg.num_negatives, **arm.mine})
+        mine_cfg = MineConfig(**{"models": b.models, "num_negatives": b.negatives, **arm.mine})
         path = out / "mined" / f"{arm.name}.jsonl"
-        path.parent.mkdir(exist_ok=True)
         stages.timed(f"mine {arm.name}", path.exists(),
-                     lambda: _mine(arm, mine_cfg, corpus, queries, train_qrels, path, b, quiet))
+                     lambda: _mine(arm, mine_cfg, corpus, queries, train_qrels, path, precision, quiet))
 
-    # 2. training, one model per arm and seed
-    tcfg = TrainConfig(loss=cfg.loss, batch_size=b.batch_size, max_steps=b.steps, max_length=b.max_length, lr=b.lr,
-                       eval_every=0, save_every=max(1, b.steps // 4))
+    # 2. the first stage, on the test queries and on the training queries (whose held-out part tunes alpha)
+    fcfg = FirstStageConfig(kind=cfg.first_stage, top_k=b.top_k, models=b.models, precision=precision)
+    firsts = {}
+    for part, qs in (("test", test_queries), ("train", train_queries)):
+        path = out / "runs" / f"first-stage.{part}.trec"
+        stages.timed(f"first stage {part}", path.exists(),
+                     lambda: write_trec_run(path, retrieve(corpus, qs, fcfg, quiet), "first-stage"))
+        firsts[part] = read_trec_run(path)
+
+    # 3. per model: train, tune alpha on its tuning queries, re-rank the test queries; the report after each
+    results = None
+    for arm, seed in work_order(cfg.arms, b.seeds):
+        name = f"{arm.name}-s{seed}"
+        folder = out / "models" / name
+        stages.timed(f"train {name}", (folder / "done.json").exists(),
+                     lambda: _train(out / "mined" / f"{arm.name}.jsonl", folder, b.start, cfg.train_config(seed),
+                                    quiet))
+        stages.timed(f"tune {name}", (folder / "alpha.json").exists(),
+                     lambda: _tune(folder, firsts["train"], queries, corpus, train_qrels, cfg, quiet))
+        for mode in ("truncate", "passages") if arm.passages else ("truncate",):
+            label = arm.name if mode == "truncate" else f"{arm.name} / MaxP"
+            path = out / "runs" / f"{_slug(label)}-s{seed}.trec"
+            stages.timed(f"rerank {label} seed {seed}", path.exists(),
+                         lambda: _rerank(folder, firsts["test"], test_queries, corpus, b.top_k, mode, path, precision,
+                                         quiet))
+        results = _write_results(out, data, cfg, corpus, corpus_size, test_qrels, firsts["test"], stages, t0)
+    if results is None:  # no trained arm: the first stage alone
+        results = _write_results(out, data, cfg, corpus, corpus_size, test_qrels, firsts["test"], stages, t0)
+    return results
+
+
+def _systems(out: Path, cfg: ExperimentConfig, first: Run) -> Dict[str, Dict[int, Run]]:
+    """Every finished run: {label: {seed: run}}, each re-ranked arm twice, interpolated (its label) and pure."""
+    systems: Dict[str, Dict[int, Run]] = {"first-stage": {0: first}}
     for arm in cfg.arms:
-        for seed in b.seeds if arm.mine is not None else ():
-            folder = out / "models" / f"{arm.name}-s{seed}"
-            stages.timed(f"train {arm.name} seed {seed}", (folder / "done.json").exists(),
-                         lambda: _train(out / "mined" / f"{arm.name}.jsonl", folder, b.start, replace(tcfg, seed=seed),
-                                        quiet))
+        for mode in ("truncate", "passages") if arm.passages else ("truncate",):
+            label = arm.name if mode == "truncate" else f"{arm.name} / MaxP"
+            for seed in cfg.budget.seeds:
+                path = out / "runs" / f"{_slug(label)}-s{seed}.trec"
+                alpha_path = out / "models" / f"{arm.name}-s{seed}" / "alpha.json"
+                if arm.mine is None or not path.exists():
+                    continue
+                pure = read_trec_run(path)
+                alpha = json.loads(alpha_path.read_text())["alpha"]
+                systems.setdefault(label, {})[seed] = interpolate(pure, first, alpha)
+                systems.setdefault(f"{label}, pure", {})[seed] = pure
+    return systems
 
-    # 3. the first stage on the test queries, then each model re-ranks its top k
-    first_path = out / "runs" / "first-stage.trec"
-    first_path.parent.mkdir(exist_ok=True)
-    ecfg = EvalConfig(first_stage=cfg.first_stage, top_k=b.top_k, models=b.models)
-    stages.timed("first stage", first_path.exists(),
-                 lambda: write_trec_run(first_path, first_stage(corpus, test_queries, ecfg, quiet), "first-stage"))
-    first = read_trec_run(first_path)
-    runs: Dict[str, Dict[int, Run]] = {"first-stage": {0: first}}
-    for arm in cfg.arms:
-        for seed in b.seeds if arm.mine is not None else ():
-            for mode in ("truncate", "passages") if arm.passages or arm.name == "ensemble+" else ("truncate",):
-                label = arm.name if mode == "truncate" else f"{arm.name} / MaxP"
-                path = out / "runs" / f"{label.replace(' / ', '-').replace(' ', '-')}-s{seed}.trec"
-                stages.timed(f"rerank {label} seed {seed}", path.exists(),
-                             lambda: _rerank(out / "models" / f"{arm.name}-s{seed}", first, test_queries, corpus,
-                                             b.top_k, mode, path, quiet))
-                runs.setdefault(label, {})[seed] = read_trec_run(path)
 
+def _write_results(out: Path, data: Path, cfg: ExperimentConfig, corpus, corpus_size: int, test_qrels: Qrels,
+                   first: Run, stages: Stages, t0: float) -> dict:
+    b = cfg.budget
+    systems = _systems(out, cfg, first)
     from hnm.chunk import load_tokenizer
     long_docs = _long_documents(test_qrels, corpus, load_tokenizer(b.start), b.max_length - 3)
     within, beyond = _long_queries(test_qrels, long_docs)
-    results = _judge(runs, test_qrels, cfg, b, {"within window": within, "beyond window": beyond})
-    results["relevant_documents"] = {n: relevant_document_rr(r[min(r)], test_qrels, long_docs) for n, r in runs.items()}
+    results = _judge(systems, test_qrels, cfg, {"within window": within, "beyond window": beyond})
+    results["relevant_documents"] = {n: relevant_document_rr(r[min(r)], test_qrels, long_docs)
+                                     for n, r in systems.items()}
     results["claim"] = claim(results["seeds_mean"])
+    results["alphas"] = {p.parent.name: json.loads(p.read_text())["alpha"]
+                         for p in sorted((out / "models").glob("*/alpha.json"))}
+    results["training"] = {p.parent.name: {k: json.loads(p.read_text()).get(k) for k in
+                                           ("seconds", "pairs_per_s", "steps", "examples", "best", "precision")}
+                           for p in sorted((out / "models").glob("*/done.json"))}
     results.update({"data": str(data), "budget": asdict(b), "arms": [asdict(a) for a in cfg.arms],
                     "first_stage": cfg.first_stage, "loss": cfg.loss,
+                    "precision": resolve_precision(b.precision),
                     "corpus": {"documents": len(corpus), "of": corpus_size}, "stage_seconds": stages.times,
-                    "machine": _machine(),
-                    "wall_seconds_this_sitting": round(time.monotonic() - t0, 1)})
+                    "machine": _machine(), "wall_seconds_this_sitting": round(time.monotonic() - t0, 1)})
     with atomic_write(out / "results.json") as f:
         json.dump(results, f, indent=1)
     with atomic_write(out / "report.md") as f:
         f.write(report(results))
-    m = results["seeds_mean"]
-    ci = results["intervals"]
+    m, ci = results["seeds_mean"], results["intervals"]
+    shown = [n for n in m if not n.endswith(", pure")]
     with atomic_write(out / "chart.svg") as f:
-        f.write(bars({n: m[n]["mrr@10"] for n in m}, {n: ci[n]["mrr@10"][0] for n in ci},
-                     {n: ci[n]["mrr@10"][1] for n in ci}, f"MRR@10 on {Path(data).name} {cfg.test_split}, "
-                     f"95% bootstrap intervals", "MRR@10"))
+        f.write(bars({n: m[n]["ndcg@10"] for n in shown}, {n: ci[n]["ndcg@10"][0] for n in shown},
+                     {n: ci[n]["ndcg@10"][1] for n in shown}, f"nDCG@10 on {Path(data).name} {cfg.test_split}, "
+                     f"re-rankers interpolated with the first stage, 95% bootstrap intervals", "nDCG@10"))
     return results
 
 
-def _mine(arm: Arm, mine_cfg: MineConfig, corpus, queries, qrels, path: Path, b: Budget, quiet: bool) -> None:
-    from hnm.minerun import run
+def _mine(arm: Arm, mine_cfg: MineConfig, corpus, queries, qrels, path: Path, precision: str, quiet: bool) -> None:
+    from hnm.embed import EmbedConfig
+    from hnm.miner import run
+    embed_cfg = EmbedConfig(precision=precision)
     if not arm.passages:
-        run(corpus, queries, qrels, mine_cfg, path, quiet=quiet)
+        run(corpus, queries, qrels, mine_cfg, path, embed_cfg, quiet=quiet)
         return
     # mine over passages: each model embeds each document's windows of its own length, a document scoring as its
     # best passage (a document that fits a window is one passage with the document's text, so its cached vector is
@@ -298,7 +367,7 @@ def _mine(arm: Arm, mine_cfg: MineConfig, corpus, queries, qrels, path: Path, b:
     from hnm.chunk import load_tokenizer
     from hnm.embed import Embedder
     from hnm.ensemble import PassageEnsemble, parse_members
-    from hnm.minerun import positives_of
+    from hnm.miner import positives_of
     members = [m for m in parse_members(mine_cfg.models) if m.name != "bm25"]
     row_of = {d: i for i, d in enumerate(corpus)}
     kept, _, _ = positives_of(qrels, queries, row_of, mine_cfg.min_grade)
@@ -306,11 +375,12 @@ def _mine(arm: Arm, mine_cfg: MineConfig, corpus, queries, qrels, path: Path, b:
     for m in members:
         tokenizer = load_tokenizer(m.name)
         passages, parent = passage_corpus(corpus, tokenizer, tokenizer.max_length - 2)
-        model = Embedder.load(m.name, quiet=quiet)
+        model = Embedder.load(m.name, embed_cfg, quiet=quiet)
         p_vecs.append(model.encode([document_text(p) for p in passages.values()], quiet=quiet))
         p_docs.append(np.array([row_of[parent[p]] for p in passages]))
         q_vecs.append(model.encode([queries[q] for q in kept], kind="query", quiet=quiet))
-    run(corpus, queries, qrels, mine_cfg, path, quiet=quiet, ensemble=PassageEnsemble(members, p_vecs, p_docs, q_vecs))
+    run(corpus, queries, qrels, mine_cfg, path, embed_cfg, quiet=quiet,
+        ensemble=PassageEnsemble(members, p_vecs, p_docs, q_vecs))
 
 
 def _train(rows: Path, folder: Path, start: str, tcfg: TrainConfig, quiet: bool) -> None:
@@ -319,10 +389,43 @@ def _train(rows: Path, folder: Path, start: str, tcfg: TrainConfig, quiet: bool)
         json.dump(summary, f, indent=1, default=str)
 
 
-def _rerank(folder: Path, first: Run, queries, corpus, top_k: int, mode: str, path: Path, quiet: bool) -> None:
-    model = CrossEncoder.from_checkpoint(folder / ("best" if (folder / "best").exists() else "last"))
-    fn = rerank if mode == "truncate" else rerank_by_passages
-    write_trec_run(path, fn(model, first, queries, corpus, top_k, quiet=quiet), path.stem)
+def _checkpoint(folder: Path) -> Path:
+    return folder / ("best" if (folder / "best").exists() else "last")
+
+
+def _tune(folder: Path, first_train: Run, queries, corpus, train_qrels: Qrels, cfg: ExperimentConfig,
+          quiet: bool) -> None:
+    """alpha on the model's tuning queries: their first-stage top k re-ranked, the best nDCG@10 of the grid."""
+    b = cfg.budget
+    tuning = [q for q in json.loads((folder / "tuning_queries.json").read_text()) if q in first_train]
+    if not tuning:
+        alpha, curve = 1.0, {}
+    else:
+        model = CrossEncoder.from_checkpoint(_checkpoint(folder))
+        first = {q: first_train[q] for q in tuning}
+        reranked = rerank(model, first, queries, corpus, b.top_k, precision=b.precision, quiet=quiet)
+        alpha, curve = choose_alpha(reranked, first, {q: train_qrels[q] for q in tuning})
+    about = {"first_stage": cfg.first_stage, "top_k": b.top_k, "tuning_queries": len(tuning), "metric": "ndcg@10",
+             "curve": {str(a): round(v, 5) for a, v in curve.items()}}
+    store_alpha(_checkpoint(folder), alpha, about)
+    with atomic_write(folder / "alpha.json") as f:
+        json.dump({"alpha": alpha, **about}, f, indent=1)
+
+
+def _rerank(folder: Path, first: Run, queries, corpus, top_k: int, mode: str, path: Path, precision: str,
+            quiet: bool) -> None:
+    """The model's pure scores of the first stage's top k (interpolation is applied when judging)."""
+    model = CrossEncoder.from_checkpoint(_checkpoint(folder))
+    t0 = time.monotonic()
+    if mode == "truncate":
+        run = rerank(model, first, queries, corpus, top_k, precision=precision, quiet=quiet)
+    else:
+        run = rerank_by_passages(model, first, queries, corpus, top_k, precision, quiet)
+    write_trec_run(path, run, path.stem)
+    pairs = sum(map(len, run.values()))
+    with atomic_write(path.with_suffix(".speed.json")) as f:
+        json.dump({"pairs": pairs, "seconds": round(time.monotonic() - t0, 1),
+                   "pairs_per_s": round(pairs / max(time.monotonic() - t0, 1e-9), 2), "precision": precision}, f)
 
 
 def _machine() -> str:
@@ -337,30 +440,35 @@ def _machine() -> str:
 
 
 def claim(mean: Dict[str, dict], metric: str = "mrr@10") -> Optional[dict]:
-    """The paper's claim on `metric`: ensemble > bm25 > random, and ensemble+ the best re-ranked arm; None when the
-    configuration lacks one of these arms."""
+    """The paper's claim on `metric`: ensemble > bm25 > random, and ensemble+ the best re-ranked arm (interpolated
+    systems); None when the configuration lacks one of these arms."""
     needed = ("random", "bm25", "ensemble", "ensemble+")
     if not all(n in mean for n in needed):
         return None
     v = {n: mean[n][metric] for n in needed}
-    trained = {n: m[metric] for n, m in mean.items() if n != "first-stage"}
+    trained = {n: m[metric] for n, m in mean.items() if n != "first-stage" and not n.endswith(", pure")}
     best = max(trained, key=trained.get)
     return {"metric": metric, "ensemble > bm25": v["ensemble"] > v["bm25"], "bm25 > random": v["bm25"] > v["random"],
             "ensemble+ best": best == "ensemble+", "best arm": best,
             "holds": v["ensemble"] > v["bm25"] > v["random"] and best == "ensemble+"}
 
 
-def _judge(runs: Dict[str, Dict[int, Run]], qrels: Qrels, cfg: ExperimentConfig, b: Budget,
-           split: Dict[str, set]) -> dict:
-    """Metrics per arm and seed with their mean and spread over seeds; for the seed-0 runs, 95% bootstrap intervals
-    of MRR@10 and nDCG@10, randomisation p-values against the baselines, and the long-document split."""
-    keys = ("mrr@10", "p@1", "p@5", "p@10", "ndcg@10", f"r@{b.top_k}")
-    table = {n: {s: {k: v for k, v in evaluate(r, qrels, ks=(1, 5, 10, b.top_k),
-                                                   metrics=("mrr", "p", "r", "ndcg")).items() if k in keys}
-                 for s, r in by_seed.items()} for n, by_seed in runs.items()}
-    mean = {n: {k: float(np.mean([t[s][k] for s in t])) for k in keys} for n, t in table.items()}
-    spread = {n: {k: float(np.std([t[s][k] for s in t])) for k in keys} for n, t in table.items()}
-    values = {n: per_query(r[min(r)], qrels, ks=(10,), metrics=("mrr", "ndcg")) for n, r in runs.items()}
+def _judge(systems: Dict[str, Dict[int, Run]], qrels: Qrels, cfg: ExperimentConfig, split: Dict[str, set]) -> dict:
+    """Metrics per system and seed, their mean and spread over the seeds; on each query's metric averaged over the
+    seeds, 95% bootstrap intervals of MRR@10 and nDCG@10, randomisation p-values against the baselines, and the
+    long-document split."""
+    k = cfg.budget.top_k
+    keys = ("mrr@10", "p@1", "p@5", "p@10", "ndcg@10", f"r@{k}")
+    table = {n: {s: {m: v for m, v in evaluate(r, qrels, ks=(1, 5, 10, k),
+                                               metrics=("mrr", "p", "r", "ndcg")).items() if m in keys}
+                 for s, r in by_seed.items()} for n, by_seed in systems.items()}
+    mean = {n: {m: float(np.mean([t[s][m] for s in t])) for m in keys} for n, t in table.items()}
+    spread = {n: {m: float(np.std([t[s][m] for s in t])) for m in keys} for n, t in table.items()}
+    values = {}  # system -> metric -> {query: mean over seeds}
+    for n, by_seed in systems.items():
+        seeds = [per_query(r, qrels, ks=(10,), metrics=("mrr", "ndcg")) for r in by_seed.values()]
+        values[n] = {m: {q: float(np.mean([s[m][q] for s in seeds])) for q in seeds[0][m]} for m in ("mrr@10",
+                                                                                                   "ndcg@10")}
     intervals, pvalues, long_docs = {}, {}, {}
     for n, v in values.items():
         qs = sorted(v["mrr@10"])
@@ -381,17 +489,24 @@ def _judge(runs: Dict[str, Dict[int, Run]], qrels: Qrels, cfg: ExperimentConfig,
             "long_documents": long_docs, "split_sizes": {k: len(v) for k, v in split.items()}, "queries": len(qrels)}
 
 
+def _p(ps: dict, key: str) -> str:
+    return "–" if key not in ps else f"{ps[key]:.3f}" if ps[key] >= 0.001 else "< 0.001"
+
+
 def headline(r: dict) -> str:
-    """The table the README quotes: MRR@10 and nDCG@10 with their 95% intervals, and the p-values of each arm's
-    MRR@10 against the random, BM25 and single-model arms (seed 0 models)."""
-    lines = ["| arm | MRR@10 | 95% CI | nDCG@10 | 95% CI | p vs random | p vs BM25 | p vs dense |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    """The table the README quotes: nDCG@10 and MRR@10, mean ± standard deviation over the seeds, the 95% interval
+    of the per-query mean over seeds, and the p-values against the first stage and the random arm."""
+    lines = ["| system | seeds | nDCG@10 | 95% CI | MRR@10 | 95% CI | p nDCG vs first stage | p MRR vs first stage "
+             "| p MRR vs random |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for n, m in r["seeds_mean"].items():
-        ci, ps = r["intervals"][n], r["p_values"].get(n, {})
-        p = [("–" if k not in ps else f"{ps[k]:.3f}" if ps[k] >= 0.001 else "< 0.001")
-             for k in ("mrr@10 vs random", "mrr@10 vs bm25", "mrr@10 vs dense")]
-        lines.append(f"| {n} | {m['mrr@10']:.4f} | {ci['mrr@10'][0]:.3f}–{ci['mrr@10'][1]:.3f} | {m['ndcg@10']:.4f} | "
-                     f"{ci['ndcg@10'][0]:.3f}–{ci['ndcg@10'][1]:.3f} | {p[0]} | {p[1]} | {p[2]} |")
+        ci, ps, sd = r["intervals"][n], r["p_values"].get(n, {}), r["seeds_std"][n]
+        seeds = len(r["per_seed"][n])
+        pm = lambda key: f"{m[key]:.4f}" + (f" ± {sd[key]:.4f}" if seeds > 1 else "")
+        lines.append(f"| {n} | {seeds} | {pm('ndcg@10')} | {ci['ndcg@10'][0]:.3f}–{ci['ndcg@10'][1]:.3f} | "
+                     f"{pm('mrr@10')} | {ci['mrr@10'][0]:.3f}–{ci['mrr@10'][1]:.3f} | "
+                     f"{_p(ps, 'ndcg@10 vs first-stage')} | {_p(ps, 'mrr@10 vs first-stage')} | "
+                     f"{_p(ps, 'mrr@10 vs random')} |")
     return "\n".join(lines)
 
 
@@ -404,31 +519,40 @@ def _corpus_note(r: dict) -> str:
 
 
 def report(r: dict) -> str:
-    """results.json as Markdown: the settings, the table, the p-values, the long-document split, the timings."""
+    """results.json as Markdown: the settings, the tables, the p-values, the long-document split, the timings."""
     b = r["budget"]
     keys = list(next(iter(r["seeds_mean"].values())))
     lines = [f"# Experiment on {r['data']}", "",
-             f"Budget `{b['name']}`: ensemble {b['models']}; re-ranker from {b['start']}, {b['steps']} steps of "
-             f"{b['batch_size']} triplets, max length {b['max_length']}, loss {r['loss']}; first stage "
-             f"{r['first_stage']}, top {b['top_k']} re-ranked; {r['queries']} test queries; seeds {', '.join(map(str, b['seeds']))}"
-             + _corpus_note(r) + ".",
-             f"Machine: {r['machine']}.", "", headline(r), "", "Every metric:", "",
-             "| arm | " + " | ".join(keys) + " | MRR@10 95% CI | nDCG@10 95% CI |",
-             "| --- | " + " | ".join("---" for _ in keys) + " | --- | --- |"]
+             f"Budget `{b['name']}`: ensemble {b['models']}; re-ranker from {b['start']}, {b['epochs']} epochs of "
+             f"batches of {b['batch_size']} examples (1 positive + {b['negatives']} negatives), loss {r['loss']}, "
+             f"peak lr {b['lr']}, max length {b['max_length']}, {r.get('precision', 'float32')}; first stage "
+             f"{r['first_stage']}, top {b['top_k']} re-ranked; {r['queries']} test queries; seeds "
+             f"{', '.join(map(str, b['seeds']))}" + _corpus_note(r) + ".",
+             f"Machine: {r['machine']}.", "",
+             "Each arm's row interpolates its re-ranker with the first stage (alpha from the model's tuning split); "
+             "', pure' rows are the re-ranker alone (alpha 1).", "", headline(r), "", "Every metric (mean ± standard "
+             "deviation over the seeds):", "",
+             "| system | " + " | ".join(keys) + " |", "| --- | " + " | ".join("---" for _ in keys) + " |"]
     for n, m in r["seeds_mean"].items():
         sd = r["seeds_std"][n]
         cells = [f"{m[k]:.4f}" + (f" ± {sd[k]:.4f}" if len(r["per_seed"][n]) > 1 else "") for k in keys]
-        ci = r["intervals"][n]
-        lines.append(f"| {n} | " + " | ".join(cells) + f" | {ci['mrr@10'][0]:.3f}–{ci['mrr@10'][1]:.3f} | "
-                     f"{ci['ndcg@10'][0]:.3f}–{ci['ndcg@10'][1]:.3f} |")
-    lines += ["", "Paired randomisation tests (two-sided, seed 0 models):", ""]
+        lines.append(f"| {n} | " + " | ".join(cells) + " |")
+    lines += ["", "Per seed, nDCG@10 / MRR@10:", ""]
+    for n, by_seed in r["per_seed"].items():
+        lines.append(f"- {n}: " + "; ".join(f"seed {s}: {v['ndcg@10']:.4f} / {v['mrr@10']:.4f}"
+                                            for s, v in by_seed.items()))
+    if r.get("alphas"):
+        lines += ["", "Interpolation weights chosen on each model's tuning split: " +
+                  ", ".join(f"{n} {a:g}" for n, a in r["alphas"].items()) + "."]
+    lines += ["", "Paired randomisation tests (two-sided, on per-query means over the seeds):", ""]
     for n, ps in r["p_values"].items():
         lines.append(f"- {n}: " + "; ".join(f"{k} p = {v:.4f}" for k, v in ps.items()))
     sizes = r["split_sizes"]
     lines += ["", f"Long documents: test queries whose relevant documents all fit the re-ranker's window "
               f"({sizes['within window']}) and those with one beyond it ({sizes['beyond window']}); "
               "'/ MaxP' rows score each document by its best passage instead of its truncated start.", "",
-              "| arm | MRR@10 within | MRR@10 beyond | nDCG@10 within | nDCG@10 beyond |", "| --- | --- | --- | --- | --- |"]
+              "| system | MRR@10 within | MRR@10 beyond | nDCG@10 within | nDCG@10 beyond |",
+              "| --- | --- | --- | --- | --- |"]
     for n, ld in r["long_documents"].items():
         cells = [ld[f"{m} {p}"] for m in ("mrr@10", "ndcg@10") for p in ("within window", "beyond window")]
         lines.append(f"| {n} | " + " | ".join("–" if c is None else f"{c:.4f}" for c in cells) + " |")
@@ -438,7 +562,7 @@ def report(r: dict) -> str:
         lines += ["", f"The same per document: the mean reciprocal rank of each judged relevant (query, document) pair, "
                   f"{first['pairs within window']} pairs whose document fits the window and "
                   f"{first['pairs beyond window']} beyond it (0 when the first stage missed the document).", "",
-                  "| arm | RR within | RR beyond |", "| --- | --- | --- |"]
+                  "| system | RR within | RR beyond |", "| --- | --- | --- |"]
         for n, v in rd.items():
             cells = [v[f"rr {p}"] for p in ("within window", "beyond window")]
             lines.append(f"| {n} | " + " | ".join("–" if c is None else f"{c:.4f}" for c in cells) + " |")
@@ -449,6 +573,10 @@ def report(r: dict) -> str:
                   f"the best arm. Here: ensemble {m['ensemble'][c['metric']]:.4f}, BM25 {m['bm25'][c['metric']]:.4f}, "
                   f"random {m['random'][c['metric']]:.4f}; best re-ranked arm: {c['best arm']}. "
                   + ("The data show the claim." if c["holds"] else "The data do not show the claim.")]
+    if r.get("training"):
+        lines += ["", "Training (seconds, pairs/s, steps):", ""]
+        lines += [f"- {n}: {t['seconds']:.0f} s, {t['pairs_per_s']:.1f} pairs/s, {t['steps']} steps"
+                  for n, t in r["training"].items() if t.get("seconds") is not None]
     lines += ["", "Wall time of each stage (seconds, when it ran):", ""]
     lines += [f"- {k}: {v}" for k, v in r["stage_seconds"].items()]
     lines += [f"- all stages: {sum(r['stage_seconds'].values()):.1f} s"]

@@ -6,8 +6,11 @@ its positive (column 0) and with its n negatives (columns 1..n). Each returns th
     scores = torch.tensor([[2.0, 0.5], [0.0, 1.0]])     # two triplets: s(q,p), s(q,n)
     triplet_margin(scores, margin=1.0)                  # mean(max(0, 1 - 2 + 0.5), max(0, 1 - 0 + 1)) = 1.0
 
-Not here: distillation losses (MarginMSE and friends need a teacher's scores, which the mined rows do not carry),
-in-batch negatives (a cross-encoder scores each pair on its own, so other queries' documents cost a forward each).
+Distillation has its own signature, as it needs the teacher's scores of the same pairs: `margin_mse(scores,
+teacher)`, the teacher being the ensemble whose similarities the mined rows carry (positive_scores,
+negative_scores).
+
+Not here: other distillation losses (KL over the list, RankNet on teacher pairs), in-batch negatives (a cross-encoder scores each pair on its own, so other queries' documents cost a forward each).
 """
 
 from typing import Callable, Dict
@@ -48,6 +51,19 @@ def softmax_cross_entropy(scores: torch.Tensor, margin: float) -> torch.Tensor:
     return F.cross_entropy(scores, target)
 
 
+def margin_mse(scores: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
+    """mean over examples b and negatives j of ((s(q,p) - s(q,n_j)) - (t(q,p) - t(q,n_j)))^2.
+
+    MarginMSE (Hofstaetter et al. 2020, arXiv 2010.02666): the student matches the teacher's margin between the
+    positive and each negative, not its scores, so teacher and student may live on different scales up to a shift;
+    the scale is matched by multiplying the teacher's scores beforehand (train.py's teacher_scale).
+    scores [[2, 0]], teacher [[1, 0]] -> (2 - 1)^2 = 1.
+    """
+    student = scores[:, :1] - scores[:, 1:]  # (B, n)
+    target = teacher[:, :1] - teacher[:, 1:]  # (B, n)
+    return F.mse_loss(student, target)
+
+
 LOSSES: Dict[str, Callable[[torch.Tensor, float], torch.Tensor]] = {
     "triplet": triplet_margin,
     "bce": binary_cross_entropy,
@@ -56,7 +72,7 @@ LOSSES: Dict[str, Callable[[torch.Tensor, float], torch.Tensor]] = {
 
 
 def loss_function(name: str) -> Callable[[torch.Tensor, float], torch.Tensor]:
-    """The loss called `name`: one of triplet (the paper's, the default), bce, softmax."""
+    """The hard-label loss called `name`: one of triplet (the paper's), bce, softmax."""
     if name not in LOSSES:
         raise ValueError(f"unknown loss {name!r}; choose one of {', '.join(LOSSES)}")
     return LOSSES[name]

@@ -4,7 +4,7 @@
     scores = model.score(["a query", "a query"], ["a document", "another"])      # (2,) float32 logits
     model.save("out/reranker"); CrossEncoder.from_checkpoint("out/reranker")
 
-Two heads, chosen by name (the first is the default):
+Three heads, chosen by name (the first is the default):
 - `pooler`: the layout of transformers' sequence-classification models with one label, so that tooling which loads
   those (AutoModelForSequenceClassification) loads a saved re-ranker and scores exactly as hnm does. BERT
   (BertForSequenceClassification): logit = classifier(dropout(tanh(bert.pooler.dense(h_CLS)))), the pooler
@@ -15,6 +15,9 @@ Two heads, chosen by name (the first is the default):
   Its checkpoint is marked {"hnm": {"head": "linear"}} and has no one-label `id2label`, so tooling that would put a
   pooler in front of the classifier refuses it (a 2-label head does not fit the 1 x H weight) instead of scoring it
   differently.
+- `mean`: logit = classifier(dropout(mean of h over the pair's tokens)), the mean pooling that the bi-encoders of
+  weights.lock were trained with (pooling.py), so the head starts from the representation the encoder knows best.
+  Marked and refused by other tooling as `linear` is.
 New head weights are drawn from N(0, 0.02^2) with zero biases (BERT's initialiser) by a generator seeded with
 `seed`; `random` initialises a whole model that way, for tests and from-scratch runs.
 
@@ -23,7 +26,7 @@ saved file's keys and loading is strict. A checkpoint folder holds config.json (
 transformers class and label, and hnm's head and maximum length), model.safetensors and the tokenizer.json the
 encoder came with, each written atomically.
 
-Not here: training (train.py), first-stage retrieval and metrics (rerank.py), checkpoints made by other tooling
+Not here: training (train.py), first-stage retrieval and metrics (twostage.py), checkpoints made by other tooling
 (hnm reads only the ones it wrote: their config.json carries the "hnm" key).
 Shapes: B pairs, T tokens, H hidden size.
 """
@@ -40,12 +43,14 @@ from tokenizers import Tokenizer as HFTokenizer
 from torch import nn
 
 from hnm.data import atomic_write
+from hnm.embed import PRECISIONS, resolve_precision
 from hnm.encoder import EncoderConfig, build_encoder
 from hnm.errors import InputError
+from hnm.pooling import mean_pooling
 from hnm.tokenize import Batch, Tokenizer
 from hnm.weights import fetch, load_safetensors_strict, model_spec
 
-HEADS = ("pooler", "linear")
+HEADS = ("pooler", "linear", "mean")
 INIT_STD = 0.02  # BERT's initializer_range
 ARCHITECTURES = {"bert": "BertForSequenceClassification", "mpnet": "MPNetForSequenceClassification"}
 
@@ -169,6 +174,8 @@ class CrossEncoder(nn.Module):
         hidden = self.encoder(input_ids, attention_mask, token_type_ids)  # (B, T, H)
         if self.head == "linear":
             x = self.dropout(hidden[:, 0])  # (B, H), the [CLS] state
+        elif self.head == "mean":
+            x = self.dropout(mean_pooling(hidden, attention_mask))  # (B, H), the mean over the pair's tokens
         elif self.config.model_type == "bert":
             x = self.dropout(self.bert.pooler(hidden))  # (B, H), tanh(dense(h_CLS))
         else:
@@ -183,12 +190,14 @@ class CrossEncoder(nn.Module):
     def score(self, queries: Sequence[str], documents: Sequence[str], batch_size: int = 64,
               precision: str = "float32") -> np.ndarray:
         """Logits of (query, document) pairs, (N,) float32 in input order; pairs are batched by length so that a
-        batch pads little. precision "bfloat16" runs under autocast (about twice as fast on CPUs with bf16 units)."""
-        if precision not in ("float32", "bfloat16"):
-            raise ValueError(f"precision {precision!r} is not float32 or bfloat16")
+        batch pads little. precision "bfloat16" runs under autocast (about twice as fast on CPUs with bf16 units);
+        "auto" takes it where the hardware has it (embed.resolve_precision)."""
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision {precision!r} is not one of {', '.join(PRECISIONS)}")
         was_training = self.training
         self.eval()
         device = next(self.parameters()).device
+        precision = resolve_precision(precision, device)
         encodings = self.tokenizer.encode_pairs(queries, documents)
         order = np.argsort([-len(e.ids) for e in encodings], kind="stable")
         out = np.zeros(len(encodings), dtype=np.float32)

@@ -2,7 +2,7 @@
 
     summary = train(Path("mined.jsonl"), Path("runs/r1"), start="all-MiniLM-L6-v2", cfg=TrainConfig())
 
-Data. Each mined row (minerun.py) gives examples (query, positive, n negatives): every positive with every group of
+Data. Each mined row (miner.py) gives examples (query, positive, n negatives): every positive with every group of
 n consecutive negatives. A share `eval_fraction` of the rows (whole queries, chosen by the seed) is held out.
 Rows without a positive, or with fewer than n negatives, are skipped and reported with their file and line.
 
@@ -12,11 +12,14 @@ epoch]); step s of an epoch takes its examples s*G .. s*G + G - 1 (an incomplete
 a of process r the slice starting at (a*W + r) * batch_size. So the order is known from (seed, step) alone, and W
 processes with batch b see the same examples per step as one with batch W*b (each rank reads its own shard).
 
-The loop: the loss of losses.py on the scores (batch, 1 + n); AdamW (Loshchilov & Hutter 2019) with no weight decay
+The loop: the loss of losses.py on the scores (batch, 1 + n), plus `distill` x MarginMSE against the rows' own
+ensemble scores (the teacher, scaled by `teacher_scale`) when asked; AdamW (Loshchilov & Hutter 2019) with no weight decay
 on biases and LayerNorm; a linear warm-up then linear decay of the learning rate (`linear_schedule`); gradients
 clipped to a total norm; optional bfloat16 autocast; DistributedDataParallel under torchrun (gloo on CPU, nccl on
-GPU), gradients averaged, no all-reduce inside accumulation. Every `eval_every` steps, the held-out rows' positives
-and negatives are re-ranked and MRR@10 / nDCG@10 computed (metrics.py); the best model so far is kept in OUT/best.
+GPU), gradients averaged, no all-reduce inside accumulation. At the end of each epoch (and every `eval_every`
+steps if set) the held-out rows' positives and negatives are re-ranked and MRR@10 / nDCG@10 computed (metrics.py);
+the best model so far is kept in OUT/best. The held-out query ids go to OUT/tuning_queries.json: they are the
+tuning split on which twostage.py later picks the interpolation weight.
 
 Files under OUT: log.jsonl (per step: loss, lr, grad norm, pairs/s; per evaluation its metrics), last/ (the latest
 checkpoint: the model files plus optimizer.safetensors, rng.safetensors and state.json), best/. A checkpoint is
@@ -26,7 +29,7 @@ uint8 tensors in safetensors; no pickle anywhere) and continues with the same lo
 A non-finite loss or gradient norm stops the run before the optimiser step, naming the step, the micro-batch and
 the rows in it; the last checkpoint stays as it was.
 
-Not here: the model (reranker.py), the losses (losses.py), first-stage retrieval and test-set evaluation (rerank.py).
+Not here: the model (reranker.py), the losses (losses.py), first-stage retrieval and test-set evaluation (twostage.py).
 """
 
 import contextlib
@@ -49,38 +52,47 @@ from torch.nn.parallel import DistributedDataParallel
 
 from hnm.data import atomic_write, read_jsonl
 from hnm.errors import HnmError, InputError
-from hnm.losses import loss_function
+from hnm.embed import resolve_precision
+from hnm.losses import loss_function, margin_mse
 from hnm.metrics import evaluate
 from hnm.progress import Progress
 from hnm.reranker import HEADS, CrossEncoder
 
-PRECISIONS = ("float32", "bfloat16")
+PRECISIONS = ("float32", "bfloat16", "auto")
 
 
+# The defaults are the recipe found on SciFact's tuning split (scripts/ablate_train.py, the README's ablation
+# table): listwise softmax cross-entropy over one positive and 7 mined negatives, whole epochs, the best held-out
+# checkpoint kept. The paper's triplet loss is `loss="triplet", negatives=1` (`--loss triplet --negatives 1`).
 @dataclass(frozen=True)
 class TrainConfig:
-    loss: str = "triplet"  # triplet (the paper), bce or softmax; see losses.py
+    loss: str = "softmax"  # softmax (listwise, LCE), triplet (the paper), bce, or margin_mse (distillation alone)
     margin: float = 1.0  # of the triplet loss
-    negatives: int = 1  # n, negatives per example: 1 makes triplets
-    batch_size: int = 8  # examples per micro-batch per process; each is 1 + n (query, document) pairs
+    negatives: int = 7  # n, negatives per example: 1 makes triplets
+    distill: float = 0.0  # weight of MarginMSE from the mined rows' ensemble scores, added to the loss; 0: none
+    teacher_scale: float = 20.0  # the ensemble's cosines are multiplied by this before MarginMSE (cosine margins
+    #                              are about 0.1, a cross-encoder's logit margins several units)
+    batch_size: int = 4  # examples per micro-batch per process; each is 1 + n (query, document) pairs
     grad_accum: int = 1  # micro-batches per optimiser step
-    epochs: int = 1
+    epochs: int = 2  # passes over every training example
     max_steps: Optional[int] = None  # optimiser steps in all; replaces epochs when set
-    lr: float = 2e-5  # peak learning rate
+    lr: float = 7e-5  # peak learning rate
     weight_decay: float = 0.01  # AdamW's, on weights other than biases and LayerNorm
     warmup: float = 0.1  # share of the steps spent warming the learning rate up from 0
     max_grad_norm: float = 1.0  # gradients are clipped to this total L2 norm
     seed: int = 0  # data order, held-out rows, new head, dropout
-    precision: str = "float32"  # or "bfloat16" autocast
+    precision: str = "float32"  # or "bfloat16" autocast, or "auto" (bfloat16 where the hardware has it: embed.py)
     max_length: Optional[int] = None  # tokens per pair; None: the start model's
     head: str = "pooler"  # for a new head (reranker.py); a started checkpoint keeps its own
-    eval_fraction: float = 0.1  # share of the rows (queries) held out for evaluation; 0: none
-    eval_every: int = 100  # steps between evaluations (and at the end); 0: only at the end
+    eval_fraction: float = 0.1  # share of the rows (queries) held out: the tuning split; 0: none
+    eval_every: int = 0  # steps between evaluations besides those at each epoch's end; 0: none besides
+    eval_each_epoch: bool = True  # evaluate (and keep the best) at the end of every epoch, and at the end
     save_every: int = 100  # steps between checkpoints (and at the end)
     stop_after: Optional[int] = None  # end this invocation after this step, checkpointed, to go on with resume
 
     def __post_init__(self):
-        loss_function(self.loss)
+        if self.loss != "margin_mse":
+            loss_function(self.loss)
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision {self.precision!r} is not one of {', '.join(PRECISIONS)}")
         if self.head not in HEADS:
@@ -91,6 +103,13 @@ class TrainConfig:
             raise ValueError("warmup and eval_fraction are shares: give values in [0, 1)")
         if self.eval_every < 0 or self.save_every < 1 or self.max_grad_norm <= 0 or self.lr <= 0:
             raise ValueError("need eval_every >= 0, save_every >= 1, max_grad_norm > 0 and lr > 0")
+        if self.distill < 0 or self.teacher_scale <= 0:
+            raise ValueError("need distill >= 0 and teacher_scale > 0")
+
+    @property
+    def teacher(self) -> bool:
+        """Whether the loss needs the mined rows' scores."""
+        return self.loss == "margin_mse" or self.distill > 0
 
 
 @dataclass(frozen=True)
@@ -99,14 +118,16 @@ class Example:
     positive: str
     negatives: Tuple[str, ...]
     line: int  # of its row in the rows file, to name it in errors
+    teacher: Optional[Tuple[float, ...]] = None  # the mined rows' scores of the positive and the negatives
 
 
 # ------------------------------------------------------------------------------------------------------ data
 
 
-def read_rows(path: Path, negatives: int) -> Tuple[List[dict], List[str]]:
+def read_rows(path: Path, negatives: int, teacher: bool = False) -> Tuple[List[dict], List[str]]:
     """Mined rows -> (usable rows, each with its "line"; one message per skipped row, "FILE:LINE: why").
 
+    With `teacher`, a row also needs a score for every positive and negative (random negatives have none).
     A malformed row (a missing field, a list of the wrong type or length) raises InputError naming its line.
     """
     rows, skipped = [], []
@@ -123,9 +144,17 @@ def read_rows(path: Path, negatives: int) -> Tuple[List[dict], List[str]]:
         elif len(row["negatives"]) < negatives:
             skipped.append(f"{path}:{line}: query {row['query_id']!r} has {len(row['negatives'])} negatives, "
                            f"fewer than the {negatives} an example needs")
+        elif teacher and not _has_scores(row):
+            skipped.append(f"{path}:{line}: query {row['query_id']!r} lacks the scores distillation needs")
         else:
             rows.append({**row, "line": line})
     return rows, skipped
+
+
+def _has_scores(row: dict) -> bool:
+    return all(isinstance(row.get(f), list) and len(row[f]) == len(row[t]) and
+               all(isinstance(v, (int, float)) for v in row[f])
+               for f, t in (("positive_scores", "positives"), ("negative_scores", "negatives")))
 
 
 def split_rows(rows: List[dict], fraction: float, seed: int) -> Tuple[List[dict], List[dict]]:
@@ -135,16 +164,20 @@ def split_rows(rows: List[dict], fraction: float, seed: int) -> Tuple[List[dict]
     return ([r for i, r in enumerate(rows) if i not in held], [r for i, r in enumerate(rows) if i in held])
 
 
-def examples_of(rows: List[dict], negatives: int) -> List[Example]:
-    """Every positive of a row with every group of n consecutive negatives (a leftover group smaller than n unused).
+def examples_of(rows: List[dict], negatives: int, teacher: bool = False) -> List[Example]:
+    """Every positive of a row with every group of n consecutive negatives (a leftover group smaller than n unused);
+    with `teacher`, each carries the rows' scores of its positive and negatives.
 
     A row with positives [p1, p2] and negatives [a, b, c], n = 1 -> (p1, a), (p1, b), (p1, c), (p2, a), ...
     """
     out = []
     for row in rows:
-        groups = [tuple(row["negatives"][j:j + negatives])
-                  for j in range(0, len(row["negatives"]) - negatives + 1, negatives)]
-        out.extend(Example(row["query"], p, g, row["line"]) for p in row["positives"] for g in groups)
+        starts = range(0, len(row["negatives"]) - negatives + 1, negatives)
+        for i, p in enumerate(row["positives"]):
+            for j in starts:
+                scores = ((row["positive_scores"][i], *row["negative_scores"][j:j + negatives]) if teacher
+                          else None)
+                out.append(Example(row["query"], p, tuple(row["negatives"][j:j + negatives]), row["line"], scores))
     return out
 
 
@@ -326,12 +359,12 @@ def train(rows_path: Path, output: Path, start: str, cfg: TrainConfig = TrainCon
 def _train(rows_path: Path, output: Path, start: str, cfg: TrainConfig, resume: bool, quiet: bool,
            procs: Processes) -> dict:
     main = procs.rank == 0
-    rows, skipped = read_rows(rows_path, cfg.negatives)
+    rows, skipped = read_rows(rows_path, cfg.negatives, cfg.teacher)
     if main and skipped and not quiet:
         shown = "\n  ".join(skipped[:10]) + (f"\n  ... and {len(skipped) - 10} more" if len(skipped) > 10 else "")
         print(f"skipped {len(skipped)} rows:\n  {shown}", flush=True)
     train_rows, eval_rows = split_rows(rows, cfg.eval_fraction, cfg.seed)
-    examples = examples_of(train_rows, cfg.negatives)
+    examples = examples_of(train_rows, cfg.negatives, cfg.teacher)
     per_step = cfg.batch_size * cfg.grad_accum * procs.world  # G, examples per optimiser step
     steps_per_epoch = len(examples) // per_step
     if steps_per_epoch == 0:
@@ -367,9 +400,12 @@ def _train(rows_path: Path, output: Path, start: str, cfg: TrainConfig, resume: 
         if main:
             output.mkdir(parents=True, exist_ok=True)
             log_path.unlink(missing_ok=True)
+            with atomic_write(output / "tuning_queries.json") as f:  # the held-out queries, to tune on later
+                json.dump([r["query_id"] for r in eval_rows], f)
     net = DistributedDataParallel(model) if procs.world > 1 else model
-    loss_fn = loss_function(cfg.loss)
-    autocast = torch.autocast(procs.device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bfloat16")
+    loss_fn = None if cfg.loss == "margin_mse" else loss_function(cfg.loss)
+    precision = resolve_precision(cfg.precision, procs.device)
+    autocast = torch.autocast(procs.device.type, dtype=torch.bfloat16, enabled=precision == "bfloat16")
 
     def checkpoint(step: int) -> None:
         rng = procs.gather_bytes(_rng_state(procs.device))
@@ -421,14 +457,16 @@ def _train(rows_path: Path, output: Path, start: str, cfg: TrainConfig, resume: 
                                       "seconds": round(seconds, 4)}) + "\n")
                 log.flush()
             done = step + 1
-            if eval_rows and (done == total or (cfg.eval_every and done % cfg.eval_every == 0)):
-                state["best"] = _evaluate_and_keep(model, eval_rows, cfg, state["best"], done, best_dir, log, main)
+            epoch_end = cfg.eval_each_epoch and done % steps_per_epoch == 0
+            if eval_rows and (done == total or epoch_end or (cfg.eval_every and done % cfg.eval_every == 0)):
+                state["best"] = _evaluate_and_keep(model, eval_rows, precision, state["best"], done, best_dir, log,
+                                                   main)
                 procs.barrier()
             if done % cfg.save_every == 0 or done == stop:
                 checkpoint(done)
             bar.update(1)
     seconds = time.perf_counter() - started
-    return {"steps": stop, "total_steps": total, "last_loss": loss_value, "best": state["best"],
+    return {"steps": stop, "total_steps": total, "last_loss": loss_value, "best": state["best"], "precision": precision,
             "seconds": seconds, "pairs_per_s": pairs_done / seconds if seconds else 0.0,
             "skipped_rows": skipped, "examples": len(examples), "eval_rows": len(eval_rows)}
 
@@ -441,17 +479,21 @@ def _micro_step(net: torch.nn.Module, model: CrossEncoder, batch: List[Example],
     b = model.tokenize(queries, docs)
     with autocast:
         logits = net(b.input_ids.to(device), b.attention_mask.to(device), b.token_type_ids.to(device))  # (B(1+n),)
-    loss = loss_fn(logits.float().view(len(batch), 1 + cfg.negatives), cfg.margin)
+    scores = logits.float().view(len(batch), 1 + cfg.negatives)  # (B, 1 + n)
+    loss = loss_fn(scores, cfg.margin) if loss_fn is not None else scores.new_zeros(())
+    if cfg.teacher:
+        teacher = torch.tensor([e.teacher for e in batch], dtype=torch.float32, device=scores.device)  # (B, 1 + n)
+        loss = loss + (1.0 if loss_fn is None else cfg.distill) * margin_mse(scores, cfg.teacher_scale * teacher)
     (loss / cfg.grad_accum).backward()
     return float(loss.detach())
 
 
-def _evaluate_and_keep(model: CrossEncoder, eval_rows: List[dict], cfg: TrainConfig, best: Optional[dict],
+def _evaluate_and_keep(model: CrossEncoder, eval_rows: List[dict], precision: str, best: Optional[dict],
                        step: int, best_dir: Path, log, main: bool) -> Optional[dict]:
     """Score the held-out rows on the main process; keep the model in best_dir when MRR@10 improves."""
     if not main:
         return best
-    metrics = held_out_metrics(model, eval_rows, cfg.precision)
+    metrics = held_out_metrics(model, eval_rows, precision)
     improved = best is None or metrics["mrr@10"] > best["mrr@10"]
     if improved:
         tmp = best_dir.with_name(best_dir.name + ".tmp")

@@ -32,8 +32,8 @@ NEG, WINDOW, RATIO, BATCH = 4, 100, 0.95, 32
 def child_hnm() -> dict:
     from hnm.data import load_beir
     from hnm.embed import EmbedConfig
-    from hnm.mining import MineConfig
-    from hnm.minerun import run
+    from hnm.negatives import MineConfig
+    from hnm.miner import run
     corpus, queries, qrels = load_beir(DATA, "train")
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:

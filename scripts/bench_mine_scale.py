@@ -21,8 +21,8 @@ from pathlib import Path
 import numpy as np
 
 from hnm.ensemble import Ensemble, Member
-from hnm.mining import MineConfig
-from hnm.minerun import run
+from hnm.negatives import MineConfig
+from hnm.miner import run
 
 OUT = Path(__file__).resolve().parents[1] / "scripts" / "results"
 

@@ -14,7 +14,8 @@ from hnm.data import load_beir
 from hnm.embed import EmbedConfig, Embedder
 from hnm.encoder import EncoderConfig
 from hnm.metrics import rank_documents, read_trec_run
-from hnm.rerank import REPORTED, EvalConfig, compare, first_stage, read_collection, rerank
+from hnm.firststage import FirstStageConfig, retrieve
+from hnm.twostage import REPORTED, compare, read_collection, rerank
 from hnm.reranker import CrossEncoder
 
 INTEROP = json.loads((FIXTURES / "reranker_interop.json").read_text())
@@ -53,7 +54,7 @@ def test_dense_first_stage_ranks_by_cosine(small):
     corpus, queries, _ = load_beir(small, "test")
     corpus = dict(list(corpus.items())[:20])  # a MiniLM forward pass per text: keep it short
     queries = dict(list(queries.items())[:4])
-    run = first_stage(corpus, queries, EvalConfig(first_stage="dense", top_k=5, models="all-MiniLM-L6-v2"),
+    run = retrieve(corpus, queries, FirstStageConfig(kind="dense", top_k=5, models="all-MiniLM-L6-v2"),
                       quiet=True)
     emb = Embedder.load("all-MiniLM-L6-v2", EmbedConfig(cache=False), quiet=True)
     docs = emb.encode([f"{d['title']} {d['text']}" for d in corpus.values()], quiet=True)
@@ -64,12 +65,12 @@ def test_dense_first_stage_ranks_by_cosine(small):
         assert list(got) == [ids[i] for i in best]
         assert np.allclose(list(got.values()), row[best], atol=1e-5)
     with pytest.raises(ValueError, match="bm25 cannot join"):
-        first_stage(corpus, queries, EvalConfig(first_stage="ensemble", models="all-MiniLM-L6-v2,bm25"))
+        retrieve(corpus, queries, FirstStageConfig(kind="ensemble", models="all-MiniLM-L6-v2,bm25"))
 
 
 def test_rerank_scores_the_top_k_with_the_cross_encoder(small, tiny):
     corpus, queries = read_collection(small)
-    run = first_stage(corpus, queries, EvalConfig(top_k=10), quiet=True)
+    run = retrieve(corpus, queries, FirstStageConfig(top_k=10), quiet=True)
     model = CrossEncoder.from_checkpoint(tiny)
     new = rerank(model, run, queries, corpus, top_k=4, batch_size=5, quiet=True)
     assert list(new) == list(run)

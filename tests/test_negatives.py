@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 
 from conftest import REPO
-from hnm import minerun
+from hnm import miner
 from hnm.data import load_beir
 from hnm.ensemble import Ensemble, Member, ensemble_vectors, fuse_rrf, fuse_zscore, parse_members
 from hnm.errors import InputError
-from hnm.mining import MineConfig, ceiling
+from hnm.negatives import MineConfig, ceiling
 
 
 def unit(x):
@@ -75,7 +75,7 @@ def hand_made():
 def test_hand_made_corpus_gives_the_known_negatives(tmp_path, strategy):
     corpus, queries, qrels, ens = hand_made()
     cfg = MineConfig(strategy=strategy, models="m", num_negatives=2, n_clusters=1)
-    stats = minerun.run(corpus, queries, qrels, cfg, tmp_path / "out.jsonl", quiet=True, ensemble=ens)
+    stats = miner.run(corpus, queries, qrels, cfg, tmp_path / "out.jsonl", quiet=True, ensemble=ens)
     row = json.loads((tmp_path / "out.jsonl").read_text())
     # ceiling 0.95 x 0.9 = 0.855: a (0.95) is flagged, f (0.85) is empty, so b and c are the two best negatives
     assert row["negative_ids"] == ["b", "c"]
@@ -89,7 +89,7 @@ def test_hand_made_corpus_gives_the_known_negatives(tmp_path, strategy):
     os.umask(umask)
     assert (tmp_path / "out.jsonl").stat().st_mode & 0o777 == 0o666 & ~umask  # not mkstemp's 0600
     # the window: skipping the top candidate also leaves a out of the review
-    minerun.run(corpus, queries, qrels, replace(cfg, skip_top=1, num_negatives=3), tmp_path / "w.jsonl",
+    miner.run(corpus, queries, qrels, replace(cfg, skip_top=1, num_negatives=3), tmp_path / "w.jsonl",
                 quiet=True, ensemble=ens)
     assert json.loads((tmp_path / "w.jsonl").read_text())["negative_ids"] == ["b", "c", "d"]
     assert (tmp_path / "w.jsonl.review.jsonl").read_text() == ""
@@ -122,7 +122,7 @@ def test_property_no_positive_is_a_negative_and_every_rule_holds(tmp_path, seed)
                      n_clusters=pyrng.choice([None, 4]), chunk_size=7, seed=seed)
     kept = [q for q in qrels if any(g >= 1 for g in qrels[q].values())]
     ens = Ensemble([Member("m")], docs, [qs[0][[list(queries).index(q) for q in kept]]])
-    stats = minerun.run(corpus, queries, qrels, cfg, tmp_path / "o.jsonl", quiet=True, ensemble=ens)
+    stats = miner.run(corpus, queries, qrels, cfg, tmp_path / "o.jsonl", quiet=True, ensemble=ens)
     rows = [json.loads(x) for x in (tmp_path / "o.jsonl").read_text().splitlines()]
     assert len(rows) == len(kept) and stats["queries_skipped_without_positives"] == len(qrels) - len(kept)
     doc_ids = list(corpus)
@@ -154,7 +154,7 @@ def test_same_seed_same_file_other_seed_other_file(tmp_path):
     cfg = MineConfig(models="m", sampling="random", random_share=0.5, max_rank=50, chunk_size=4)
     outs = []
     for name, seed in (("a", 3), ("b", 3), ("c", 4)):
-        minerun.run(corpus, queries, qrels, replace(cfg, seed=seed), tmp_path / f"{name}.jsonl", quiet=True,
+        miner.run(corpus, queries, qrels, replace(cfg, seed=seed), tmp_path / f"{name}.jsonl", quiet=True,
                     ensemble=ens)
         outs.append((tmp_path / f"{name}.jsonl").read_bytes())
     assert outs[0] == outs[1]
@@ -166,9 +166,9 @@ def test_killed_run_resumes_to_the_same_file(tmp_path, monkeypatch):
     kept = [q for q in qrels if any(g >= 1 for g in qrels[q].values())]
     ens = Ensemble([Member("m")], docs, [qs[0][[list(queries).index(q) for q in kept]]])
     cfg = MineConfig(models="m", sampling="random", random_share=0.25, chunk_size=4, max_rank=40)
-    minerun.run(corpus, queries, qrels, cfg, tmp_path / "whole.jsonl", quiet=True, ensemble=ens)
+    miner.run(corpus, queries, qrels, cfg, tmp_path / "whole.jsonl", quiet=True, ensemble=ens)
 
-    real = minerun.select
+    real = miner.select
     calls = {"n": 0}
 
     def dies_in_third_chunk(*args, **kw):
@@ -177,15 +177,15 @@ def test_killed_run_resumes_to_the_same_file(tmp_path, monkeypatch):
             raise KeyboardInterrupt
         return real(*args, **kw)
 
-    monkeypatch.setattr(minerun, "select", dies_in_third_chunk)
+    monkeypatch.setattr(miner, "select", dies_in_third_chunk)
     with pytest.raises(KeyboardInterrupt):
-        minerun.run(corpus, queries, qrels, cfg, tmp_path / "cut.jsonl", quiet=True, ensemble=ens)
+        miner.run(corpus, queries, qrels, cfg, tmp_path / "cut.jsonl", quiet=True, ensemble=ens)
     assert not (tmp_path / "cut.jsonl").exists()
     assert json.loads((tmp_path / "cut.jsonl.progress.json").read_text())["chunks"] == 2
     with open(tmp_path / "cut.jsonl.part", "ab") as f:
         f.write(b'{"half a row')  # what a kill in the middle of a write leaves
-    monkeypatch.setattr(minerun, "select", real)
-    minerun.run(corpus, queries, qrels, cfg, tmp_path / "cut.jsonl", quiet=True, ensemble=ens)
+    monkeypatch.setattr(miner, "select", real)
+    miner.run(corpus, queries, qrels, cfg, tmp_path / "cut.jsonl", quiet=True, ensemble=ens)
     assert (tmp_path / "cut.jsonl").read_bytes() == (tmp_path / "whole.jsonl").read_bytes()
     assert ((tmp_path / "cut.jsonl.review.jsonl").read_bytes() ==
             (tmp_path / "whole.jsonl.review.jsonl").read_bytes())

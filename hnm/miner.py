@@ -15,7 +15,7 @@ While running, rows go to OUTPUT.part chunk by chunk, and OUTPUT.progress.json r
 written and a fingerprint of the configuration and data. A rerun with the same fingerprint cuts the .part files to
 the recorded length and goes on; any other rerun starts afresh. The files are renamed into place at the end.
 
-Not here: the rules for choosing negatives (mining.py).
+Not here: the rules for choosing negatives (negatives.py).
 """
 
 import hashlib
@@ -31,7 +31,7 @@ import numpy as np
 from hnm.data import Qrels, atomic_write, document_text
 from hnm.embed import EmbedConfig
 from hnm.ensemble import Ensemble, parse_members
-from hnm.mining import Candidates, MineConfig, draw_random, select
+from hnm.negatives import Candidates, MineConfig, draw_random, select
 from hnm.progress import Progress
 from hnm.svg import histograms
 

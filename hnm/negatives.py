@@ -21,7 +21,7 @@ scores), `bm25` (BM25's ranking), `dense` (the first model alone over the whole 
 Each query draws from its own generator, seeded by (seed, query position), so the output does not depend on how
 the queries are chunked or whether the run was interrupted. Queries go in chunks of `chunk_size`; after each chunk
 the rows are appended to `OUTPUT.part` and the progress is saved, so a killed run resumes where it stopped and
-produces the same file (minerun.py). Not here: the job itself, its statistics and chart (minerun.py); training.
+produces the same file (miner.py). Not here: the job itself, its statistics and chart (miner.py); training.
 """
 
 import math

@@ -1,78 +1,74 @@
-"""Two-stage retrieval and its evaluation: a first stage (BM25, one dense model, or the ensemble) retrieves the top k
-documents of each query, a cross-encoder re-ranks them, and the systems are measured and compared.
+"""Two-stage retrieval and its evaluation: a first stage (firststage.py) retrieves the top k documents of each
+query, a cross-encoder re-ranks them, the two scores are interpolated, and the systems are measured and compared.
 
-    run = first_stage(corpus, queries, EvalConfig(first_stage="bm25", top_k=100))
+    run = retrieve(corpus, queries, FirstStageConfig(kind="hybrid", top_k=100))
     reranked = rerank(CrossEncoder.from_checkpoint("runs/r1/best"), run, queries, corpus, top_k=100)
-    report = compare({"bm25": run, "reranked": reranked}, qrels)
+    final = interpolate(reranked, run, alpha=0.6)
+    report = compare({"hybrid": run, "reranked": final}, qrels)
+
+Interpolation, as the two-stage literature does (e.g. Nogueira & Cho 2019 and most TREC re-ranking runs): the final
+score of a candidate is alpha x z(re-ranker) + (1 - alpha) x z(first stage), each score standardised over the
+query's re-ranked candidates, so that neither scale decides. alpha 1 is pure re-ranking, alpha 0 the first stage.
+`choose_alpha` picks alpha on a tuning split (held-out training queries, never the test split) by nDCG@10 over a
+grid; `store_alpha` writes it into the checkpoint's config.json (key hnm.interpolation), where `rerank`, `evaluate`
+and `experiment` read it back.
 
 Metrics are those of metrics.py (trec_eval's definitions): MRR@10, P@1, P@10, nDCG@10, R@100. Two systems are
 compared per query on nDCG@10 and MRR@10 with the paired percentile bootstrap (95% interval of the mean
-difference) and the two-sided paired randomisation test, both seeded.
+difference) and the two-sided paired randomisation test, both seeded. Re-ranking replaces the first stage's scores
+of the top k by the cross-encoder's logits; documents past k are dropped from the re-ranked run.
 
-The dense first stage embeds with the first model of `models`; the ensemble with all of them, searching the
-concatenated ensemble vectors whose inner product is the weighted mean cosine (ensemble.py): exact top-k, no
-clusters. Re-ranking replaces the first stage's scores of the top k by the cross-encoder's logits; documents past
-k are dropped from the re-ranked run.
-
-Not here: training (train.py), the model (reranker.py), BM25 and embedding themselves (bm25.py, embed.py).
+Not here: first-stage retrieval (firststage.py), training (train.py), the model (reranker.py).
 """
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from hnm.data import Qrels, beir_file, document_text, read_corpus, read_queries
+from hnm.data import Qrels, atomic_write, beir_file, document_text, read_corpus, read_queries
+from hnm.firststage import KINDS, FirstStageConfig
 from hnm.metrics import Run, evaluate, paired_bootstrap, per_query, randomisation_test, rank_documents
 from hnm.progress import Progress
 from hnm.reranker import CrossEncoder
 
-FIRST_STAGES = ("bm25", "dense", "ensemble")
+FIRST_STAGES = KINDS
 REPORTED = ("mrr@10", "p@1", "p@10", "ndcg@10", "r@100")  # the table's columns
 COMPARED = ("ndcg@10", "mrr@10")  # the metrics the paired tests look at
+ALPHA_GRID = tuple(round(a, 2) for a in np.linspace(0.0, 1.0, 21))  # steps of 0.05
 
 
 @dataclass(frozen=True)
 class EvalConfig:
-    first_stage: str = "bm25"  # bm25, dense (the first of `models`) or ensemble (all of them)
+    first_stage: str = "bm25"  # bm25, dense (the first of `models`), ensemble (all of them) or hybrid
     top_k: int = 100  # documents retrieved per query, all of them re-ranked
     models: str = "all-MiniLM-L6-v2,all-mpnet-base-v2"  # NAME[:WEIGHT],... of weights.lock, for dense and ensemble
+    fusion: str = "zscore"  # of the hybrid first stage (firststage.py)
+    bm25_weight: float = 0.5  # of the hybrid first stage
+    embed_precision: str = "float32"  # of the first stage's encoders
     batch_size: int = 64  # pairs per cross-encoder forward pass
     precision: str = "float32"  # of the cross-encoder: float32 or bfloat16
+    alpha: Optional[float] = None  # interpolation weight of the re-ranker; None: the checkpoint's, else 1
     resamples: int = 10000  # of the bootstrap and the randomisation test
     seed: int = 0  # of the bootstrap and the randomisation test
 
     def __post_init__(self):
-        if self.first_stage not in FIRST_STAGES:
-            raise ValueError(f"first stage {self.first_stage!r} is not one of {', '.join(FIRST_STAGES)}")
+        self.retrieval()  # checks the first stage's fields
         if self.top_k < 1 or self.batch_size < 1 or self.resamples < 1:
             raise ValueError("top_k, batch_size and resamples must be at least 1")
+        if self.alpha is not None and not 0.0 <= self.alpha <= 1.0:
+            raise ValueError(f"alpha is a weight in [0, 1], not {self.alpha}")
+
+    def retrieval(self) -> FirstStageConfig:
+        return FirstStageConfig(kind=self.first_stage, top_k=self.top_k, models=self.models, fusion=self.fusion,
+                                bm25_weight=self.bm25_weight, precision=self.embed_precision)
 
 
 def read_collection(folder: Path) -> Tuple[Dict[str, dict], Dict[str, str]]:
     """(corpus, every query) of a BEIR folder, whatever the judgments."""
     return read_corpus(beir_file(folder, "corpus.jsonl")), read_queries(beir_file(folder, "queries.jsonl"))
-
-
-def first_stage(corpus: Dict[str, dict], queries: Dict[str, str], cfg: EvalConfig, quiet: bool = False) -> Run:
-    """The top_k documents of each query by BM25, one dense model, or the ensemble's weighted mean cosine."""
-    if cfg.first_stage == "bm25":
-        from hnm.bm25 import BM25Index
-        return BM25Index.from_corpus(corpus, quiet=quiet).run(queries, cfg.top_k)
-    from hnm.ensemble import Ensemble, parse_members
-    from hnm.search import topk
-    members = parse_members(cfg.models)
-    if cfg.first_stage == "dense":
-        members = members[:1]
-    if any(m.name == "bm25" for m in members):
-        raise ValueError("bm25 cannot join a first stage that searches vectors; use --first-stage bm25")
-    doc_ids = list(corpus)
-    ensemble = Ensemble.embed(members, [document_text(corpus[d]) for d in doc_ids], list(queries.values()),
-                              quiet=quiet)
-    scores, rows = topk(ensemble.queries, ensemble.docs, min(cfg.top_k, len(doc_ids)))  # (Q, k) each
-    return {qid: {doc_ids[r]: float(s) for r, s in zip(row_ids, row_scores)}
-            for qid, row_ids, row_scores in zip(queries, rows.tolist(), scores.tolist())}
 
 
 def rerank(model: CrossEncoder, run: Run, queries: Dict[str, str], corpus: Dict[str, dict], top_k: int,
@@ -102,6 +98,56 @@ def rerank(model: CrossEncoder, run: Run, queries: Dict[str, str], corpus: Dict[
                 out.setdefault(qid, {})[doc] = s
             bar.update(len(block))
     return out
+
+
+def _standardised(scores: Dict[str, float]) -> Dict[str, float]:
+    """{doc: score} -> {doc: (score - mean) / sd} over the given documents (all 0 when they score alike)."""
+    v = np.array(list(scores.values()), dtype=np.float64)
+    sd = v.std()
+    return {d: float((s - v.mean()) / sd) if sd > 0 else 0.0 for d, s in scores.items()}
+
+
+def interpolate(reranked: Run, first: Run, alpha: float) -> Run:
+    """alpha x z(re-ranker) + (1 - alpha) x z(first stage) for each query's re-ranked documents; alpha 1 returns
+    `reranked` itself. Example: re-ranker {a: 2, b: 0}, first stage {a: 0, b: 1}, alpha 0.5 -> {a: 0, b: 0}."""
+    if not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"alpha is a weight in [0, 1], not {alpha}")
+    if alpha == 1.0:
+        return reranked
+    out: Run = {}
+    for q, docs in reranked.items():
+        z_model = _standardised(docs)
+        z_first = _standardised({d: first[q][d] for d in docs})
+        out[q] = {d: alpha * z_model[d] + (1.0 - alpha) * z_first[d] for d in docs}
+    return out
+
+
+def choose_alpha(reranked: Run, first: Run, qrels: Qrels, grid: Sequence[float] = ALPHA_GRID,
+                 metric: str = "ndcg@10") -> Tuple[float, Dict[float, float]]:
+    """The alpha of `grid` with the best mean `metric` on these (tuning) queries, and the metric at every alpha.
+    A tie goes to the larger alpha (more of the re-ranker)."""
+    k = int(metric.split("@")[1])
+    curve = {a: evaluate(interpolate(reranked, first, a), qrels, ks=(k,), metrics=(metric.split("@")[0],))[metric]
+             for a in grid}
+    best = max(curve, key=lambda a: (round(curve[a], 12), a))
+    return best, curve
+
+
+def store_alpha(folder: Path, alpha: float, about: dict) -> None:
+    """Write alpha (and what it was tuned on: first stage, k, queries, the curve) into the checkpoint's config.json
+    as hnm.interpolation, atomically."""
+    path = Path(folder) / "config.json"
+    config = json.loads(path.read_text(encoding="utf-8"))
+    config["hnm"]["interpolation"] = {"alpha": alpha, **about}
+    with atomic_write(path) as f:
+        json.dump(config, f, indent=2)
+
+
+def stored_alpha(folder: Path) -> Optional[float]:
+    """The alpha that store_alpha wrote into the checkpoint, or None."""
+    config = json.loads((Path(folder) / "config.json").read_text(encoding="utf-8"))
+    found = config.get("hnm", {}).get("interpolation")
+    return None if found is None else float(found["alpha"])
 
 
 def metrics_of(run: Run, qrels: Qrels) -> Dict[str, float]:
