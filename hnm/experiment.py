@@ -90,6 +90,7 @@ class Budget:
     negatives: int = 7  # mined per query, and per training example (listwise: 1 + 7 documents)
     precision: str = "auto"  # of the encoders and the re-ranker: bfloat16 where the hardware has it (embed.py)
     corpus_docs: Optional[int] = None  # at most this many documents (every judged one kept, see cut_corpus); None: all
+    max_steps: Optional[int] = None  # optimiser steps per model, replacing epochs (tests); None: whole epochs
 
 
 BUDGETS = {
@@ -133,7 +134,8 @@ class ExperimentConfig:
     def train_config(self, seed: int) -> TrainConfig:
         b = self.budget
         return TrainConfig(loss=self.loss, negatives=1 if self.loss == "triplet" else b.negatives,
-                           batch_size=b.batch_size, epochs=b.epochs, max_length=b.max_length, lr=b.lr, seed=seed,
+                           batch_size=b.batch_size, epochs=b.epochs, max_steps=b.max_steps, max_length=b.max_length,
+                           lr=b.lr, seed=seed,
                            precision=b.precision, save_every=200)
 
 

@@ -6,7 +6,7 @@ Writes, beside OUTPUT:
 - OUTPUT              one row per query: {"query_id", "query", "positive_ids", "positives", "positive_scores",
                       "negative_ids", "negatives", "negative_scores", "negative_sources", "source"}
 - OUTPUT.review.jsonl the candidates above a ceiling, likely unlabelled positives: {"query_id", "doc_id", "score",
-                      "weakest_positive_score"}; never used as negatives
+                      "reference_positive_score"}; never used as negatives
 - OUTPUT.stats.json   the statistics that `table` prints; OUTPUT.scores.svg, the histograms of their scores
 - with fmt "triplets" or "ntuple", the flat layouts other trainers read: {"query", "positive", "negative"} per
   (query, positive, negative), or {"query", "positive", "negative_1", ..., "negative_n"} per (query, positive).
@@ -31,7 +31,7 @@ import numpy as np
 from hnm.data import Qrels, atomic_write, document_text
 from hnm.embed import EmbedConfig
 from hnm.ensemble import Ensemble, parse_members
-from hnm.negatives import Candidates, MineConfig, draw_random, select
+from hnm.negatives import Candidates, MineConfig, draw_random, reference_score, select
 from hnm.progress import Progress
 from hnm.svg import histograms
 
@@ -110,8 +110,8 @@ def run(corpus: Dict[str, dict], queries: Dict[str, str], qrels: Qrels, cfg: Min
             rows = list(range(chunk * cfg.chunk_size, min((chunk + 1) * cfg.chunk_size, len(qids))))
             for r, (ranked, scores, pos_scores) in zip(rows, candidates.ranked(rows, [positives[r] for r in rows])):
                 rng = np.random.default_rng([cfg.seed, r])
-                weakest = float(pos_scores.min()) if len(pos_scores) else float("nan")
-                sel = select(ranked, scores, weakest, cfg, rng, cfg.num_negatives - n_random)
+                reference = reference_score(pos_scores, cfg)
+                sel = select(ranked, scores, reference, cfg, rng, cfg.num_negatives - n_random)
                 if n_random:
                     banned = set(positives[r].tolist()) | set(sel.negatives) | {d for d, _ in sel.flagged}
                     banned |= set(np.flatnonzero(empty).tolist())
@@ -122,7 +122,7 @@ def run(corpus: Dict[str, dict], queries: Dict[str, str], qrels: Qrels, cfg: Min
                 out.write(_row(qids[r], query_texts[r], positives[r], pos_scores, sel, doc_ids, texts, cfg))
                 for d, s in sel.flagged:
                     review.write(json.dumps({"query_id": qids[r], "doc_id": doc_ids[d], "score": s,
-                                             "weakest_positive_score": weakest}).encode() + b"\n")
+                                             "reference_positive_score": reference}).encode() + b"\n")
             for f in (out, review):
                 f.flush()
                 os.fsync(f.fileno())

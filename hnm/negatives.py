@@ -7,8 +7,11 @@ The paper's method (arXiv 2411.02404, sections 3.2 to 3.4), with the safeguards 
    documents of its `n_probe` nearest clusters and of its positives' clusters;
 3. candidates ranked by ensemble similarity, positives and empty documents removed, then a rank window: skip the
    first `skip_top`, look no further than rank `max_rank`;
-4. a ceiling from the weakest positive (NV-Retriever's positive-aware rule, Moreira et al. 2024, arXiv
-   2407.15831): a candidate is kept only if its score is below `relative_ceiling` x that positive's score; an
+4. a ceiling from the positives' scores (NV-Retriever's positive-aware rule, Moreira et al. 2024, arXiv
+   2407.15831): a candidate is kept only if its score is below `relative_ceiling` x the reference positive's
+   score. NV-Retriever has one positive per query; with several (graded judgments such as Cranfield's, about seven
+   a query, some barely related) the reference is `ceiling_from`: the median positive by default, or the weakest
+   (the strictest: on Cranfield it left 42% of the queries short of negatives), or the strongest; an
    absolute `margin` below it and absolute `max_score` are optional ceilings too, `min_score` an optional floor.
    Candidates above a ceiling are likely unlabelled positives (the paper's "additional positives"): they go to a
    review file, never into the negatives;
@@ -35,6 +38,7 @@ from hnm.kmeans import KMeansConfig, kmeans
 from hnm.search import topk
 
 STRATEGIES = ("ensemble", "dense", "bm25", "random")
+REFERENCES = {"median": np.median, "weakest": np.min, "strongest": np.max}  # of the positives' scores
 
 
 @dataclass(frozen=True)
@@ -46,8 +50,9 @@ class MineConfig:
     n_probe: int = 2  # nearest clusters of the query searched, besides its positives' clusters
     skip_top: int = 0  # candidates skipped at the top of the ranking
     max_rank: int = 100  # candidates considered at most (ranks skip_top .. max_rank - 1)
-    relative_ceiling: Optional[float] = 0.95  # keep a candidate only if score < this x the weakest positive's
-    margin: Optional[float] = None  # ... and score < weakest positive's - margin
+    relative_ceiling: Optional[float] = 0.95  # keep a candidate only if score < this x the reference positive's
+    margin: Optional[float] = None  # ... and score < the reference positive's - margin
+    ceiling_from: str = "median"  # the reference positive of a query with several: median, weakest or strongest
     min_score: Optional[float] = None  # floor: candidates below it are not negatives (nor flagged)
     max_score: Optional[float] = None  # absolute ceiling: candidates above are flagged
     sampling: str = "top"  # top: the best-ranked eligible candidates; random: uniform among the eligible ones
@@ -62,6 +67,8 @@ class MineConfig:
     def __post_init__(self):
         if self.strategy not in STRATEGIES:
             raise ValueError(f"unknown strategy {self.strategy!r}; choose one of {', '.join(STRATEGIES)}")
+        if self.ceiling_from not in REFERENCES:
+            raise ValueError(f"ceiling_from must be one of {', '.join(REFERENCES)}, not {self.ceiling_from!r}")
         if self.sampling not in ("top", "random"):
             raise ValueError(f"sampling must be 'top' or 'random', not {self.sampling!r}")
         if not 0 <= self.skip_top < self.max_rank:
@@ -73,8 +80,14 @@ class MineConfig:
         parse_members(self.models)  # fails early on a malformed list
 
 
+def reference_score(positive_scores: np.ndarray, cfg: MineConfig) -> float:
+    """The positive score the ceiling is relative to: [0.9, 0.5, 0.03] -> median 0.5, weakest 0.03, strongest 0.9
+    (nan without scores)."""
+    return float(REFERENCES[cfg.ceiling_from](positive_scores)) if len(positive_scores) else float("nan")
+
+
 def ceiling(positive_score: float, cfg: MineConfig) -> float:
-    """The score a negative must stay below, given the weakest positive's score (+inf when no rule is set).
+    """The score a negative must stay below, given the reference positive's score (+inf when no rule is set).
 
     The relative rule reads `ratio x positive` for a positive score and keeps the same distance below a negative
     one: pos - (1 - ratio) |pos|. Example: ratio 0.95, positive 0.8 -> 0.76; with margin 0.1 too -> 0.7.

@@ -4,7 +4,7 @@
 
 Data. Each mined row (miner.py) gives examples (query, positive, n negatives): every positive with every group of
 n consecutive negatives. A share `eval_fraction` of the rows (whole queries, chosen by the seed) is held out.
-Rows without a positive, or with fewer than n negatives, are skipped and reported with their file and line.
+Rows without a positive or without a negative are skipped and reported with their file and line.
 
 A step takes `batch_size` examples per micro-batch, `grad_accum` micro-batches, on each of the W processes: G =
 batch_size x grad_accum x W examples. The order is a permutation per epoch from np.random.default_rng([seed,
@@ -141,9 +141,8 @@ def read_rows(path: Path, negatives: int, teacher: bool = False) -> Tuple[List[d
                 raise InputError(f"{path}:{line}: {len(row[ids])} {ids} but {len(row[texts])} {texts}")
         if not row["positives"]:
             skipped.append(f"{path}:{line}: query {row['query_id']!r} has no positive")
-        elif len(row["negatives"]) < negatives:
-            skipped.append(f"{path}:{line}: query {row['query_id']!r} has {len(row['negatives'])} negatives, "
-                           f"fewer than the {negatives} an example needs")
+        elif not row["negatives"]:
+            skipped.append(f"{path}:{line}: query {row['query_id']!r} has no negatives")
         elif teacher and not _has_scores(row):
             skipped.append(f"{path}:{line}: query {row['query_id']!r} lacks the scores distillation needs")
         else:
@@ -166,18 +165,21 @@ def split_rows(rows: List[dict], fraction: float, seed: int) -> Tuple[List[dict]
 
 def examples_of(rows: List[dict], negatives: int, teacher: bool = False) -> List[Example]:
     """Every positive of a row with every group of n consecutive negatives (a leftover group smaller than n unused);
-    with `teacher`, each carries the rows' scores of its positive and negatives.
+    a row with fewer than n negatives (a false-negative guard can leave one short) makes one group of its negatives
+    repeated in turn. With `teacher`, each example carries the rows' scores of its positive and negatives.
 
-    A row with positives [p1, p2] and negatives [a, b, c], n = 1 -> (p1, a), (p1, b), (p1, c), (p2, a), ...
+    A row with positives [p1, p2] and negatives [a, b, c], n = 1 -> (p1, a), (p1, b), (p1, c), (p2, a), ...;
+    negatives [a, b], n = 3 -> (p1, (a, b, a)), (p2, (a, b, a)).
     """
     out = []
     for row in rows:
-        starts = range(0, len(row["negatives"]) - negatives + 1, negatives)
+        m = len(row["negatives"])
+        groups = ([list(range(j, j + negatives)) for j in range(0, m - negatives + 1, negatives)] if m >= negatives
+                  else [[j % m for j in range(negatives)]])
         for i, p in enumerate(row["positives"]):
-            for j in starts:
-                scores = ((row["positive_scores"][i], *row["negative_scores"][j:j + negatives]) if teacher
-                          else None)
-                out.append(Example(row["query"], p, tuple(row["negatives"][j:j + negatives]), row["line"], scores))
+            for g in groups:
+                scores = ((row["positive_scores"][i], *(row["negative_scores"][j] for j in g)) if teacher else None)
+                out.append(Example(row["query"], p, tuple(row["negatives"][j] for j in g), row["line"], scores))
     return out
 
 

@@ -5,13 +5,15 @@ import json
 import shutil
 from dataclasses import replace
 
+import pytest
 import torch
 from safetensors.torch import save_file
 
 from conftest import require_model
 from hnm.data import bundled_cranfield, load_beir, write_jsonl
 from hnm.encoder import EncoderConfig, build_encoder
-from hnm.experiment import ARMS, Budget, ExperimentConfig, claim, report, run_experiment
+from hnm.experiment import ARMS, Budget, ExperimentConfig, claim, report, run_experiment, work_order
+from hnm.twostage import stored_alpha
 
 
 def tiny_model(home, tokenizer_json):
@@ -59,36 +61,50 @@ def test_small_experiment_runs_every_arm_and_reports(tmp_path, monkeypatch):
     monkeypatch.setenv("HNM_LOCK", str(tiny_model(tmp_path / "home", tokenizer_json)))
     data = tiny_cranfield(tmp_path / "cran")
     n_docs = len((data / "corpus.jsonl").read_text().splitlines())
-    budget = Budget("tiny", models="tiny", start="tiny", steps=3, batch_size=2, max_length=64, top_k=5,
-                    test_queries=None, train_queries=None, corpus_docs=n_docs - 5)
+    budget = Budget("tiny", models="tiny", start="tiny", epochs=1, batch_size=4, max_length=48, top_k=5,
+                    test_queries=None, train_queries=8, corpus_docs=n_docs - 5, seeds=(0, 1), negatives=4,
+                    precision="float32", max_steps=3)
     cfg = replace(ExperimentConfig(), budget=budget, resamples=200)
     out = tmp_path / "exp"
     results = run_experiment(data, out, cfg, quiet=True)
 
-    labels = {a.name for a in ARMS} | {"ensemble+ / MaxP", "ensemble+ passages / MaxP"}
+    arms = {a.name for a in ARMS} | {"ensemble+ passages / MaxP"}
+    labels = arms | {f"{n}, pure" for n in arms - {"first-stage"}}
     assert set(results["seeds_mean"]) == labels
     for name, m in results["seeds_mean"].items():
         assert 0.0 <= m["mrr@10"] <= 1.0 and 0.0 <= m["ndcg@10"] <= 1.0
         lo, hi = results["intervals"][name]["mrr@10"]
         assert lo <= m["mrr@10"] + 1e-9 and m["mrr@10"] <= hi + 1e-9
-    assert set(results["p_values"]["ensemble+"]) == {"mrr@10 vs random", "ndcg@10 vs random", "mrr@10 vs bm25",
-                                                     "ndcg@10 vs bm25", "mrr@10 vs dense", "ndcg@10 vs dense"}
+    # the claim's arms train every seed, the others one; the mean is over the seeds
+    assert set(results["per_seed"]["random"]) == {0, 1} and set(results["per_seed"]["dense"]) == {0}
+    per_seed = results["per_seed"]["ensemble+, pure"]
+    assert results["seeds_mean"]["ensemble+, pure"]["mrr@10"] == pytest.approx(
+        (per_seed[0]["mrr@10"] + per_seed[1]["mrr@10"]) / 2)
+    assert set(results["p_values"]["ensemble+"]) == {"mrr@10 vs first-stage", "ndcg@10 vs first-stage",
+                                                     "mrr@10 vs random", "ndcg@10 vs random"}
+    # alpha was tuned on each model's tuning queries and stored in its checkpoint
+    for name, alpha in results["alphas"].items():
+        assert 0.0 <= alpha <= 1.0
+        kept = out / "models" / name / "best"  # the best held-out checkpoint, or the last without one
+        assert stored_alpha(kept if kept.exists() else kept.with_name("last")) == alpha
+    assert set(results["alphas"]) == {f"{a}-s{s}" for a in ("ensemble+", "random", "ensemble", "bm25")
+                                      for s in (0, 1)} | {"dense-s0", "ensemble+ passages-s0"}
     assert sum(results["split_sizes"].values()) == results["queries"] == 6
     assert results["corpus"] == {"documents": n_docs - 5, "of": n_docs}  # 5 unjudged documents cut
-    assert f"corpus cut to {n_docs - 5:,} of {n_docs:,} documents" in (out / "report.md").read_text()
     text = (out / "report.md").read_text()
+    assert f"corpus cut to {n_docs - 5:,} of {n_docs:,} documents" in text
     assert text == report(json.loads((out / "results.json").read_text()))
     for label in labels:
         assert f"| {label} |" in text
     assert (out / "chart.svg").read_text().startswith("<svg")
-    m = {n: v["mrr@10"] for n, v in results["seeds_mean"].items()}
+    m = {n: v["mrr@10"] for n, v in results["seeds_mean"].items() if not n.endswith(", pure")}
     holds = m["ensemble"] > m["bm25"] > m["random"] and max(m, key=lambda n: (n != "first-stage", m[n])) == "ensemble+"
     assert results["claim"]["holds"] == holds
     assert ("The data show the claim." if holds else "The data do not show the claim.") in text
-    assert "| ensemble+ | " in text.split("Every metric:")[0]  # the headline table
+    assert "| ensemble+ | 2 | " in text.split("Every metric")[0]  # the headline table, two seeds
     for arm in ("random", "bm25", "dense", "ensemble", "ensemble+", "ensemble+ passages"):
         rows = [json.loads(x) for x in (out / "mined" / f"{arm}.jsonl").read_text().splitlines()]
-        assert len(rows) == 12 and all(r["negative_ids"] for r in rows)
+        assert len(rows) == 8 and all(r["negative_ids"] for r in rows)
         assert (out / "models" / f"{arm}-s0" / "done.json").exists()
 
     # a second run finds every stage done and only judges again
@@ -96,6 +112,13 @@ def test_small_experiment_runs_every_arm_and_reports(tmp_path, monkeypatch):
     again = run_experiment(data, out, cfg, quiet=True)
     assert json.loads((out / "stage_times.json").read_text()) == times
     assert again["seeds_mean"] == results["seeds_mean"]
+
+
+def test_work_goes_seed_by_seed():
+    order = [(a.name, s) for a, s in work_order(ARMS, (0, 1))]
+    assert order[:6] == [("ensemble+", 0), ("random", 0), ("ensemble", 0), ("bm25", 0), ("dense", 0),
+                         ("ensemble+ passages", 0)]
+    assert order[6:] == [("ensemble+", 1), ("random", 1), ("ensemble", 1), ("bm25", 1)]
 
 
 def test_claim_reads_the_papers_ordering():

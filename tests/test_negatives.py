@@ -15,7 +15,7 @@ from hnm import miner
 from hnm.data import load_beir
 from hnm.ensemble import Ensemble, Member, ensemble_vectors, fuse_rrf, fuse_zscore, parse_members
 from hnm.errors import InputError
-from hnm.negatives import MineConfig, ceiling
+from hnm.negatives import MineConfig, ceiling, reference_score
 
 
 def unit(x):
@@ -118,6 +118,7 @@ def test_property_no_positive_is_a_negative_and_every_rule_holds(tmp_path, seed)
                      skip_top=pyrng.randint(0, 3), max_rank=pyrng.randint(5, 60),
                      relative_ceiling=pyrng.choice([None, 0.9, 0.95]), margin=pyrng.choice([None, 0.05]),
                      min_score=pyrng.choice([None, -0.2]), sampling=pyrng.choice(["top", "random"]),
+                     ceiling_from=pyrng.choice(["median", "weakest", "strongest"]),
                      num_negatives=pyrng.randint(1, 6), random_share=pyrng.choice([0.0, 0.5]),
                      n_clusters=pyrng.choice([None, 4]), chunk_size=7, seed=seed)
     kept = [q for q in qrels if any(g >= 1 for g in qrels[q].values())]
@@ -133,14 +134,15 @@ def test_property_no_positive_is_a_negative_and_every_rule_holds(tmp_path, seed)
         assert len(set(row["negative_ids"])) == len(row["negative_ids"]) <= cfg.num_negatives
         assert all(corpus[d]["text"] for d in row["negative_ids"])  # empty documents never
         q = ens.query_vectors[0][kept.index(row["query_id"])]
-        weakest = min(row["positive_scores"]) if row["positive_scores"] else None
+        pos = row["positive_scores"]
+        reference = {"median": np.median, "weakest": min, "strongest": max}[cfg.ceiling_from](pos) if pos else None
         full = docs[0] @ q
         ranking = [doc_ids[i] for i in np.lexsort((np.arange(len(doc_ids)), -full))
                    if doc_ids[i] not in positives and corpus[doc_ids[i]]["text"]]
         for d, s, src in zip(row["negative_ids"], row["negative_scores"], row["negative_sources"]):
             if src == "random" or cfg.strategy in ("random",):
                 continue
-            assert s < ceiling(weakest, cfg) + 1e-9
+            assert s < ceiling(reference, cfg) + 1e-9
             if cfg.min_score is not None:
                 assert s >= cfg.min_score - 1e-9
             if cfg.strategy == "dense":
@@ -255,3 +257,13 @@ def test_passage_ensemble_scores_each_model_by_its_own_best_passage():
     np.testing.assert_allclose(ens.doc_vectors[0][0], mean0, rtol=1e-6)
     with pytest.raises(ValueError, match="grouped by document"):
         PassageEnsemble([Member("a", 1.0), Member("b", 1.0)], [pa, pb], [docs_a, np.array([0, 2, 1, 2])], [qa, qb])
+
+
+def test_reference_positive_of_several_by_hand():
+    scores = np.array([0.9, 0.5, 0.03])  # graded judgments: one barely related positive
+    assert reference_score(scores, MineConfig()) == 0.5  # the median, the default
+    assert reference_score(scores, MineConfig(ceiling_from="weakest")) == 0.03  # the strictest: most are flagged
+    assert reference_score(scores, MineConfig(ceiling_from="strongest")) == 0.9
+    assert np.isnan(reference_score(np.empty(0), MineConfig()))
+    with pytest.raises(ValueError, match="ceiling_from"):
+        MineConfig(ceiling_from="mean")

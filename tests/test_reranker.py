@@ -43,8 +43,8 @@ def test_transformers_scores_a_saved_checkpoint_as_hnm_does(tmp_path, model_type
     assert np.abs(ours - theirs).max() < 1e-5
 
 
-@pytest.mark.parametrize("model_type,head", [("bert", "pooler"), ("bert", "linear"), ("mpnet", "pooler"),
-                                             ("mpnet", "linear")])
+@pytest.mark.parametrize("model_type,head", [("bert", "pooler"), ("bert", "linear"), ("bert", "mean"),
+                                             ("mpnet", "pooler"), ("mpnet", "linear"), ("mpnet", "mean")])
 def test_save_and_load_round_trip_with_the_transformers_layout(tmp_path, model_type, head):
     model = tiny(model_type, head)
     model.save(tmp_path)
@@ -130,3 +130,13 @@ def test_bad_checkpoints_and_settings_are_clear_errors(tmp_path):
         model.set_max_length(500)
     with pytest.raises(ValueError, match="precision"):
         model.score(["q"], ["d"], precision="float16")
+
+
+def test_mean_head_scores_the_mean_of_the_pairs_token_states():
+    model = tiny("bert", "mean").eval()
+    b = model.tokenize(INTEROP["queries"][:3], INTEROP["documents"][:3])
+    with torch.no_grad():
+        hidden = model.bert(b.input_ids, b.attention_mask, b.token_type_ids)  # (B, T, H)
+        m = b.attention_mask.unsqueeze(-1).float()
+        by_hand = model.classifier((hidden * m).sum(1) / m.sum(1)).squeeze(-1)  # padding left out of the mean
+        assert torch.allclose(model(b.input_ids, b.attention_mask, b.token_type_ids), by_hand, atol=1e-6)

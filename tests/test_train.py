@@ -94,6 +94,7 @@ def test_examples_and_data_order():
     assert [(e.positive, e.negatives) for e in examples_of(rows, 1)] == [
         ("p1", ("a",)), ("p1", ("b",)), ("p1", ("c",)), ("p2", ("a",)), ("p2", ("b",)), ("p2", ("c",))]
     assert [e.negatives for e in examples_of(rows, 2)] == [("a", "b"), ("a", "b")]  # c is left over
+    assert [e.negatives for e in examples_of(rows, 5)] == [("a", "b", "c", "a", "b")] * 2  # too few: repeated
     assert epoch_order(10, 0, 1).tolist() == epoch_order(10, 0, 1).tolist() != epoch_order(10, 0, 2).tolist()
 
 
@@ -222,13 +223,11 @@ def test_rows_without_positive_or_negatives_are_named_by_line(tmp_path, capsys):
     rows, skipped = read_rows(path, 1)
     assert len(rows) == 10
     assert skipped == [f"{path}:2: query {bad_rows[1]['query_id']!r} has no positive",
-                       f"{path}:5: query {bad_rows[4]['query_id']!r} has 0 negatives, fewer than the 1 an example "
-                       f"needs"]
+                       f"{path}:5: query {bad_rows[4]['query_id']!r} has no negatives"]
     start = make_start(tmp_path / "start")
     summary = train(path, tmp_path / "run", str(start), replace(CFG, max_steps=1, eval_fraction=0.0))
     assert summary["skipped_rows"] == skipped and f"{path}:5:" in capsys.readouterr().out
-    _, skipped3 = read_rows(path, 3)  # examples of 3 negatives: rows with fewer are named too
-    assert any("fewer than the 3" in s for s in skipped3)
+    assert read_rows(path, 3) == (rows, skipped)  # a row short of 3 negatives is used, its group filled
 
     bad_rows[7]["negatives"] = "not a list"
     path.write_text("".join(json.dumps(r) + "\n" for r in bad_rows))

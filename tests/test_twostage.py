@@ -1,5 +1,5 @@
-"""Two-stage retrieval: the first stages, re-ranking a run, paired comparisons by hand, and the evaluate and rerank
-verbs end to end on a slice of SciFact with a tiny re-ranker."""
+"""Two-stage retrieval: the dense first stage, re-ranking a run, interpolation and alpha by hand, paired comparisons
+by hand, and the evaluate, rerank and tune verbs end to end on a slice of SciFact with a tiny re-ranker."""
 
 import json
 import subprocess
@@ -15,7 +15,8 @@ from hnm.embed import EmbedConfig, Embedder
 from hnm.encoder import EncoderConfig
 from hnm.metrics import rank_documents, read_trec_run
 from hnm.firststage import FirstStageConfig, retrieve
-from hnm.twostage import REPORTED, compare, read_collection, rerank
+from hnm.twostage import (REPORTED, choose_alpha, compare, interpolate, read_collection, rerank, store_alpha,
+                          stored_alpha)
 from hnm.reranker import CrossEncoder
 
 INTEROP = json.loads((FIXTURES / "reranker_interop.json").read_text())
@@ -125,3 +126,56 @@ def test_evaluate_and_rerank_verbs(small, tiny, tmp_path):
     assert all(len(docs) == 3 for docs in read_trec_run(out).values())
     done = run_cli("rerank", "--data", small, "--run", tmp_path / "none.trec", "--reranker", tiny, "--output", out)
     assert done.returncode == 2 and "none.trec: no such file" in done.stderr
+
+
+def test_interpolation_and_alpha_by_hand(tmp_path):
+    first = {"q1": {"a": 3.0, "b": 2.0, "c": 1.0}, "q2": {"d": 1.0, "e": 0.0}}
+    model = {"q1": {"a": 0.0, "b": 1.0, "c": 2.0}, "q2": {"d": 0.0, "e": 5.0}}  # the reverse of the first stage
+    assert interpolate(model, first, 1.0) is model  # pure re-ranking
+    half = interpolate(model, first, 0.5)
+    assert all(abs(v) < 1e-12 for docs in half.values() for v in docs.values())  # z-scores cancel exactly
+    z = 1.224744871391589  # sqrt(3/2): the z-score of 3 in (1, 2, 3)
+    assert interpolate(model, first, 0.25)["q1"]["a"] == pytest.approx(0.25 * -z + 0.75 * z)
+    assert interpolate(model, first, 0.0)["q2"] == {"d": 1.0, "e": -1.0}  # the first stage, standardised
+    qrels = {"q1": {"c": 1}, "q2": {"e": 1}}  # the re-ranker is right: the largest alpha that ranks them first wins
+    alpha, curve = choose_alpha(model, first, qrels, grid=(0.0, 0.25, 0.5, 0.75, 1.0))
+    assert curve[1.0] == 1.0 and curve[0.0] < 1.0 and alpha == 1.0
+    alpha, _ = choose_alpha(model, first, {"q1": {"a": 1}, "q2": {"d": 1}}, grid=(0.0, 0.5, 1.0))
+    assert alpha == 0.0  # the first stage is right
+    with pytest.raises(ValueError, match="alpha"):
+        interpolate(model, first, 1.5)
+
+    ckpt = tmp_path / "ckpt"
+    ckpt.mkdir()
+    (ckpt / "config.json").write_text(json.dumps({"hidden_size": 8, "hnm": {"head": "pooler", "max_length": 16}}))
+    assert stored_alpha(ckpt) is None
+    store_alpha(ckpt, 0.35, {"first_stage": "hybrid", "top_k": 20})
+    assert stored_alpha(ckpt) == 0.35
+    saved = json.loads((ckpt / "config.json").read_text())
+    assert saved["hidden_size"] == 8 and saved["hnm"]["interpolation"]["first_stage"] == "hybrid"
+
+
+def test_tune_verb_stores_alpha_and_rerank_uses_it(small, tiny, tmp_path):
+    import shutil
+    ckpt = tmp_path / "ckpt"
+    shutil.copytree(tiny, ckpt)
+    queries = tmp_path / "tuning.json"
+    queries.write_text(json.dumps(["nope", *list(json.loads(line)["_id"] for line in
+                                                  (small / "queries.jsonl").read_text().splitlines())[:6]]))
+    done = run_cli("tune", "--data", small, "--split", "test", "--reranker", ckpt, "--queries", queries, "--top-k",
+                   "5", "--quiet")
+    assert done.returncode == 0, done.stderr
+    assert "on 6 tuning queries, first stage bm25 top 5" in done.stdout  # an unjudged id is left out
+    alpha = stored_alpha(ckpt)
+    assert alpha is not None and f"alpha {alpha:g} " in done.stdout
+    bm25_run = tmp_path / "bm25.trec"
+    done = run_cli("bm25", "--data", small, "--split", "test", "--top-k", "5", "--output", bm25_run)
+    assert done.returncode == 0, done.stderr
+    done = run_cli("rerank", "--data", small, "--run", bm25_run, "--reranker", ckpt, "--output", tmp_path / "r.trec",
+                   "--quiet")
+    assert done.returncode == 0 and f"alpha {alpha:g} ->" in done.stdout
+    done = run_cli("rerank", "--data", small, "--run", bm25_run, "--reranker", ckpt, "--output", tmp_path / "r.trec",
+                   "--alpha", "1", "--quiet")
+    assert done.returncode == 0 and "alpha 1 ->" in done.stdout
+    done = run_cli("tune", "--data", small, "--split", "test", "--reranker", tiny, "--quiet")
+    assert done.returncode == 2 and "tuning_queries.json: no tuning queries" in done.stderr
