@@ -342,7 +342,7 @@ def _write_results(out: Path, data: Path, cfg: ExperimentConfig, corpus, corpus_
                     "first_stage": cfg.first_stage, "loss": cfg.loss,
                     "precision": resolve_precision(b.precision),
                     "corpus": {"documents": len(corpus), "of": corpus_size}, "stage_seconds": stages.times,
-                    "machine": _machine(), "wall_seconds_this_sitting": round(time.monotonic() - t0, 1)})
+                    "machine": machine_line(), "wall_seconds_this_sitting": round(time.monotonic() - t0, 1)})
     with atomic_write(out / "results.json") as f:
         json.dump(results, f, indent=1)
     with atomic_write(out / "report.md") as f:
@@ -430,7 +430,7 @@ def _rerank(folder: Path, first: Run, queries, corpus, top_k: int, mode: str, pa
                    "pairs_per_s": round(pairs / max(time.monotonic() - t0, 1e-9), 2), "precision": precision}, f)
 
 
-def _machine() -> str:
+def machine_line() -> str:
     """The CPU's model name where Linux gives it, its cores, the platform and torch's thread count."""
     import torch
     cpu = platform.processor() or platform.machine()

@@ -1,0 +1,169 @@
+"""The re-ranker's training recipe, one lever at a time, measured on a tuning split (never the test split).
+
+    python scripts/ablate_train.py --data ../shared/data/scifact --work /work/cache/ablation-scifact
+    python scripts/ablate_train.py --data ../shared/data/cranfield --train-split train_80 --work /work/cache/abl-cran
+
+The training queries of --train-split are mined once with the default ensemble (15 negatives, a quarter random;
+two more minings for the skip-top and random-share levers). Every variant trains from the same start with the same
+seed and holds out the same share of the queries (--tuning-share, whole queries, train.py's split); the first stage
+(--first-stage, default hybrid) retrieves the top k of those held-out queries, the variant re-ranks them, and the
+table gives nDCG@10 and MRR@10 of the re-ranker alone (alpha 1) and interpolated half and half with the first
+stage (alpha 0.5, fixed, so that nothing is chosen on the split being measured), with the training time.
+
+The base recipe is TrainConfig's defaults at --max-length tokens (128 by default, half the cost of 256; one lever is
+256) for --epochs; each lever changes one field. Every variant's result is cached under --work, so a killed run
+resumes; the table and JSON are rewritten after each one, in scripts/results/ablation_<data>.{md,json}.
+"""
+
+import argparse
+import json
+import sys
+import time
+from dataclasses import asdict, replace
+from pathlib import Path
+
+from hnm.data import atomic_write, load_beir
+from hnm.embed import EmbedConfig, resolve_precision
+from hnm.experiment import machine_line
+from hnm.firststage import FirstStageConfig, retrieve
+from hnm.metrics import evaluate, read_trec_run, write_trec_run
+from hnm.miner import run as mine
+from hnm.negatives import MineConfig
+from hnm.reranker import CrossEncoder
+from hnm.train import TrainConfig, train
+from hnm.twostage import interpolate, rerank
+
+HERE = Path(__file__).resolve().parent
+
+# name -> (changes to the training config, changes to the mining config, start model or None for --start)
+LEVERS = {
+    "base": ({}, {}, None),
+    "loss: triplet, 1 negative (the paper)": ({"loss": "triplet", "negatives": 1}, {}, None),
+    "loss: binary cross-entropy": ({"loss": "bce"}, {}, None),
+    "loss: softmax over 1 + 3": ({"negatives": 3}, {}, None),
+    "loss: softmax over 1 + 15": ({"negatives": 15}, {}, None),
+    "softmax + MarginMSE from the ensemble": ({"distill": 1.0}, {}, None),
+    "MarginMSE alone": ({"loss": "margin_mse"}, {}, None),
+    "epochs: 2": ({"epochs": 2}, {}, None),
+    "lr 3e-5": ({"lr": 3e-5}, {}, None),
+    "lr 1.5e-4": ({"lr": 1.5e-4}, {}, None),
+    "no warm-up": ({"warmup": 0.0}, {}, None),
+    "skip the top 5 ranks": ({}, {"skip_top": 5}, None),
+    "no random negatives": ({}, {"random_share": 0.0}, None),
+    "half random negatives": ({}, {"random_share": 0.5}, None),
+    "head: mean pooling": ({"head": "mean"}, {}, None),
+    "head: linear on CLS": ({"head": "linear"}, {}, None),
+    "max length 256": ({"max_length": 256}, {}, None),
+    "start: all-mpnet-base-v2": ({}, {}, "all-mpnet-base-v2"),
+}
+BASE_MINE = {"num_negatives": 15, "random_share": 0.25}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", type=Path, required=True)
+    p.add_argument("--train-split", default="train")
+    p.add_argument("--work", type=Path, required=True, help="caches: mined rows, models, runs (outside the repo)")
+    p.add_argument("--start", default="all-MiniLM-L6-v2")
+    p.add_argument("--first-stage", default="hybrid")
+    p.add_argument("--models", default=MineConfig.models, help="the ensemble: mining and the hybrid first stage")
+    p.add_argument("--top-k", type=int, default=20)
+    p.add_argument("--max-length", type=int, default=128)
+    p.add_argument("--epochs", type=int, default=1)
+    p.add_argument("--tuning-share", type=float, default=0.2)
+    p.add_argument("--precision", default="auto")
+    p.add_argument("--levers", nargs="*", help="names of LEVERS to run (default all, in order)")
+    p.add_argument("--train-queries", type=int, help="at most this many training queries (smoke runs)")
+    p.add_argument("--output", type=Path, help="JSON to write (default scripts/results/ablation_<data>.json)")
+    p.add_argument("--quiet", action="store_true")
+    args = p.parse_args()
+    precision = resolve_precision(args.precision)
+    args.work.mkdir(parents=True, exist_ok=True)
+    output = args.output or HERE / "results" / f"ablation_{args.data.resolve().name}.json"
+    corpus, queries, qrels = load_beir(args.data, args.train_split)
+    if args.train_queries:
+        qrels = dict(list(qrels.items())[:args.train_queries])
+    base = TrainConfig(max_length=args.max_length, epochs=args.epochs, eval_fraction=args.tuning_share,
+                       precision=precision, save_every=1000)
+    fcfg = FirstStageConfig(kind=args.first_stage, top_k=args.top_k, models=args.models, precision=precision)
+    first_path = args.work / "first-stage.trec"
+    if not first_path.exists():
+        write_trec_run(first_path, retrieve(corpus, {q: queries[q] for q in qrels}, fcfg, args.quiet), "first")
+    first = read_trec_run(first_path)
+
+    names = args.levers or list(LEVERS)
+    unknown = [n for n in names if n not in LEVERS]
+    if unknown:
+        sys.exit(f"unknown levers: {unknown}; known: {list(LEVERS)}")
+    results = {}
+    for name in names:
+        train_changes, mine_changes, start = LEVERS[name]
+        slug = "".join(c if c.isalnum() else "-" for c in name).strip("-")
+        done = args.work / "variants" / f"{slug}.json"
+        if not done.exists():
+            mcfg = MineConfig(**{**BASE_MINE, "models": args.models, **mine_changes})
+            rows = args.work / "mined" / (f"rows-{json.dumps(mine_changes, sort_keys=True)}.jsonl"
+                                          .replace(" ", "").replace('"', "").replace(":", "="))
+            rows.parent.mkdir(parents=True, exist_ok=True)
+            if not rows.exists():
+                mine(corpus, queries, qrels, mcfg, rows, EmbedConfig(precision=precision), quiet=args.quiet)
+            tcfg = replace(base, **train_changes)
+            folder = args.work / "models" / slug
+            t0 = time.monotonic()
+            summary = train(rows, folder, start or args.start, tcfg, resume=(folder / "last").exists(),
+                            quiet=args.quiet)
+            train_seconds = time.monotonic() - t0
+            tuning = [q for q in json.loads((folder / "tuning_queries.json").read_text()) if q in first]
+            model = CrossEncoder.from_checkpoint(folder / ("best" if (folder / "best").exists() else "last"))
+            picked = {q: first[q] for q in tuning}
+            t0 = time.monotonic()
+            pure = rerank(model, picked, queries, corpus, args.top_k, precision=precision, quiet=args.quiet)
+            rerank_seconds = time.monotonic() - t0
+            judged = {q: qrels[q] for q in tuning}
+            row = {"train": asdict(tcfg), "mine": asdict(mcfg), "start": start or args.start,
+                   "tuning_queries": len(tuning), "train_seconds": round(train_seconds, 1),
+                   "train_pairs_per_s": round(summary["pairs_per_s"], 2), "rerank_seconds": round(rerank_seconds, 1),
+                   "best_step": (summary["best"] or {}).get("step"), "steps": summary["steps"]}
+            for label, run in (("first stage", picked), ("pure", pure), ("alpha 0.5", interpolate(pure, picked, 0.5))):
+                m = evaluate(run, judged, ks=(10,), metrics=("ndcg", "mrr"))
+                row[label] = {"ndcg@10": m["ndcg@10"], "mrr@10": m["mrr@10"]}
+            done.parent.mkdir(parents=True, exist_ok=True)
+            with atomic_write(done) as f:
+                json.dump(row, f, indent=1)
+        results[name] = json.loads(done.read_text())
+        write_report(results, output, args)
+    print(table(results))
+
+
+def table(results: dict) -> str:
+    base = results.get("base")
+    lines = ["| variant | nDCG@10 pure | MRR@10 pure | nDCG@10 alpha 0.5 | MRR@10 alpha 0.5 | Δ nDCG@10 (0.5) vs base "
+             "| training min | pairs/s |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    if results:
+        f = next(iter(results.values()))["first stage"]
+        lines.append(f"| first stage alone | {f['ndcg@10']:.4f} | {f['mrr@10']:.4f} | – | – | – | – | – |")
+    for name, r in results.items():
+        delta = (f"{r['alpha 0.5']['ndcg@10'] - base['alpha 0.5']['ndcg@10']:+.4f}" if base and name != "base"
+                 else "–")
+        lines.append(f"| {name} | {r['pure']['ndcg@10']:.4f} | {r['pure']['mrr@10']:.4f} | "
+                     f"{r['alpha 0.5']['ndcg@10']:.4f} | {r['alpha 0.5']['mrr@10']:.4f} | {delta} | "
+                     f"{r['train_seconds'] / 60:.1f} | {r['train_pairs_per_s']:.1f} |")
+    return "\n".join(lines)
+
+
+def write_report(results: dict, output: Path, args) -> None:
+    payload = {"data": str(args.data), "train_split": args.train_split, "first_stage": args.first_stage,
+               "top_k": args.top_k, "max_length": args.max_length, "epochs": args.epochs,
+               "tuning_share": args.tuning_share, "machine": machine_line(), "variants": results}
+    with atomic_write(output) as f:
+        json.dump(payload, f, indent=1)
+    n = next(iter(results.values()))["tuning_queries"]
+    with atomic_write(output.with_suffix(".md")) as f:
+        f.write(f"# Training recipe ablation on {args.data.resolve().name} ({args.train_split}), tuning split of "
+                f"{n} held-out training queries\n\nFirst stage {args.first_stage}, top {args.top_k} re-ranked; base: "
+                f"TrainConfig defaults at {args.max_length} tokens, {args.epochs} epoch(s); machine: "
+                f"{payload['machine']}.\n\n{table(results)}\n")
+
+
+if __name__ == "__main__":
+    main()
