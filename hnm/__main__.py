@@ -96,7 +96,7 @@ def _cmd_bm25(args) -> int:
         config = BM25Config(**given, stopwords=not args.no_stopwords, stem=not args.no_stem)
     except ValueError as e:
         raise HnmError(str(e)) from None
-    corpus, queries, qrels = load_beir(args.data, args.split)
+    corpus, queries, qrels = load_beir(args.data, args.split, args.strict)
     run = BM25Index.from_corpus(corpus, config, quiet=args.quiet).run(queries, args.top_k)
     output = args.output or Path(f"bm25.{Path(args.data).resolve().name}.{args.split}.trec")
     write_trec_run(output, run, tag=f"hnm-bm25-{config.variant}")
@@ -120,13 +120,14 @@ def _cmd_mine(args) -> int:
     from hnm.miner import run, table
     data = args.data or bundled_cranfield()
     split = args.split or ("train_80" if args.data is None else "train")
-    corpus, queries, qrels = load_beir(data, split)
+    corpus, queries, qrels = load_beir(data, split, args.strict)
     fields = {f: getattr(args, f) for f in MineConfig.__dataclass_fields__ if getattr(args, f, None) is not None}
     cfg = MineConfig(**fields)
     stats = run(corpus, queries, qrels, cfg, args.output,
                 EmbedConfig(batch_size=args.batch_size, precision=args.precision, streams=args.streams), args.format,
                 args.quiet)
-    print(f"mined {data} ({split}) with strategy {cfg.strategy} -> {args.output}")
+    print(f"mined {data} ({split}) with strategy {cfg.strategy}, encoders in {stats['precision']}"
+          + (" (auto)" if args.precision == "auto" else "") + f" -> {args.output}")
     print(table(stats))
     print(f"wall time {stats['seconds']:.1f} s; review file, statistics and chart beside the output")
     return 0
@@ -226,7 +227,7 @@ def _cmd_evaluate(args) -> int:
         cfg = EvalConfig(**given)
     except ValueError as e:
         raise HnmError(str(e)) from None
-    corpus, queries, qrels = load_beir(args.data, args.split)
+    corpus, queries, qrels = load_beir(args.data, args.split, args.strict)
     first = retrieve(corpus, queries, cfg.retrieval(), args.quiet)
     systems = {cfg.first_stage: first}
     for ckpt in args.reranker:
@@ -351,6 +352,9 @@ def build_parser() -> argparse.ArgumentParser:
                                    "metrics against its judgments and write a TREC run file.")
     p.add_argument("--data", type=Path, required=True, help="BEIR folder: corpus.jsonl, queries.jsonl, qrels/")
     p.add_argument("--split", default="test", help="judgments to use, qrels/<split>.tsv (default test)")
+    p.add_argument("--strict", action="store_true",
+                   help="judgments naming a query or document that is not there are errors (default: counted, "
+                        "named on stderr, and the run goes on)")
     p.add_argument("--variant", choices=("robertson", "lucene", "atire", "bm25l", "bm25+"),
                    help="scoring variant (default lucene)")
     p.add_argument("--k1", type=float, help="term-frequency saturation (default 1.5)")
@@ -372,6 +376,9 @@ def build_parser() -> argparse.ArgumentParser:
                                    "SVG of the score histograms. A killed run resumes when rerun.")
     p.add_argument("--data", type=Path, help="a BEIR-layout folder (default: the bundled Cranfield collection)")
     p.add_argument("--split", help="the qrels split to mine (default: train_80 for the bundled data, else train)")
+    p.add_argument("--strict", action="store_true",
+                   help="judgments naming a query or document that is not there are errors (default: counted, "
+                        "named on stderr, and the run goes on)")
     p.add_argument("--output", type=Path, default=Path("mined.jsonl"), help="the rows file (default mined.jsonl)")
     p.add_argument("--format", choices=("jsonl", "triplets", "ntuple"), default="jsonl",
                    help="also export the flat triplet or n-tuple layout beside the rows file")
@@ -516,6 +523,9 @@ def build_parser() -> argparse.ArgumentParser:
                                    "and MRR@10), and write the TREC runs and evaluate.json.")
     p.add_argument("--data", type=Path, required=True, help="BEIR folder: corpus.jsonl, queries.jsonl, qrels/")
     p.add_argument("--split", default="test", help="judgments to use, qrels/<split>.tsv (default test)")
+    p.add_argument("--strict", action="store_true",
+                   help="judgments naming a query or document that is not there are errors (default: counted, "
+                        "named on stderr, and the run goes on)")
     p.add_argument("--first-stage", dest="first_stage", choices=FIRST_STAGES,
                    help=f"first-stage retrieval (default {e.first_stage})")
     p.add_argument("--top-k", dest="top_k", type=int, help=f"documents retrieved and re-ranked (default {e.top_k})")

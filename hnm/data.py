@@ -17,6 +17,7 @@ import contextlib
 import gzip
 import json
 import os
+import sys
 import tempfile
 from pathlib import Path
 from typing import Container, Dict, Iterator, List, Optional, Tuple
@@ -53,13 +54,15 @@ def atomic_write(path, mode: str = "w", encoding: str = "utf-8") -> Iterator:
 def read_jsonl(path, required: Tuple[str, ...] = ()) -> Iterator[Tuple[int, dict]]:
     """Yield (line number, record) for each non-blank line; a bad line raises InputError naming file and line.
 
+    UTF-8 with or without a byte-order mark, LF or CRLF line ends (as editors and spreadsheets write them).
+
     Every field in `required` must be present with a string value; "_id" may also be an integer (it becomes str).
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such file")
     opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rt", encoding="utf-8") as f:
+    with opener(path, "rt", encoding="utf-8-sig") as f:  # -sig: a leading byte-order mark is dropped
         lineno = 0
         while True:
             lineno += 1
@@ -110,34 +113,69 @@ def read_queries(path) -> Dict[str, str]:
     return queries
 
 
-def read_qrels(path, queries: Optional[Container[str]] = None, corpus: Optional[Container[str]] = None) -> Qrels:
+def text_lines(path: Path) -> Iterator[Tuple[int, str]]:
+    """(line number, text) of each line of a UTF-8 file, a leading byte-order mark dropped; a line that is not
+    valid UTF-8 raises InputError naming file and line."""
+    with open(path, "rb") as f:
+        for lineno, raw in enumerate(f, start=1):
+            if lineno == 1:
+                raw = raw.removeprefix(b"\xef\xbb\xbf")
+            try:
+                yield lineno, raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise InputError(f"{path}:{lineno}: not valid UTF-8 ({e.reason} at byte {e.start})") from None
+
+
+def read_qrels(path, queries: Optional[Container[str]] = None, corpus: Optional[Container[str]] = None,
+               strict: bool = False, quiet: bool = False) -> Qrels:
     """qrels/<split>.tsv -> {query id: {doc id: score}}; the header line is skipped if present.
 
-    Given the known query and document ids, a judgment naming another one is an error naming its line: it would
-    otherwise change every metric without a word.
+    Given the known query and document ids, a judgment naming another one goes on as trec_eval and BEIR go on: a
+    judgment of a query missing from the queries is dropped (it can be neither ranked nor mined), one of a document
+    missing from the corpus is kept (it cannot be retrieved, so it counts against recall; mining leaves it out).
+    Both are counted, and the first few named with file and line on stderr (`quiet` keeps it silent); `strict` makes
+    the first one an error instead. UTF-8 with or without a byte-order mark, LF or CRLF line ends.
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such file")
     qrels: Qrels = {}
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, start=1):
-            parts = line.rstrip("\n\r").split("\t")
-            if not line.strip() or (lineno == 1 and parts[0] in ("query-id", "query_id", "qid")):
-                continue
-            if len(parts) != 3:
-                raise InputError(f"{path}:{lineno}: expected 3 tab-separated fields "
-                                 f"(query-id, corpus-id, score), got {len(parts)}")
-            qid, did, score = parts
-            if queries is not None and qid not in queries:
-                raise InputError(f"{path}:{lineno}: field 'query-id' names {qid!r}, which is not among the queries")
-            if corpus is not None and did not in corpus:
-                raise InputError(f"{path}:{lineno}: field 'corpus-id' names {did!r}, which is not in the corpus")
-            try:
-                qrels.setdefault(qid, {})[did] = int(score)
-            except ValueError:
-                raise InputError(f"{path}:{lineno}: field 'score' is {score!r}, not an integer") from None
+    unknown = {"query": [], "document": []}  # "FILE:LINE: ..." of each
+    for lineno, line in text_lines(path):
+        parts = line.rstrip("\n\r").split("\t")
+        if not line.strip() or (lineno == 1 and parts[0] in ("query-id", "query_id", "qid")):
+            continue
+        if len(parts) != 3:
+            raise InputError(f"{path}:{lineno}: expected 3 tab-separated fields "
+                             f"(query-id, corpus-id, score), got {len(parts)}")
+        qid, did, score = parts
+        try:
+            grade = int(score)
+        except ValueError:
+            raise InputError(f"{path}:{lineno}: field 'score' is {score!r}, not an integer") from None
+        if queries is not None and qid not in queries:
+            unknown["query"].append(f"{path}:{lineno}: field 'query-id' names {qid!r}, which is not among the "
+                                    f"queries")
+            if strict:
+                raise InputError(unknown["query"][-1])
+            continue
+        if corpus is not None and did not in corpus:
+            unknown["document"].append(f"{path}:{lineno}: field 'corpus-id' names {did!r}, which is not in the "
+                                       f"corpus")
+            if strict:
+                raise InputError(unknown["document"][-1])
+        qrels.setdefault(qid, {})[did] = grade
+    if (unknown["query"] or unknown["document"]) and not quiet:
+        named = (unknown["query"] + unknown["document"])[:3]
+        print(f"warning: {path}: {len(unknown['query'])} judgments name unknown queries (dropped), "
+              f"{len(unknown['document'])} name documents missing from the corpus (kept: they count against recall)"
+              + "".join(f"\n  {n}" for n in named), file=sys.stderr)
     return qrels
+
+
+def unknown_documents(qrels: Qrels, corpus: Container[str]) -> int:
+    """How many judgments name a document that is not in the corpus."""
+    return sum(d not in corpus for docs in qrels.values() for d in docs)
 
 
 def beir_file(folder: Path, name: str) -> Path:
@@ -147,10 +185,11 @@ def beir_file(folder: Path, name: str) -> Path:
     return gz if not path.exists() and gz.exists() else path
 
 
-def load_beir(folder, split: str) -> Tuple[Dict[str, dict], Dict[str, str], Qrels]:
+def load_beir(folder, split: str, strict: bool = False) -> Tuple[Dict[str, dict], Dict[str, str], Qrels]:
     """Read a BEIR-layout folder: (corpus, queries judged in `split`, qrels of `split`).
 
-    Judgments that name an unknown query or document are an error naming the line (see read_qrels).
+    Judgments that name an unknown query or document are counted and named on stderr, or with `strict` an error
+    naming the line (see read_qrels).
     """
     folder = Path(folder)
     qrels_path = folder / "qrels" / f"{split}.tsv"
@@ -159,7 +198,7 @@ def load_beir(folder, split: str) -> Tuple[Dict[str, dict], Dict[str, str], Qrel
         raise FileNotFoundError(f"{qrels_path}: no such file; splits here: {', '.join(have) or 'none'}")
     corpus = read_corpus(beir_file(folder, "corpus.jsonl"))
     all_queries = read_queries(beir_file(folder, "queries.jsonl"))
-    qrels = read_qrels(qrels_path, all_queries, corpus)
+    qrels = read_qrels(qrels_path, all_queries, corpus, strict)
     queries = {qid: all_queries[qid] for qid in qrels}
     return corpus, queries, qrels
 

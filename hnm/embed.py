@@ -20,6 +20,7 @@ Not here: combining models (ensemble.py) and similarity search (search.py).
 
 import hashlib
 import json
+import sys
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -36,6 +37,7 @@ from hnm.tokenize import Batch, Tokenizer
 from hnm.weights import ModelSpec, fetch, home, load_safetensors_strict, model_spec
 
 PRECISIONS = ("float32", "bfloat16", "auto")
+LONG_RUN = 5000  # texts to encode from which a float32 run on a CPU with bfloat16 units is told what auto would save
 
 
 def native_bf16(device: torch.device = torch.device("cpu"), cpuinfo: Optional[str] = None) -> bool:
@@ -185,6 +187,10 @@ class Embedder:
             else:
                 todo.setdefault(key, []).append(i)
         missing = list(todo)
+        if len(missing) >= LONG_RUN and self.cfg.precision == "float32" and native_bf16() and not quiet:
+            print(f"note: this CPU computes bfloat16 natively; --precision auto (or bfloat16) would encode these "
+                  f"{len(missing):,} texts about 1.7x faster, at a cosine of about 0.9999 to float32",
+                  file=sys.stderr, flush=True)
         with Progress(len(missing), desc=f"embed {self.spec.name}", quiet=quiet or not missing) as bar:
             for start in range(0, len(missing), self.cfg.flush_every):
                 block = missing[start:start + self.cfg.flush_every]

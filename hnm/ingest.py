@@ -118,7 +118,7 @@ def expand_sources(args: Sequence[str]) -> List[Source]:
                 if not any(part.startswith(".") for part in rel.parts):
                     found.append((str(f), f"{path.resolve().name}/{rel.as_posix()}", str(path), f))
         elif path.is_file() and _is_url_list(path):
-            lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+            lines = path.read_text(encoding="utf-8-sig", errors="replace").splitlines()
             found += [_url_source(s) for s in (line.strip() for line in lines) if s and not s.startswith("#")]
         else:  # a document, or a path that does not exist: reading it will say so
             found.append((arg, path.name or arg, str(path.parent), path))
@@ -138,7 +138,7 @@ def _url_source(url: str) -> Tuple[str, str, str, None]:
 
 
 def _is_url_list(path: Path) -> bool:
-    with open(path, encoding="utf-8", errors="replace") as f:
+    with open(path, encoding="utf-8-sig", errors="replace") as f:  # -sig: a byte-order mark is not part of a URL
         for line in f:
             if line.strip() and not line.lstrip().startswith("#"):
                 return bool(_URL.match(line.strip()))

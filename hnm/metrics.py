@@ -233,6 +233,8 @@ def read_trec_run(path) -> Run:
     run: Run = {}
     with open(path, "rb") as f:
         for lineno, raw in enumerate(f, start=1):
+            if lineno == 1:
+                raw = raw.removeprefix(b"\xef\xbb\xbf")  # a byte-order mark; CRLF line ends split away below
             try:
                 fields = raw.decode("utf-8").split()
             except UnicodeDecodeError as e:

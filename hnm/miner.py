@@ -28,8 +28,8 @@ from typing import Dict, List, Optional
 
 import numpy as np
 
-from hnm.data import Qrels, atomic_write, document_text
-from hnm.embed import EmbedConfig
+from hnm.data import Qrels, atomic_write, document_text, unknown_documents
+from hnm.embed import EmbedConfig, resolve_precision
 from hnm.ensemble import Ensemble, parse_members
 from hnm.negatives import Candidates, MineConfig, draw_random, reference_score, select
 from hnm.progress import Progress
@@ -39,8 +39,8 @@ from hnm.svg import histograms
 def positives_of(qrels: Qrels, queries: Dict[str, str], row_of: Dict[str, int], min_grade: int):
     """-> (query ids with positives, their positive rows (arrays), query ids skipped for having none)."""
     kept, positives, skipped = [], [], []
-    for qid, judged in qrels.items():
-        pos = [row_of[d] for d, grade in judged.items() if grade >= min_grade]
+    for qid, judged in qrels.items():  # a judged document missing from the corpus cannot be a positive
+        pos = [row_of[d] for d, grade in judged.items() if grade >= min_grade and d in row_of]
         if pos and qid in queries:
             kept.append(qid)
             positives.append(np.array(pos, dtype=np.int64))
@@ -136,8 +136,10 @@ def run(corpus: Dict[str, dict], queries: Dict[str, str], qrels: Qrels, cfg: Min
     os.replace(review_part, _sidecar(output, ".review.jsonl"))
     progress_path.unlink()
     rows_iter = [json.loads(line) for line in output.read_text(encoding="utf-8").splitlines()]
-    stats = statistics(rows_iter, _sidecar(output, ".review.jsonl"), cfg, skipped, int(empty.sum()), candidates)
+    stats = statistics(rows_iter, _sidecar(output, ".review.jsonl"), cfg, skipped, int(empty.sum()), candidates,
+                       unknown_documents(qrels, row_of))
     stats["seconds"] = round(time.monotonic() - t0, 2)
+    stats["precision"] = resolve_precision(embed_cfg.precision)  # what "auto" chose on this machine
     with atomic_write(_sidecar(output, ".stats.json")) as f:
         json.dump(stats, f, indent=1)
     with atomic_write(_sidecar(output, ".scores.svg")) as f:
@@ -193,7 +195,7 @@ def _summary(values: List[float]) -> dict:
 
 
 def statistics(rows: List[dict], review: Path, cfg: MineConfig, skipped: List[str], n_empty: int,
-               candidates: Candidates) -> dict:
+               candidates: Candidates, unknown_docs: int = 0) -> dict:
     """Summarise the finished rows, read back from the output (so a resumed run reports the same as a whole one)."""
     flagged = sum(1 for line in review.read_text(encoding="utf-8").splitlines() if line.strip())
     stats = {"strategy": cfg.strategy, "config": asdict(cfg), "queries": len(rows),
@@ -201,6 +203,7 @@ def statistics(rows: List[dict], review: Path, cfg: MineConfig, skipped: List[st
              "queries_with_too_few_negatives": sum(len(r["negative_ids"]) < cfg.num_negatives for r in rows),
              "negatives": sum(len(r["negative_ids"]) for r in rows),
              "likely_false_negatives_flagged": flagged, "empty_documents_kept_out": n_empty,
+             "judgments_naming_documents_not_in_the_corpus": unknown_docs,
              "positive_scores": _summary([s for r in rows for s in r["positive_scores"]]),
              "negative_scores": _summary([s for r in rows for s in r["negative_scores"] if s is not None])}
     if candidates.clusters is not None:

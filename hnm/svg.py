@@ -18,8 +18,27 @@ W, H = 640, 360  # canvas
 L, R, T, B = 60, 20, 40, 50  # margins: left, right, top, bottom
 
 
-def _ticks(lo: float, hi: float, n: int = 5) -> np.ndarray:
-    return np.linspace(lo, hi, n)
+def nice_step(span: float, n: int = 6) -> float:
+    """The smallest step of 1, 2 or 5 times a power of ten that covers `span` in at most n - 1 steps.
+    span 0.89 -> 0.2 (0.178 rounded up); span 86 -> 20; span 4 -> 1."""
+    raw = max(span, 1e-12) / (n - 1)
+    power = 10.0 ** np.floor(np.log10(raw))
+    return float(next(m * power for m in (1, 2, 5, 10) if m * power >= raw * (1 - 1e-9)))
+
+
+def nice_ticks(lo: float, hi: float, n: int = 6) -> np.ndarray:
+    """Ticks at round steps (nice_step) from the last multiple at or below lo to the first at or above hi.
+    0.03, 0.92 -> 0, 0.2, 0.4, 0.6, 0.8, 1 (the first tick may lie below lo, the last above hi)."""
+    step = nice_step(hi - lo, n)
+    first, last = np.floor(lo / step + 1e-9), np.ceil(hi / step - 1e-9)
+    return np.round(np.arange(first, last + 1) * step, 12)
+
+
+def _label(v: float, ticks: np.ndarray) -> str:
+    """A tick's text with as many decimals as its step needs: 0.2 -> '0.2', 20 -> '20'."""
+    step = ticks[1] - ticks[0] if len(ticks) > 1 else 1.0
+    decimals = max(0, int(-np.floor(np.log10(step) + 1e-9)))
+    return f"{v:.{decimals}f}"
 
 
 def histograms(series: Dict[str, Sequence[float]], title: str, xlabel: str, bins: int = 40) -> str:
@@ -31,7 +50,11 @@ def histograms(series: Dict[str, Sequence[float]], title: str, xlabel: str, bins
         lo, hi = lo - 0.5, hi + 0.5
     edges = np.linspace(lo, hi, bins + 1)
     counts = {k: np.histogram(v, edges)[0] for k, v in data.items()}
-    top = max(1, max(int(c.max()) for c in counts.values()))
+    x_ticks = nice_ticks(lo, hi)
+    lo, hi = float(x_ticks[0]), float(x_ticks[-1])  # the axis spans whole steps; the bins keep the data's range
+    y_ticks = nice_ticks(0, max(1, max(int(c.max()) for c in counts.values())))
+    y_ticks = y_ticks[y_ticks == np.round(y_ticks)] if y_ticks[-1] >= 4 else y_ticks  # whole counts
+    top = float(y_ticks[-1])
     pw, ph = W - L - R, H - T - B
 
     def x(v: float) -> float:
@@ -51,11 +74,11 @@ def histograms(series: Dict[str, Sequence[float]], title: str, xlabel: str, bins
                            f'height="{T + ph - y(n):.1f}" fill="{colour}" fill-opacity="0.55"/>')
     out.append(f'<line x1="{L}" y1="{T + ph}" x2="{L + pw}" y2="{T + ph}" stroke="black"/>')
     out.append(f'<line x1="{L}" y1="{T}" x2="{L}" y2="{T + ph}" stroke="black"/>')
-    for v in _ticks(lo, hi):
+    for v in x_ticks:
         out.append(f'<line x1="{x(v):.1f}" y1="{T + ph}" x2="{x(v):.1f}" y2="{T + ph + 5}" stroke="black"/>')
-        out.append(f'<text x="{x(v):.1f}" y="{T + ph + 18}" text-anchor="middle">{v:.2f}</text>')
-    for c in _ticks(0, top):
-        out.append(f'<text x="{L - 6}" y="{y(c) + 4:.1f}" text-anchor="end">{c:.0f}</text>')
+        out.append(f'<text x="{x(v):.1f}" y="{T + ph + 18}" text-anchor="middle">{_label(v, x_ticks)}</text>')
+    for c in y_ticks:
+        out.append(f'<text x="{L - 6}" y="{y(c) + 4:.1f}" text-anchor="end">{_label(c, y_ticks)}</text>')
     out.append(f'<text x="{L + pw / 2}" y="{H - 10}" text-anchor="middle">{escape(xlabel)}</text>')
     out.append(f'<text x="16" y="{T + ph / 2}" text-anchor="middle" transform="rotate(-90 16 {T + ph / 2})">count</text>')
     for i, ((name, v), colour) in enumerate(zip(data.items(), COLOURS)):
@@ -69,7 +92,8 @@ def histograms(series: Dict[str, Sequence[float]], title: str, xlabel: str, bins
 def bars(values: Dict[str, float], low: Dict[str, float], high: Dict[str, float], title: str, ylabel: str) -> str:
     """One SVG document: a bar per name with its confidence interval drawn as a whisker from low to high."""
     names = list(values)
-    top = max([high.get(n, values[n]) for n in names] + [1e-9])
+    ticks = nice_ticks(0.0, max([high.get(n, values[n]) for n in names] + [1e-9]))
+    top = float(ticks[-1])
     pw, ph = W - L - R, H - T - B
     slot = pw / max(1, len(names))
     slanted = max(len(n) for n in names) * 7 > slot  # names wider than their slot are written at a slant below
@@ -84,8 +108,8 @@ def bars(values: Dict[str, float], low: Dict[str, float], high: Dict[str, float]
            f'<text x="{W / 2}" y="22" text-anchor="middle" font-size="15">{escape(title)}</text>',
            f'<line x1="{L}" y1="{T + ph}" x2="{L + pw}" y2="{T + ph}" stroke="black"/>',
            f'<line x1="{L}" y1="{T}" x2="{L}" y2="{T + ph}" stroke="black"/>']
-    for v in _ticks(0, top):
-        out.append(f'<text x="{L - 6}" y="{y(v) + 4:.1f}" text-anchor="end">{v:.2f}</text>')
+    for v in ticks:
+        out.append(f'<text x="{L - 6}" y="{y(v) + 4:.1f}" text-anchor="end">{_label(v, ticks)}</text>')
     for i, name in enumerate(names):
         cx = L + slot * (i + 0.5)
         out.append(f'<rect x="{cx - slot * 0.3:.1f}" y="{y(values[name]):.1f}" width="{slot * 0.6:.1f}" '

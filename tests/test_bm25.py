@@ -141,6 +141,7 @@ def test_save_load_round_trip(tmp_path):
         BM25Index.load(tmp_path / "nothing")
 
 
+@pytest.mark.shared  # needs ../shared/data: run by .ci/run's second step
 def test_scifact_quality_with_defaults():
     corpus, queries, qrels = load_beir(_scifact(), "test")
     run = BM25Index.from_corpus(corpus, quiet=True).run(queries, k=100)

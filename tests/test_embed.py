@@ -182,3 +182,16 @@ def test_unreadable_input_line_names_file_and_line(tmp_path):
     assert f"{corpus}:2: not valid JSON" in run_cli("embed", "--model", NAME, "--input", str(corpus),
                                                     "--output", str(tmp_path / "v.npy")).stderr
     assert not (tmp_path / "v.npy").exists()
+
+
+def test_auto_precision_follows_the_hardware():
+    import torch
+    from hnm.embed import native_bf16, resolve_precision
+    avx512 = "processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f avx512_bf16\n"
+    amx = "flags\t\t: avx2 amx_bf16 amx_tile\n"
+    avx2 = "flags\t\t: fpu sse2 avx2 fma\nbugs\t\t: avx512_bf16_is_not_a_flag\n"  # only the flags line counts
+    assert native_bf16(cpuinfo=avx512) and native_bf16(cpuinfo=amx) and not native_bf16(cpuinfo=avx2)
+    assert resolve_precision("auto", cpuinfo=avx512) == "bfloat16"
+    assert resolve_precision("auto", cpuinfo=avx2) == "float32"
+    assert resolve_precision("float32", cpuinfo=avx512) == "float32"  # only auto follows the hardware
+    assert resolve_precision("auto", torch.device("cpu"), cpuinfo="") == "float32"  # nothing known: float32

@@ -12,7 +12,8 @@ import pytest
 
 from conftest import REPO
 from hnm import miner
-from hnm.data import load_beir
+from hnm.data import load_beir, read_jsonl
+from hnm.metrics import read_trec_run, write_trec_run
 from hnm.ensemble import Ensemble, Member, ensemble_vectors, fuse_rrf, fuse_zscore, parse_members
 from hnm.errors import InputError
 from hnm.negatives import MineConfig, ceiling, reference_score
@@ -207,13 +208,47 @@ def beir(folder, qrels_lines):
     return folder
 
 
-def test_unknown_ids_in_judgments_name_the_line(tmp_path):
-    beir(tmp_path / "a", ["1\td1\t1\n", "1\td9\t1\n"])
+def test_unknown_ids_in_judgments_are_counted_and_named_or_refused_when_strict(tmp_path, capsys):
+    beir(tmp_path / "a", ["1\td1\t1\n", "1\td9\t1\n", "7\td1\t1\n", "2\td3\t1\n"])
+    corpus, queries, qrels = load_beir(tmp_path / "a", "train")
+    err = capsys.readouterr().err
+    assert "1 judgments name unknown queries (dropped), 1 name documents missing from the corpus" in err
+    assert "train.tsv:4: field 'query-id' names '7'" in err and "train.tsv:3: field 'corpus-id' names 'd9'" in err
+    assert qrels == {"1": {"d1": 1, "d9": 1}, "2": {"d3": 1}}  # d9 counts against recall, as in trec_eval
+    stats = miner.run(corpus, queries, qrels, MineConfig(strategy="random", num_negatives=1), tmp_path / "m.jsonl",
+                      quiet=True)
+    rows = [json.loads(x) for x in (tmp_path / "m.jsonl").read_text().splitlines()]
+    assert rows[0]["positive_ids"] == ["d1"]  # mining leaves the missing document out
+    assert stats["judgments_naming_documents_not_in_the_corpus"] == 1
     with pytest.raises(InputError, match=r"train.tsv:3: field 'corpus-id' names 'd9', which is not in the corpus"):
-        load_beir(tmp_path / "a", "train")
+        load_beir(tmp_path / "a", "train", strict=True)
     beir(tmp_path / "b", ["7\td1\t1\n"])
     with pytest.raises(InputError, match=r"train.tsv:2: field 'query-id' names '7', which is not among the queries"):
-        load_beir(tmp_path / "b", "train")
+        load_beir(tmp_path / "b", "train", strict=True)
+    done = run_cli("mine", "--data", str(tmp_path / "a"), "--strategy", "random", "--strict", "--output",
+                   str(tmp_path / "s.jsonl"), "--quiet")
+    assert done.returncode == 2 and "train.tsv:3: field 'corpus-id'" in done.stderr
+
+
+def test_files_with_a_byte_order_mark_and_crlf_line_ends_read_as_plain_ones(tmp_path):
+    plain = beir(tmp_path / "plain", ["1\td1\t1\n", "2\td3\t1\n"])
+    windows = tmp_path / "windows"
+    (windows / "qrels").mkdir(parents=True)
+    for name in ("corpus.jsonl", "queries.jsonl", "qrels/train.tsv"):
+        text = (plain / name).read_text()
+        (windows / name).write_bytes(b"\xef\xbb\xbf" + text.replace("\n", "\r\n").encode())
+    assert load_beir(windows, "train") == load_beir(plain, "train")
+    run = tmp_path / "run.trec"
+    write_trec_run(run, {"1": {"d1": 2.0, "d3": 1.0}}, "t")
+    crlf = tmp_path / "crlf.trec"
+    crlf.write_bytes(b"\xef\xbb\xbf" + run.read_bytes().replace(b"\n", b"\r\n"))
+    assert read_trec_run(crlf) == read_trec_run(run)
+    rows = tmp_path / "rows.jsonl"
+    rows.write_bytes(b"\xef\xbb\xbf" + b'{"query_id": "1", "query": "q"}\r\n')
+    assert [r for _, r in read_jsonl(rows)] == [{"query_id": "1", "query": "q"}]  # mined rows: the same reader
+    (windows / "qrels" / "bad.tsv").write_bytes(b"query-id\tcorpus-id\tscore\n1\td\xff1\t1\n")
+    with pytest.raises(InputError, match=r"bad.tsv:2: not valid UTF-8"):
+        load_beir(windows, "bad")
 
 
 def run_cli(*args):

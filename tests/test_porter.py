@@ -75,6 +75,7 @@ def test_every_scifact_word_stems_as_the_reference_does():
                       f"(word, ours, reference) e.g. {wrong[:10]}"
 
 
+@pytest.mark.shared  # needs ../shared/data: run by .ci/run's second step
 def test_fixture_holds_the_analysers_scifact_vocabulary():
     # the fixture is only a full check if it still holds every word the analyser makes of SciFact
     if not SCIFACT.is_dir():

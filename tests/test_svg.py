@@ -2,7 +2,9 @@
 
 import xml.etree.ElementTree as ET
 
-from hnm.svg import bars, histograms
+import numpy as np
+
+from hnm.svg import bars, histograms, nice_step, nice_ticks
 
 NS = "{http://www.w3.org/2000/svg}"
 
@@ -36,3 +38,18 @@ def test_bars_slant_names_wider_than_their_slot():
     assert len(labels) == 8 and all("rotate(-30" in t.get("transform", "") for t in labels)
     short = ET.fromstring(bars({"a": 0.5, "b": 0.6}, {}, {}, "MRR", "MRR@10"))
     assert short.get("height") == "360"
+
+
+def test_ticks_fall_on_round_steps():
+    # the axes: ticks at 0.03 ... 0.92 and counts at 22, 43, 64, 86 become round steps
+    assert nice_step(0.89) == 0.2 and nice_step(86) == 20 and nice_step(4) == 1 and nice_step(0.07) == 0.02
+    assert np.allclose(nice_ticks(0.03, 0.92), [0.0, 0.2, 0.4, 0.6, 0.8, 1.0])
+    assert np.allclose(nice_ticks(0, 86), [0, 20, 40, 60, 80, 100])
+    root = ET.fromstring(histograms({"a": [0.03, 0.5, 0.92] * 29}, "t", "score"))
+    labels = [t.text for t in root.iter(NS + "text")]
+    assert {"0.0", "0.2", "1.0"} <= set(labels) and "0.03" not in labels and "0.92" not in labels
+    for text in labels:  # every number on either axis is a multiple of 1, 2 or 5 times a power of ten
+        if text.replace(".", "").isdigit():
+            v = float(text)
+            assert v == 0 or any(np.isclose(v / (m * 10.0 ** e), round(v / (m * 10.0 ** e)))
+                                 for m in (1, 2, 5) for e in range(-3, 4))

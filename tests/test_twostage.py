@@ -1,5 +1,6 @@
 """Two-stage retrieval: the dense first stage, re-ranking a run, interpolation and alpha by hand, paired comparisons
-by hand, and the evaluate, rerank and tune verbs end to end on a slice of SciFact with a tiny re-ranker."""
+by hand, and the evaluate, rerank and tune verbs end to end on a slice of the bundled Cranfield with a tiny
+re-ranker."""
 
 import json
 import subprocess
@@ -9,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import FIXTURES, REPO, require_data, require_model
-from hnm.data import load_beir
+from conftest import FIXTURES, REPO, require_model
+from hnm.data import bundled_cranfield, document_text, load_beir
 from hnm.embed import EmbedConfig, Embedder
 from hnm.encoder import EncoderConfig
 from hnm.metrics import rank_documents, read_trec_run
@@ -27,8 +28,8 @@ pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py: tiny models r
 
 @pytest.fixture(scope="module")
 def small(tmp_path_factory) -> Path:
-    """A BEIR folder: 8 SciFact test queries, their relevant documents and 60 others (seeded)."""
-    corpus, queries, qrels = load_beir(require_data("scifact"), "test")
+    """A BEIR folder: 8 test queries of the bundled Cranfield, their judged documents and 60 others (seeded)."""
+    corpus, queries, qrels = load_beir(bundled_cranfield(), "test_20")
     qids = list(qrels)[:8]
     relevant = sorted({d for q in qids for d in qrels[q]})
     others = np.random.default_rng(0).choice(sorted(set(corpus) - set(relevant)), 60, replace=False).tolist()
@@ -58,7 +59,7 @@ def test_dense_first_stage_ranks_by_cosine(small):
     run = retrieve(corpus, queries, FirstStageConfig(kind="dense", top_k=5, models="all-MiniLM-L6-v2"),
                       quiet=True)
     emb = Embedder.load("all-MiniLM-L6-v2", EmbedConfig(cache=False), quiet=True)
-    docs = emb.encode([f"{d['title']} {d['text']}" for d in corpus.values()], quiet=True)
+    docs = emb.encode([document_text(d) for d in corpus.values()], quiet=True)
     cos = emb.encode(list(queries.values()), kind="query", quiet=True) @ docs.T  # (Q, N)
     ids = list(corpus)
     for row, (qid, got) in zip(cos, run.items()):
@@ -78,7 +79,7 @@ def test_rerank_scores_the_top_k_with_the_cross_encoder(small, tiny):
     for qid, docs in new.items():
         top = [d for d, _ in rank_documents(run[qid], 4)]
         assert sorted(docs) == sorted(top)
-        expected = model.score([queries[qid]] * 4, [f"{corpus[d]['title']} {corpus[d]['text']}" for d in top])
+        expected = model.score([queries[qid]] * 4, [document_text(corpus[d]) for d in top])
         assert np.allclose([docs[d] for d in top], expected, atol=1e-5)  # other batches pad differently
     with pytest.raises(ValueError, match="no text"):
         rerank(model, {"nope": {}}, queries, corpus, 4)
