@@ -140,7 +140,8 @@ def _cmd_ingest(args) -> int:
         fetch = FetchConfig(connect_timeout=min(args.timeout, FetchConfig.connect_timeout), read_timeout=args.timeout,
                             retries=args.retries, max_bytes=args.max_bytes, delay=args.delay)
         config = IngestConfig(fetch=fetch, chunk=ChunkConfig(args.chunk, args.max_tokens, args.stride),
-                              near_dup_threshold=args.near_dup_threshold, retry_failed=args.retry_failed)
+                              near_dup_threshold=args.near_dup_threshold, retry_failed=args.retry_failed,
+                              min_chars=args.min_chars, keep_aggregates=args.keep_aggregates)
     except ValueError as e:
         raise HnmError(str(e)) from None
     tokenizer = load_tokenizer(args.model) if args.chunk != "none" else None
@@ -151,6 +152,14 @@ def _cmd_ingest(args) -> int:
           f"(Jaccard >= {config.near_dup_threshold} of {config.shingle}-word shingles)")
     for dropped, kept, *jac in r.exact + r.near:
         print(f"  {dropped}  repeats  {kept}" + (f"  ({jac[0]:.3f})" if jac else ""))
+    if r.other_files:
+        print(f"files of other types skipped: " + ", ".join(f"{n} {suffix}" for suffix, n in r.other_files.items()))
+    print(f"dropped: {len(r.redirects)} redirect stubs, {len(r.short)} pages under {config.min_chars} characters, "
+          f"{len(r.aggregates)} aggregate pages" + ("" if not config.keep_aggregates else " (kept: --keep-aggregates)"))
+    for page, n in r.aggregates:
+        print(f"  {page}  holds {n} other pages (a print-all page?)")
+    for page, holder, c in r.contained:
+        print(f"  {page}  is {c:.0%} contained in  {holder}")
     print(f"boilerplate lines removed: {sum(map(len, r.boilerplate.values()))}")
     for site, lines in r.boilerplate.items():
         print(f"  {site}: " + "; ".join(repr(line[:60]) for line in lines))
@@ -444,6 +453,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"Jaccard similarity of 5-word shingle sets from which a page is a near duplicate "
                         f"(default {IngestConfig.near_dup_threshold})")
     p.add_argument("--retry-failed", action="store_true", help="on a rerun, try the sources that failed again")
+    p.add_argument("--min-chars", dest="min_chars", type=int, default=IngestConfig.min_chars,
+                   help=f"pages with less text are dropped (default {IngestConfig.min_chars})")
+    p.add_argument("--keep-aggregates", dest="keep_aggregates", action="store_true",
+                   help=f"keep pages that hold {IngestConfig.aggregate_pages} or more other pages (a site's "
+                        f"print-all page); by default they are dropped and listed")
     _quiet(p)
     p.set_defaults(func=_cmd_ingest)
     from hnm.train import TrainConfig

@@ -4,7 +4,8 @@ The paper's pipeline starts from enterprise documents, mostly web pages, that mu
 is embedded. `ingest(sources, output)` does that in three steps:
 
 1. Sources. Each argument is a URL; a folder (walked, sorted; files whose names start with "." skipped; .html/.htm,
-   .txt and .md are read, anything else is reported); or a file: a list of URLs when its first line that is neither
+   .txt and .md are read, files of other types, a site's stylesheets, scripts and images, are skipped and counted
+   by suffix); or a file: a list of URLs when its first line that is neither
    blank nor a # comment starts with http:// or https://, otherwise a document.
 2. Fetching and cleaning, one source at a time (html2text.py does the cleaning). A URL is fetched with requests:
    connect and read timeouts, retries with exponential back-off on 5xx, connection errors and timeouts (never on
@@ -15,8 +16,11 @@ is embedded. `ingest(sources, output)` does that in three steps:
    state file to start over).
 3. From the state file, for the sources asked for, in their order: exact duplicates dropped (same text after
    lower-casing and collapsing white space), boilerplate lines removed per site (the URL's host, or the folder),
-   near duplicates dropped (Jaccard similarity of 5-word shingle sets >= 0.9), the first copy kept each time; then
-   chunks cut (chunk.py). The corpus and the errors file (JSON lines {"source", "reason"}, by default
+   near duplicates dropped (Jaccard similarity of 5-word shingle sets >= 0.9), the first copy kept each time;
+   redirect stubs (an HTML meta refresh) and pages shorter than `min_chars` dropped and counted; a page that holds
+   most of another page's shingles (containment >= `containment`, which Jaccard misses when one page is much the
+   longer) reported, and a page that holds `aggregate_pages` or more other pages, a site's print-everything page,
+   dropped unless `keep_aggregates`; then chunks cut (chunk.py). The corpus and the errors file (JSON lines {"source", "reason"}, by default
    corpus.errors.jsonl) are written atomically.
 
 Corpus rows: {"_id", "title", "text", "source"[, "url"]}, the URL after redirects for fetched pages; chunks add
@@ -42,11 +46,12 @@ import requests
 from hnm.chunk import ChunkConfig, chunk_spans, check_budget
 from hnm.data import atomic_write
 from hnm.errors import HnmError, InputError
-from hnm.html2text import BoilerplateRule, boilerplate_lines, page_kind, remove_lines, to_page
+from hnm.html2text import SUFFIXES, BoilerplateRule, boilerplate_lines, page_kind, remove_lines, to_page
 from hnm.progress import Progress
 from hnm.tokenize import Tokenizer
 
 _URL = re.compile(r"https?://", re.IGNORECASE)
+_META_REFRESH = re.compile(r"<meta[^>]+http-equiv\s*=\s*[\"']?refresh", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -75,10 +80,18 @@ class IngestConfig:
     shingle: int = 5  # words per shingle for near duplicates
     near_dup_threshold: float = 0.9  # Jaccard similarity of shingle sets at or above which a page is a duplicate
     retry_failed: bool = False  # on a rerun, try the sources that failed before again
+    min_chars: int = 100  # pages with less text are dropped ("Redirecting..." stubs are 50 to 70 characters)
+    containment: float = 0.8  # share of a page's shingles found in another page from which it is "contained"
+    aggregate_pages: int = 3  # a page containing this many others is an aggregate (a print-all page)
+    keep_aggregates: bool = False  # keep aggregate pages in the corpus (they repeat the pages they hold)
 
     def __post_init__(self):
-        if not 0 < self.near_dup_threshold <= 1:
-            raise ValueError(f"near-duplicate threshold must be in (0, 1], got {self.near_dup_threshold}")
+        if not 0 < self.near_dup_threshold <= 1 or not 0 < self.containment <= 1:
+            raise ValueError(f"near-duplicate threshold and containment must be in (0, 1], got "
+                             f"{self.near_dup_threshold} and {self.containment}")
+        if self.min_chars < 0 or self.aggregate_pages < 2:
+            raise ValueError(f"need min_chars >= 0 and aggregate_pages >= 2, got {self.min_chars} and "
+                             f"{self.aggregate_pages}")
 
 
 @dataclass(frozen=True)
@@ -99,21 +112,39 @@ class IngestReport:
     boilerplate: Dict[str, List[str]] = field(default_factory=dict)  # site -> lines removed from its pages
     documents: int = 0
     chunks: int = 0
+    other_files: Dict[str, int] = field(default_factory=dict)  # suffix -> files of a folder skipped for their type
+    redirects: List[str] = field(default_factory=list)  # ids of meta-refresh stubs dropped
+    short: List[str] = field(default_factory=list)  # ids of pages under min_chars dropped
+    contained: List[Tuple[str, str, float]] = field(default_factory=list)  # (page, the page holding it, containment)
+    aggregates: List[Tuple[str, int]] = field(default_factory=list)  # (page, how many pages it holds), dropped
 
 
 class SourceError(HnmError):
     """One source failed; the message is the reason written to the errors file."""
 
 
+def other_files(args: Sequence[str]) -> Dict[str, int]:
+    """{suffix: count} of the files in the folders of `args` that are not read for their type (.css, .png, ...)."""
+    found: Counter = Counter()
+    for arg in args:
+        path = Path(arg)
+        if not _URL.match(arg) and path.is_dir():
+            found.update(f.suffix.lower() or "(none)" for f in path.rglob("*") if f.is_file()
+                         and f.suffix.lower() not in SUFFIXES
+                         and not any(part.startswith(".") for part in f.relative_to(path).parts))
+    return dict(sorted(found.items()))
+
+
 def expand_sources(args: Sequence[str]) -> List[Source]:
-    """Command-line SOURCES -> sources in order, repeats dropped, each with a unique readable id."""
+    """Command-line SOURCES -> sources in order, repeats dropped, each with a unique readable id; a folder gives
+    its .html/.htm/.txt/.md files (other_files counts the rest)."""
     found: List[Tuple[str, str, str, Optional[Path]]] = []  # (key, id, site, path)
     for arg in args:
         path = Path(arg)
         if _URL.match(arg):
             found.append(_url_source(arg))
         elif path.is_dir():
-            for f in sorted(p for p in path.rglob("*") if p.is_file()):
+            for f in sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in SUFFIXES):
                 rel = f.relative_to(path)
                 if not any(part.startswith(".") for part in rel.parts):
                     found.append((str(f), f"{path.resolve().name}/{rel.as_posix()}", str(path), f))
@@ -216,7 +247,9 @@ def _read(source: Source, session: requests.Session, cfg: FetchConfig, pacer: _P
         raise SourceError(getattr(e, "strerror", None) or str(e)) from None
     if not page.text:
         raise SourceError("no text left after cleaning")
-    return {"title": page.title, "text": page.text, "kind": kind, **({"url": url} if url else {})}
+    redirect = kind == "html" and bool(_META_REFRESH.search(body[:65536].decode("latin-1")))
+    return {"title": page.title, "text": page.text, "kind": kind, **({"url": url} if url else {}),
+            **({"redirect": True} if redirect else {})}
 
 
 def _load_state(path: Path, retry_failed: bool) -> Dict[str, dict]:
@@ -272,6 +305,28 @@ def near_duplicates(texts: Sequence[str], k: int, threshold: float) -> Dict[int,
     return dups
 
 
+def containments(texts: Sequence[str], k: int, threshold: float) -> List[Tuple[int, int, float]]:
+    """(i, j, c) for each pair where text j holds a share c >= threshold of text i's k-shingles, j the longer.
+
+    Containment |S_i & S_j| / |S_i| (Broder 1997, "On the resemblance and containment of documents") finds a page
+    inside a much longer one, which their Jaccard similarity, diluted by the longer page, does not. The shared
+    counts come from an inverted index of shingles, so only pages that share one are ever compared.
+    Example: a page's text repeated inside a print-all page of five pages -> containment 1, Jaccard about 0.2.
+    """
+    sets = [_shingles(t, k) for t in texts]
+    postings: Dict[str, List[int]] = {}
+    for j, x in enumerate(sets):
+        for s in x:
+            postings.setdefault(s, []).append(j)
+    out = []
+    for i, x in enumerate(sets):
+        shared = Counter(j for s in x for j in postings[s] if j != i)
+        for j, n in sorted(shared.items()):
+            if len(sets[j]) > len(x) and n / len(x) >= threshold:
+                out.append((i, j, n / len(x)))
+    return out
+
+
 def ingest(sources: Sequence[str], output: Path, config: IngestConfig = IngestConfig(),
            tokenizer: Optional[Tokenizer] = None, errors: Optional[Path] = None,
            quiet: bool = False) -> IngestReport:
@@ -285,7 +340,7 @@ def ingest(sources: Sequence[str], output: Path, config: IngestConfig = IngestCo
     todo = expand_sources(sources)
     state_path = output.with_suffix(".state.jsonl")
     state = _load_state(state_path, config.retry_failed)
-    report = IngestReport(resumed=sum(s.key in state for s in todo))
+    report = IngestReport(resumed=sum(s.key in state for s in todo), other_files=other_files(sources))
     session = requests.Session()
     session.headers["User-Agent"] = config.fetch.user_agent
     session.max_redirects = config.fetch.max_redirects
@@ -336,6 +391,16 @@ def _write(todo: List[Source], state: Dict[str, dict], output: Path, errors: Pat
     near = near_duplicates([d["text"] for _, d in kept], config.shingle, config.near_dup_threshold)
     report.near = [(kept[i][0].doc_id, kept[j][0].doc_id, round(jac, 4)) for i, (j, jac) in sorted(near.items())]
     kept = [pair for i, pair in enumerate(kept) if i not in near]
+    report.redirects = [s.doc_id for s, doc in kept if doc.get("redirect")]
+    report.short = [s.doc_id for s, doc in kept if not doc.get("redirect") and len(doc["text"]) < config.min_chars]
+    kept = [(s, doc) for s, doc in kept if not doc.get("redirect") and len(doc["text"]) >= config.min_chars]
+    holds = containments([d["text"] for _, d in kept], config.shingle, config.containment)
+    report.contained = [(kept[i][0].doc_id, kept[j][0].doc_id, round(c, 4)) for i, j, c in holds]
+    held_by = Counter(j for _, j, _ in holds)
+    aggregates = {j for j, n in held_by.items() if n >= config.aggregate_pages}
+    report.aggregates = [(kept[j][0].doc_id, held_by[j]) for j in sorted(aggregates)]
+    if not config.keep_aggregates:
+        kept = [pair for j, pair in enumerate(kept) if j not in aggregates]
     with atomic_write(output) as f:
         for s, doc in kept:
             row = {"_id": s.doc_id, "title": doc["title"], "text": doc["text"], "source": s.key,

@@ -25,7 +25,7 @@ from test_html2text import EXPECTED, HEADER_CHARSET, PAGES, as_expected
 SITE = FIXTURES / "ingest" / "site"
 MAX_BYTES = 50_000
 FAST = FetchConfig(connect_timeout=0.5, read_timeout=0.3, retries=2, backoff=0.0, max_bytes=MAX_BYTES, delay=0.0)
-NONE = IngestConfig(fetch=FAST, chunk=ChunkConfig("none"))
+NONE = IngestConfig(fetch=FAST, chunk=ChunkConfig("none"), min_chars=0)  # the served test pages are short
 PNG = b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00\x00\x01"
 
 
@@ -212,7 +212,7 @@ def test_failed_sources_are_tried_again_only_when_asked(server, tmp_path):
     ingest([server.url("/missing.html")], out, NONE, quiet=True)
     server.pages["/missing.html"] = b"<p>Back online.</p>"
     assert ingest([server.url("/missing.html")], out, NONE, quiet=True).failed == 1
-    retry = IngestConfig(fetch=FAST, chunk=ChunkConfig("none"), retry_failed=True)
+    retry = IngestConfig(fetch=FAST, chunk=ChunkConfig("none"), retry_failed=True, min_chars=0)
     report = ingest([server.url("/missing.html")], out, retry, quiet=True)
     assert (report.ok, report.failed, server.hits["/missing.html"]) == (1, 0, 2)
     assert rows(out)[0]["text"] == "Back online."
@@ -232,9 +232,32 @@ def test_local_folder_files_and_missing_paths(tmp_path):
         ("docs/a.html", "A", "Alpha page."), ("docs/sub/b.md", "Beta", "# Beta\nBeta notes.")]
     assert rows(out.with_suffix(".errors.jsonl")) == [
         {"source": str(docs / "c.txt"), "reason": "bytes not valid utf-8 (charset from the default) at offset 21"},
-        {"source": str(docs / "d.png"), "reason": "file type .png is not .html, .htm, .txt or .md"},
         {"source": str(tmp_path / "nowhere.html"), "reason": "no such file or folder"}]
-    assert report.failed == 3
+    assert report.failed == 2 and report.other_files == {".png": 1}  # a folder's image is skipped, not a failure
+
+
+def test_site_stubs_short_pages_and_the_print_all_page(tmp_path):
+    site = tmp_path / "book"
+    site.mkdir()
+    words = "alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu nu xi omicron pi rho sigma".split()
+    pages = {f"ch{i}.html": " ".join(f"{w}{i}" for w in words * 3) for i in range(4)}  # 54 words, none shared
+    for name, text in pages.items():
+        (site / name).write_text(f"<title>{name}</title><p>{text}</p>")
+    (site / "print.html").write_text("<title>All</title>" + "".join(f"<p>{t}</p>" for t in pages.values()))
+    (site / "old.html").write_text('<meta http-equiv="refresh" content="0; url=ch0.html"><p>Redirecting to the '
+                                   'new page of this long enough chapter of the book, please wait a moment...</p>')
+    (site / "stub.html").write_text("<p>See the next chapter.</p>")
+    (site / "style.css").write_text("p { color: red }")
+    out = tmp_path / "corpus.jsonl"
+    report = ingest([str(site)], out, IngestConfig(fetch=FAST, chunk=ChunkConfig("none")), quiet=True)
+    assert [r["_id"] for r in rows(out)] == [f"book/ch{i}.html" for i in range(4)]
+    assert report.redirects == ["book/old.html"] and report.short == ["book/stub.html"]
+    assert report.aggregates == [("book/print.html", 4)] and report.other_files == {".css": 1}
+    assert sorted(c[:2] for c in report.contained) == [(f"book/ch{i}.html", "book/print.html") for i in range(4)]
+    assert all(c == 1.0 for *_, c in report.contained) and not report.near  # Jaccard alone misses them (0.25)
+    kept = ingest([str(site)], tmp_path / "all.jsonl", IngestConfig(fetch=FAST, chunk=ChunkConfig("none"),
+                                                                   keep_aggregates=True), quiet=True)
+    assert "book/print.html" in [r["_id"] for r in rows(tmp_path / "all.jsonl")] and kept.aggregates
 
 
 def test_sources_expand_in_order_with_unique_readable_ids(tmp_path):
@@ -274,7 +297,7 @@ def test_site_folder_boilerplate_and_near_duplicate(tmp_path):
 def test_chunks_map_back_to_their_parent(tmp_path, tok, mode):
     ingest([str(SITE)], tmp_path / "docs.jsonl", NONE, quiet=True)
     parents = {r["_id"]: r for r in rows(tmp_path / "docs.jsonl")}
-    config = IngestConfig(fetch=FAST, chunk=ChunkConfig(mode, max_tokens=48, stride=32))
+    config = IngestConfig(fetch=FAST, chunk=ChunkConfig(mode, max_tokens=48, stride=32), min_chars=0)
     report = ingest([str(SITE)], tmp_path / "chunks.jsonl", config, tok, quiet=True)
     chunks = rows(tmp_path / "chunks.jsonl")
     assert report.chunks == len(chunks) > 2 * len(parents) == 2 * report.documents
