@@ -400,7 +400,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-rank", dest="max_rank", type=int, help=f"candidates considered (default {d.max_rank})")
     p.add_argument("--relative-ceiling", dest="relative_ceiling", type=float,
                    help=f"keep candidates below this x the reference positive's score (default {d.relative_ceiling})")
-    p.add_argument("--ceiling-from", dest="ceiling_from", choices=("median", "weakest", "strongest"),
+    p.add_argument("--ceiling-from", dest="ceiling_from", choices=("strongest", "median", "weakest"),
                    help=f"the reference among a query's positives' scores (default {d.ceiling_from})")
     p.add_argument("--margin", type=float, help="also keep only candidates this far below the reference positive")
     p.add_argument("--min-score", dest="min_score", type=float, help="floor: candidates below are not negatives")

@@ -296,9 +296,9 @@ def test_passage_ensemble_scores_each_model_by_its_own_best_passage():
 
 def test_reference_positive_of_several_by_hand():
     scores = np.array([0.9, 0.5, 0.03])  # graded judgments: one barely related positive
-    assert reference_score(scores, MineConfig()) == 0.5  # the median, the default
+    assert reference_score(scores, MineConfig()) == 0.9  # the strongest, the default
+    assert reference_score(scores, MineConfig(ceiling_from="median")) == 0.5
     assert reference_score(scores, MineConfig(ceiling_from="weakest")) == 0.03  # the strictest: most are flagged
-    assert reference_score(scores, MineConfig(ceiling_from="strongest")) == 0.9
     assert np.isnan(reference_score(np.empty(0), MineConfig()))
     with pytest.raises(ValueError, match="ceiling_from"):
         MineConfig(ceiling_from="mean")
