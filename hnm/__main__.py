@@ -153,7 +153,7 @@ def _cmd_ingest(args) -> int:
     for dropped, kept, *jac in r.exact + r.near:
         print(f"  {dropped}  repeats  {kept}" + (f"  ({jac[0]:.3f})" if jac else ""))
     if r.other_files:
-        print(f"files of other types skipped: " + ", ".join(f"{n} {suffix}" for suffix, n in r.other_files.items()))
+        print("files of other types skipped: " + ", ".join(f"{n} {suffix}" for suffix, n in r.other_files.items()))
     print(f"dropped: {len(r.redirects)} redirect stubs, {len(r.short)} pages under {config.min_chars} characters, "
           f"{len(r.aggregates)} aggregate pages" + ("" if not config.keep_aggregates else " (kept: --keep-aggregates)"))
     for page, n in r.aggregates:
@@ -303,7 +303,8 @@ def _cmd_tune(args) -> int:
 
 def _cmd_experiment(args) -> int:
     from dataclasses import replace
-    from hnm.experiment import BUDGETS, ExperimentConfig, report, run_experiment
+    from hnm.experiment import BUDGETS, ExperimentConfig, run_experiment
+    from hnm.results import report
     cfg = ExperimentConfig.load(args.config) if args.config else ExperimentConfig()
     overrides = {k: getattr(args, k) for k in ("train_split", "test_split", "first_stage", "loss") if getattr(args, k)}
     if args.budget:

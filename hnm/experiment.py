@@ -21,7 +21,8 @@ from their own checkpoints), so a long experiment can be split across sittings. 
 arm, and the report is rewritten after each model, so a run stopped half-way leaves a report of what it finished.
 Outputs: OUT/report.md, OUT/results.json, OUT/chart.svg.
 
-Not here: the mining, training and ranking themselves (miner.py, train.py, firststage.py, twostage.py).
+Not here: the mining, training and ranking themselves (miner.py, train.py, firststage.py, twostage.py); judging and
+the report (results.py).
 """
 
 import json
@@ -38,16 +39,13 @@ from hnm.chunk import ChunkConfig, chunk_spans
 from hnm.data import Qrels, atomic_write, document_text, load_beir
 from hnm.embed import resolve_precision
 from hnm.firststage import FirstStageConfig, retrieve
-from hnm.metrics import (Run, evaluate, paired_bootstrap, per_query, randomisation_test, rank_documents, read_trec_run,
-                         write_trec_run)
+from hnm.metrics import Run, rank_documents, read_trec_run, write_trec_run
 from hnm.negatives import MineConfig
 from hnm.reranker import CrossEncoder
+from hnm.results import claim, judge, report
 from hnm.svg import bars
 from hnm.train import TrainConfig, train
-from hnm.twostage import choose_alpha, interpolate, rerank, store_alpha, stored_alpha
-
-BASELINES = ("first-stage", "random")  # every system is tested against these
-
+from hnm.twostage import choose_alpha, interpolate, rerank, store_alpha
 
 @dataclass(frozen=True)
 class Arm:
@@ -329,7 +327,7 @@ def _write_results(out: Path, data: Path, cfg: ExperimentConfig, corpus, corpus_
     from hnm.chunk import load_tokenizer
     long_docs = _long_documents(test_qrels, corpus, load_tokenizer(b.start), b.max_length - 3)
     within, beyond = _long_queries(test_qrels, long_docs)
-    results = _judge(systems, test_qrels, cfg, {"within window": within, "beyond window": beyond})
+    results = judge(systems, test_qrels, cfg.resamples, b.top_k, {"within window": within, "beyond window": beyond})
     results["relevant_documents"] = {n: relevant_document_rr(r[min(r)], test_qrels, long_docs)
                                      for n, r in systems.items()}
     results["claim"] = claim(results["seeds_mean"])
@@ -439,147 +437,3 @@ def machine_line() -> str:
     except (OSError, StopIteration):
         pass
     return f"{cpu}, {os.cpu_count()} cores, {platform.platform()}, torch threads {torch.get_num_threads()}"
-
-
-def claim(mean: Dict[str, dict], metric: str = "mrr@10") -> Optional[dict]:
-    """The paper's claim on `metric`: ensemble > bm25 > random, and ensemble+ the best re-ranked arm (interpolated
-    systems); None when the configuration lacks one of these arms."""
-    needed = ("random", "bm25", "ensemble", "ensemble+")
-    if not all(n in mean for n in needed):
-        return None
-    v = {n: mean[n][metric] for n in needed}
-    trained = {n: m[metric] for n, m in mean.items() if n != "first-stage" and not n.endswith(", pure")}
-    best = max(trained, key=trained.get)
-    return {"metric": metric, "ensemble > bm25": v["ensemble"] > v["bm25"], "bm25 > random": v["bm25"] > v["random"],
-            "ensemble+ best": best == "ensemble+", "best arm": best,
-            "holds": v["ensemble"] > v["bm25"] > v["random"] and best == "ensemble+"}
-
-
-def _judge(systems: Dict[str, Dict[int, Run]], qrels: Qrels, cfg: ExperimentConfig, split: Dict[str, set]) -> dict:
-    """Metrics per system and seed, their mean and spread over the seeds; on each query's metric averaged over the
-    seeds, 95% bootstrap intervals of MRR@10 and nDCG@10, randomisation p-values against the baselines, and the
-    long-document split."""
-    k = cfg.budget.top_k
-    keys = ("mrr@10", "p@1", "p@5", "p@10", "ndcg@10", f"r@{k}")
-    table = {n: {s: {m: v for m, v in evaluate(r, qrels, ks=(1, 5, 10, k),
-                                               metrics=("mrr", "p", "r", "ndcg")).items() if m in keys}
-                 for s, r in by_seed.items()} for n, by_seed in systems.items()}
-    mean = {n: {m: float(np.mean([t[s][m] for s in t])) for m in keys} for n, t in table.items()}
-    spread = {n: {m: float(np.std([t[s][m] for s in t])) for m in keys} for n, t in table.items()}
-    values = {}  # system -> metric -> {query: mean over seeds}
-    for n, by_seed in systems.items():
-        seeds = [per_query(r, qrels, ks=(10,), metrics=("mrr", "ndcg")) for r in by_seed.values()]
-        values[n] = {m: {q: float(np.mean([s[m][q] for s in seeds])) for q in seeds[0][m]} for m in ("mrr@10",
-                                                                                                   "ndcg@10")}
-    intervals, pvalues, long_docs = {}, {}, {}
-    for n, v in values.items():
-        qs = sorted(v["mrr@10"])
-        intervals[n] = {}
-        for metric in ("mrr@10", "ndcg@10"):
-            a = np.array([v[metric][q] for q in qs])
-            ci = paired_bootstrap(a, np.zeros_like(a), n=cfg.resamples, seed=0)  # the mean's own interval
-            intervals[n][metric] = (ci["low"], ci["high"])
-            for base in BASELINES:
-                if base in values and base != n:
-                    c = np.array([values[base][metric][q] for q in qs])
-                    pvalues.setdefault(n, {})[f"{metric} vs {base}"] = randomisation_test(a, c, n=cfg.resamples,
-                                                                                           seed=0)
-            for part, members in split.items():
-                sub = [v[metric][q] for q in qs if q in members]
-                long_docs.setdefault(n, {})[f"{metric} {part}"] = float(np.mean(sub)) if sub else None
-    return {"per_seed": table, "seeds_mean": mean, "seeds_std": spread, "intervals": intervals, "p_values": pvalues,
-            "long_documents": long_docs, "split_sizes": {k: len(v) for k, v in split.items()}, "queries": len(qrels)}
-
-
-def _p(ps: dict, key: str) -> str:
-    return "–" if key not in ps else f"{ps[key]:.3f}" if ps[key] >= 0.001 else "< 0.001"
-
-
-def headline(r: dict) -> str:
-    """The table the README quotes: nDCG@10 and MRR@10, mean ± standard deviation over the seeds, the 95% interval
-    of the per-query mean over seeds, and the p-values against the first stage and the random arm."""
-    lines = ["| system | seeds | nDCG@10 | 95% CI | MRR@10 | 95% CI | p nDCG vs first stage | p MRR vs first stage "
-             "| p MRR vs random |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
-    for n, m in r["seeds_mean"].items():
-        ci, ps, sd = r["intervals"][n], r["p_values"].get(n, {}), r["seeds_std"][n]
-        seeds = len(r["per_seed"][n])
-        pm = lambda key: f"{m[key]:.4f}" + (f" ± {sd[key]:.4f}" if seeds > 1 else "")
-        lines.append(f"| {n} | {seeds} | {pm('ndcg@10')} | {ci['ndcg@10'][0]:.3f}–{ci['ndcg@10'][1]:.3f} | "
-                     f"{pm('mrr@10')} | {ci['mrr@10'][0]:.3f}–{ci['mrr@10'][1]:.3f} | "
-                     f"{_p(ps, 'ndcg@10 vs first-stage')} | {_p(ps, 'mrr@10 vs first-stage')} | "
-                     f"{_p(ps, 'mrr@10 vs random')} |")
-    return "\n".join(lines)
-
-
-def _corpus_note(r: dict) -> str:
-    c = r.get("corpus")
-    if not c or c["documents"] == c["of"]:
-        return ""
-    return (f"; corpus cut to {c['documents']:,} of {c['of']:,} documents (every judged document of the chosen "
-            f"queries and a seeded sample of the rest)")
-
-
-def report(r: dict) -> str:
-    """results.json as Markdown: the settings, the tables, the p-values, the long-document split, the timings."""
-    b = r["budget"]
-    keys = list(next(iter(r["seeds_mean"].values())))
-    lines = [f"# Experiment on {r['data']}", "",
-             f"Budget `{b['name']}`: ensemble {b['models']}; re-ranker from {b['start']}, {b['epochs']} epochs of "
-             f"batches of {b['batch_size']} examples (1 positive + {b['negatives']} negatives), loss {r['loss']}, "
-             f"peak lr {b['lr']}, max length {b['max_length']}, {r.get('precision', 'float32')}; first stage "
-             f"{r['first_stage']}, top {b['top_k']} re-ranked; {r['queries']} test queries; seeds "
-             f"{', '.join(map(str, b['seeds']))}" + _corpus_note(r) + ".",
-             f"Machine: {r['machine']}.", "",
-             "Each arm's row interpolates its re-ranker with the first stage (alpha from the model's tuning split); "
-             "', pure' rows are the re-ranker alone (alpha 1).", "", headline(r), "", "Every metric (mean ± standard "
-             "deviation over the seeds):", "",
-             "| system | " + " | ".join(keys) + " |", "| --- | " + " | ".join("---" for _ in keys) + " |"]
-    for n, m in r["seeds_mean"].items():
-        sd = r["seeds_std"][n]
-        cells = [f"{m[k]:.4f}" + (f" ± {sd[k]:.4f}" if len(r["per_seed"][n]) > 1 else "") for k in keys]
-        lines.append(f"| {n} | " + " | ".join(cells) + " |")
-    lines += ["", "Per seed, nDCG@10 / MRR@10:", ""]
-    for n, by_seed in r["per_seed"].items():
-        lines.append(f"- {n}: " + "; ".join(f"seed {s}: {v['ndcg@10']:.4f} / {v['mrr@10']:.4f}"
-                                            for s, v in by_seed.items()))
-    if r.get("alphas"):
-        lines += ["", "Interpolation weights chosen on each model's tuning split: " +
-                  ", ".join(f"{n} {a:g}" for n, a in r["alphas"].items()) + "."]
-    lines += ["", "Paired randomisation tests (two-sided, on per-query means over the seeds):", ""]
-    for n, ps in r["p_values"].items():
-        lines.append(f"- {n}: " + "; ".join(f"{k} p = {v:.4f}" for k, v in ps.items()))
-    sizes = r["split_sizes"]
-    lines += ["", f"Long documents: test queries whose relevant documents all fit the re-ranker's window "
-              f"({sizes['within window']}) and those with one beyond it ({sizes['beyond window']}); "
-              "'/ MaxP' rows score each document by its best passage instead of its truncated start.", "",
-              "| system | MRR@10 within | MRR@10 beyond | nDCG@10 within | nDCG@10 beyond |",
-              "| --- | --- | --- | --- | --- |"]
-    for n, ld in r["long_documents"].items():
-        cells = [ld[f"{m} {p}"] for m in ("mrr@10", "ndcg@10") for p in ("within window", "beyond window")]
-        lines.append(f"| {n} | " + " | ".join("–" if c is None else f"{c:.4f}" for c in cells) + " |")
-    rd = r.get("relevant_documents")
-    if rd:
-        first = next(iter(rd.values()))
-        lines += ["", f"The same per document: the mean reciprocal rank of each judged relevant (query, document) pair, "
-                  f"{first['pairs within window']} pairs whose document fits the window and "
-                  f"{first['pairs beyond window']} beyond it (0 when the first stage missed the document).", "",
-                  "| system | RR within | RR beyond |", "| --- | --- | --- |"]
-        for n, v in rd.items():
-            cells = [v[f"rr {p}"] for p in ("within window", "beyond window")]
-            lines.append(f"| {n} | " + " | ".join("–" if c is None else f"{c:.4f}" for c in cells) + " |")
-    c = r.get("claim")
-    if c:
-        m = r["seeds_mean"]
-        lines += ["", f"The paper's claim on {c['metric'].upper()}: ensemble > BM25 > random negatives, and ensemble+ "
-                  f"the best arm. Here: ensemble {m['ensemble'][c['metric']]:.4f}, BM25 {m['bm25'][c['metric']]:.4f}, "
-                  f"random {m['random'][c['metric']]:.4f}; best re-ranked arm: {c['best arm']}. "
-                  + ("The data show the claim." if c["holds"] else "The data do not show the claim.")]
-    if r.get("training"):
-        lines += ["", "Training (seconds, pairs/s, steps):", ""]
-        lines += [f"- {n}: {t['seconds']:.0f} s, {t['pairs_per_s']:.1f} pairs/s, {t['steps']} steps"
-                  for n, t in r["training"].items() if t.get("seconds") is not None]
-    lines += ["", "Wall time of each stage (seconds, when it ran):", ""]
-    lines += [f"- {k}: {v}" for k, v in r["stage_seconds"].items()]
-    lines += [f"- all stages: {sum(r['stage_seconds'].values()):.1f} s"]
-    return "\n".join(lines) + "\n"

@@ -12,7 +12,8 @@ from safetensors.torch import save_file
 from conftest import require_model
 from hnm.data import bundled_cranfield, load_beir, write_jsonl
 from hnm.encoder import EncoderConfig, build_encoder
-from hnm.experiment import ARMS, Budget, ExperimentConfig, claim, report, run_experiment, work_order
+from hnm.experiment import ARMS, Budget, ExperimentConfig, run_experiment, work_order
+from hnm.results import claim, report
 from hnm.twostage import stored_alpha
 
 
