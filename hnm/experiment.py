@@ -262,16 +262,7 @@ def run_experiment(data: Path, out: Path, cfg: ExperimentConfig = ExperimentConf
     corpus_size = len(corpus)
     corpus = cut_corpus(corpus, b.corpus_docs, train_qrels, test_qrels)
 
-    # 1. mining, one file per arm
-    for arm in cfg.arms:
-        if arm.mine is None:
-            continue
-        mine_cfg = MineConfig(**{"models": b.models, "num_negatives": b.negatives, **arm.mine})
-        path = out / "mined" / f"{arm.name}.jsonl"
-        stages.timed(f"mine {arm.name}", path.exists(),
-                     lambda: _mine(arm, mine_cfg, corpus, queries, train_qrels, path, precision, quiet))
-
-    # 2. the first stage, on the test queries and on the training queries (whose held-out part tunes alpha)
+    # 1. the first stage, on the test queries and on the training queries (whose held-out part tunes alpha)
     fcfg = FirstStageConfig(kind=cfg.first_stage, top_k=b.top_k, models=b.models, precision=precision)
     firsts = {}
     for part, qs in (("test", test_queries), ("train", train_queries)):
@@ -280,14 +271,19 @@ def run_experiment(data: Path, out: Path, cfg: ExperimentConfig = ExperimentConf
                      lambda: write_trec_run(path, retrieve(corpus, qs, fcfg, quiet), "first-stage"))
         firsts[part] = read_trec_run(path)
 
-    # 3. per model: train, tune alpha on its tuning queries, re-rank the test queries; the report after each
+    # 2. per model: mine (once per arm, the mining seed being fixed), train, tune alpha on its tuning queries,
+    # re-rank the test queries; the report after each. An arm is mined only when its first model is due, so that
+    # the passages arm's long embedding does not hold back the others.
     results = None
     for arm, seed in work_order(cfg.arms, b.seeds):
+        mine_cfg = MineConfig(**{"models": b.models, "num_negatives": b.negatives, **arm.mine})
+        rows = out / "mined" / f"{arm.name}.jsonl"
+        stages.timed(f"mine {arm.name}", rows.exists(),
+                     lambda: _mine(arm, mine_cfg, corpus, queries, train_qrels, rows, precision, quiet))
         name = f"{arm.name}-s{seed}"
         folder = out / "models" / name
         stages.timed(f"train {name}", (folder / "done.json").exists(),
-                     lambda: _train(out / "mined" / f"{arm.name}.jsonl", folder, b.start, cfg.train_config(seed),
-                                    quiet))
+                     lambda: _train(rows, folder, b.start, cfg.train_config(seed), quiet))
         stages.timed(f"tune {name}", (folder / "alpha.json").exists(),
                      lambda: _tune(folder, firsts["train"], queries, corpus, train_qrels, cfg, quiet))
         for mode in ("truncate", "passages") if arm.passages else ("truncate",):
