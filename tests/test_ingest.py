@@ -273,6 +273,9 @@ def test_sources_expand_in_order_with_unique_readable_ids(tmp_path):
     assert [s.doc_id for s in got] == ["site/index.html", "site/index.html~2", "docs.example.com/a/b.html?v=2",
                                        "docs.example.com/c", "notes.txt"]
     assert [s.site for s in got][2:4] == ["docs.example.com", "docs.example.com"]
+    windows = tmp_path / "urls-windows.txt"  # as a Windows editor saves it: a byte-order mark and CRLF line ends
+    windows.write_bytes(b"\xef\xbb\xbf" + listed.read_bytes().replace(b"\n", b"\r\n"))
+    assert [s.key for s in expand_sources([str(windows)])] == [s.key for s in expand_sources([str(listed)])]
 
 
 SITE_BOILERPLATE = ["API keys", "Documentation", "Restoring data", "Retention", "Roles and access", "Snapshots",
