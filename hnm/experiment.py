@@ -95,9 +95,9 @@ BUDGETS = {
     # a smoke run: MiniLM alone, the corpus cut; its numbers only show that everything runs
     "small": Budget("small", "all-MiniLM-L6-v2", "all-MiniLM-L6-v2", epochs=1, batch_size=4, max_length=128,
                     top_k=20, test_queries=40, train_queries=200, corpus_docs=1500),
-    # sized for a 2-core CPU with bfloat16 units (about 8 training pairs/s at 256 tokens): on SciFact one arm and
-    # seed is about 27 minutes of training (2 epochs over 728 queries, 1 + 7 documents each) and 4 of tuning and
-    # re-ranking the top 20; 14 models in all, about 7.5 hours, plus 70 minutes of embedding for the passages arm
+    # for a 2-core CPU: two epochs over SciFact's 728 training queries (827 examples of 1 + 7 documents) are 412
+    # steps, about 70 minutes at the 3 pairs/s of an AVX2 CPU in float32 (about 30 with bfloat16 units, 8 pairs/s),
+    # then about 15 minutes of tuning and re-ranking the top 20; 14 models in all, plus the passages arm's embedding
     "full": Budget("full", "all-MiniLM-L6-v2,all-mpnet-base-v2", "all-MiniLM-L6-v2", epochs=2, batch_size=4,
                    max_length=256, top_k=20, test_queries=None, train_queries=None, seeds=(0, 1, 2)),
     # for one GPU: the bigger start model, 15 negatives, deeper lists re-ranked, five seeds
