@@ -1,4 +1,5 @@
-"""Shared test helpers: where the data sets are, and the model weights (fetched by `.ci/run`, never skipped)."""
+"""Shared test helpers: the repository's paths and the model weights (fetched by `.ci/run`, never skipped).
+Nothing here reads ../shared: the checks that do live in tests/shared/, outside the default run."""
 
 from pathlib import Path
 
@@ -9,7 +10,6 @@ from hnm import weights
 
 REPO = Path(__file__).resolve().parents[1]
 FIXTURES = REPO / "tests" / "fixtures"
-DATA = REPO.parent / "shared" / "data"
 
 
 def require_model(name: str) -> Path:
@@ -20,13 +20,6 @@ def require_model(name: str) -> Path:
     if bad:
         pytest.fail(f"weights of {name} missing or corrupt in {folder} ({', '.join(bad)}); "
                     f"run: python -m hnm weights fetch {name}")
-    return folder
-
-
-def require_data(name: str) -> Path:
-    folder = DATA / name
-    if not (folder / "corpus.jsonl").is_file():
-        pytest.fail(f"data set {folder} is missing; the tests expect ../shared/data beside the repository")
     return folder
 
 

@@ -1,4 +1,5 @@
-"""hnm.bm25: hand-worked scores, equality with bm25s (stored fixture), save/load, SciFact quality, the `bm25` verb."""
+"""hnm.bm25: hand-worked scores, equality with bm25s (stored fixture), save/load, the `bm25` verb.
+SciFact quality with the defaults is in tests/shared/, outside the default run."""
 
 import gzip
 import json
@@ -12,12 +13,10 @@ import pytest
 
 from hnm.__main__ import main
 from hnm.bm25 import VARIANTS, Analyser, BM25Config, BM25Index
-from hnm.data import load_beir
 from hnm.errors import InputError
-from hnm.metrics import evaluate, read_trec_run
+from hnm.metrics import read_trec_run
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
-SCIFACT = Path(__file__).resolve().parents[2] / "shared" / "data" / "scifact"
 
 # N = 3 documents, lengths 3, 2, 4, so Lavg = 3; k1 = 1.5, b = 0.75, delta = 0.5 (BM25Config's defaults)
 TINY = [["a", "b", "a"], ["b", "c"], ["c", "c", "c", "d"]]
@@ -41,12 +40,6 @@ HAND_WORKED_DELTA = {
     # absent: c = 0, 2.5 * 0.5 / 2 = 5/8
     "bm25l": [math.log(8 / 3) * 25 / 16, math.log(8 / 3) * 5 / 8, math.log(8 / 3) * 5 / 8],
 }
-
-
-def _scifact() -> Path:
-    if not (SCIFACT / "corpus.jsonl").is_file():
-        raise FileNotFoundError(f"{SCIFACT}: SciFact is missing; tests need ../shared/data/scifact")
-    return SCIFACT
 
 
 def test_analyser_lowercases_splits_drops_stop_words_and_stems():
@@ -139,18 +132,6 @@ def test_save_load_round_trip(tmp_path):
         BM25Index.load(tmp_path / "idx")
     with pytest.raises(FileNotFoundError, match="bm25.json"):
         BM25Index.load(tmp_path / "nothing")
-
-
-@pytest.mark.shared  # needs ../shared/data: run by .ci/run's second step
-def test_scifact_quality_with_defaults():
-    corpus, queries, qrels = load_beir(_scifact(), "test")
-    run = BM25Index.from_corpus(corpus, quiet=True).run(queries, k=100)
-    metrics = evaluate(run, qrels, ks=(10,))
-    # bm25s, Lucene variant, k1=1.5, b=0.75, stop words and the Snowball English stemmer: 0.686 nDCG@10, 0.649
-    # MRR@10; ours (Porter 1980 stems) measured 0.6869 and 0.6499
-    assert metrics["queries"] == 300
-    assert metrics["ndcg@10"] >= 0.68, metrics
-    assert metrics["mrr@10"] >= 0.64, metrics
 
 
 def test_cli_help_lists_the_flags_with_bm25configs_defaults():

@@ -1,4 +1,5 @@
-"""hnm.porter: the paper's own examples, and the reference stemmer's output on every word of SciFact."""
+"""hnm.porter: the paper's own examples, and the reference stemmer's output on every word of SciFact (a stored
+fixture; that it covers SciFact's whole vocabulary is checked in tests/shared/, outside the default run)."""
 
 import gzip
 import json
@@ -6,12 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from hnm.bm25 import Analyser
-from hnm.data import document_text, read_corpus, read_queries
 from hnm.porter import measure, stem
 
 FIXTURE = Path(__file__).resolve().parent / "fixtures" / "porter_scifact.json.gz"
-SCIFACT = Path(__file__).resolve().parents[2] / "shared" / "data" / "scifact"
 
 
 def _fixture() -> dict:
@@ -73,17 +71,3 @@ def test_every_scifact_word_stems_as_the_reference_does():
     wrong = [(w, stem(w), s) for w, s in zip(words, stems) if stem(w) != s]
     assert not wrong, f"{len(wrong)} of {len(words)} words differ from {fixture['reference']}, " \
                       f"(word, ours, reference) e.g. {wrong[:10]}"
-
-
-@pytest.mark.shared  # needs ../shared/data: run by .ci/run's second step
-def test_fixture_holds_the_analysers_scifact_vocabulary():
-    # the fixture is only a full check if it still holds every word the analyser makes of SciFact
-    if not SCIFACT.is_dir():
-        raise FileNotFoundError(f"{SCIFACT}: SciFact is missing; tests need ../shared/data/scifact")
-    analyser = Analyser()
-    words = set()
-    for doc in read_corpus(SCIFACT / "corpus.jsonl").values():
-        words.update(analyser.words(document_text(doc)))
-    for text in read_queries(SCIFACT / "queries.jsonl").values():
-        words.update(analyser.words(text))
-    assert words == set(_fixture()["words"])
