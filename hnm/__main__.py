@@ -275,8 +275,7 @@ def _cmd_tune(args) -> int:
     import json
     from hnm.data import load_beir
     from hnm.firststage import retrieve
-    from hnm.reranker import CrossEncoder
-    from hnm.twostage import EvalConfig, choose_alpha, rerank, store_alpha
+    from hnm.twostage import EvalConfig, tune_alpha
     queries_file = args.queries or Path(args.reranker).resolve().parent / "tuning_queries.json"
     if not queries_file.is_file():
         raise HnmError(f"{queries_file}: no tuning queries; give --queries (a JSON list of query ids, as hnm train "
@@ -288,15 +287,12 @@ def _cmd_tune(args) -> int:
     cfg = EvalConfig(first_stage=args.first_stage, top_k=args.top_k, models=args.models, precision=args.precision)
     picked = {q: queries[q] for q in tuning}
     first = retrieve(corpus, picked, cfg.retrieval(), args.quiet)
-    pure = rerank(CrossEncoder.from_checkpoint(args.reranker), first, picked, corpus, cfg.top_k, cfg.batch_size,
-                  cfg.precision, args.quiet)
-    alpha, curve = choose_alpha(pure, first, {q: qrels[q] for q in tuning})
-    store_alpha(args.reranker, alpha, {"first_stage": cfg.first_stage, "top_k": cfg.top_k,
-                                       "tuning_queries": len(tuning), "metric": "ndcg@10",
-                                       "curve": {str(a): round(v, 5) for a, v in curve.items()}})
+    tuned = tune_alpha(args.reranker, first, picked, corpus, {q: qrels[q] for q in tuning}, cfg.first_stage,
+                       cfg.top_k, cfg.batch_size, cfg.precision, args.quiet)
+    curve = tuned["curve"]
     print(f"nDCG@10 on {len(tuning)} tuning queries, first stage {cfg.first_stage} top {cfg.top_k}:")
-    print("  " + "  ".join(f"{a:g}: {v:.4f}" for a, v in curve.items()))
-    print(f"alpha {alpha:g} (first stage alone {curve[0.0]:.4f}, re-ranker alone {curve[1.0]:.4f}) "
+    print("  " + "  ".join(f"{float(a):g}: {v:.4f}" for a, v in curve.items()))
+    print(f"alpha {tuned['alpha']:g} (first stage alone {curve['0.0']:.4f}, re-ranker alone {curve['1.0']:.4f}) "
           f"-> {Path(args.reranker) / 'config.json'}")
     return 0
 

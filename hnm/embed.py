@@ -18,6 +18,7 @@ vector. Inside, each text is keyed by the sha256 of its prefixed form. New vecto
 Not here: combining models (ensemble.py) and similarity search (search.py).
 """
 
+import functools
 import hashlib
 import json
 import sys
@@ -40,16 +41,22 @@ PRECISIONS = ("float32", "bfloat16", "auto")
 LONG_RUN = 5000  # texts to encode from which a float32 run on a CPU with bfloat16 units is told what auto would save
 
 
+@functools.lru_cache(maxsize=1)
+def _cpuinfo() -> str:
+    """/proc/cpuinfo, read once per process ("" where there is none): `auto` is resolved at every scoring call."""
+    try:
+        return Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return ""
+
+
 def native_bf16(device: torch.device = torch.device("cpu"), cpuinfo: Optional[str] = None) -> bool:
     """Whether `device` computes bfloat16 natively: a CUDA GPU that supports it, or a CPU whose flags (the text of
     /proc/cpuinfo, read when not given) name avx512_bf16 or amx_bf16. Elsewhere autocast emulates bfloat16 slowly."""
     if device.type == "cuda":
         return torch.cuda.is_bf16_supported()
     if cpuinfo is None:
-        try:
-            cpuinfo = Path("/proc/cpuinfo").read_text()
-        except OSError:
-            cpuinfo = ""
+        cpuinfo = _cpuinfo()
     flags = {f for line in cpuinfo.splitlines() if line.startswith("flags") for f in line.split(":", 1)[-1].split()}
     return bool(flags & {"avx512_bf16", "amx_bf16"})
 

@@ -71,11 +71,17 @@ def fuse_mean(scores: np.ndarray, weights: np.ndarray) -> np.ndarray:
     return np.tensordot(weights / weights.sum(), scores, axes=1)
 
 
+def zscore(scores: np.ndarray) -> np.ndarray:
+    """Standardised along the last axis to mean 0 and standard deviation 1 (a constant row becomes 0).
+    [[1, 2, 3]] -> [[-1.2247, 0, 1.2247]]."""
+    mu = scores.mean(axis=-1, keepdims=True)
+    sd = scores.std(axis=-1, keepdims=True)
+    return (scores - mu) / np.where(sd > 0, sd, 1.0)
+
+
 def fuse_zscore(scores: np.ndarray, weights: np.ndarray) -> np.ndarray:
     """(M, Q, C) -> (Q, C): standardise each member per query over the candidates, then the weighted mean."""
-    mu = scores.mean(axis=2, keepdims=True)
-    sd = scores.std(axis=2, keepdims=True)
-    return fuse_mean((scores - mu) / np.where(sd > 0, sd, 1.0), weights)
+    return fuse_mean(zscore(scores), weights)
 
 
 def fuse_rrf(scores: np.ndarray, weights: np.ndarray) -> np.ndarray:

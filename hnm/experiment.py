@@ -45,7 +45,7 @@ from hnm.reranker import CrossEncoder
 from hnm.results import claim, judge, report
 from hnm.svg import bars
 from hnm.train import TrainConfig, train
-from hnm.twostage import choose_alpha, interpolate, rerank, store_alpha
+from hnm.twostage import interpolate, rerank, store_alpha, tune_alpha
 
 @dataclass(frozen=True)
 class Arm:
@@ -274,6 +274,8 @@ def run_experiment(data: Path, out: Path, cfg: ExperimentConfig = ExperimentConf
     # 2. per model: mine (once per arm, the mining seed being fixed), train, tune alpha on its tuning queries,
     # re-rank the test queries; the report after each. An arm is mined only when its first model is due, so that
     # the passages arm's long embedding does not hold back the others.
+    from hnm.chunk import load_tokenizer
+    long_docs = _long_documents(test_qrels, corpus, load_tokenizer(b.start), b.max_length - 3)  # once, for every report
     results = None
     for arm, seed in work_order(cfg.arms, b.seeds):
         mine_cfg = MineConfig(**{"models": b.models, "num_negatives": b.negatives, **arm.mine})
@@ -292,9 +294,9 @@ def run_experiment(data: Path, out: Path, cfg: ExperimentConfig = ExperimentConf
             stages.timed(f"rerank {label} seed {seed}", path.exists(),
                          lambda: _rerank(folder, firsts["test"], test_queries, corpus, b.top_k, mode, path, precision,
                                          quiet))
-        results = _write_results(out, data, cfg, corpus, corpus_size, test_qrels, firsts["test"], stages, t0)
+        results = _write_results(out, data, cfg, corpus, corpus_size, test_qrels, firsts["test"], long_docs, stages, t0)
     if results is None:  # no trained arm: the first stage alone
-        results = _write_results(out, data, cfg, corpus, corpus_size, test_qrels, firsts["test"], stages, t0)
+        results = _write_results(out, data, cfg, corpus, corpus_size, test_qrels, firsts["test"], long_docs, stages, t0)
     return results
 
 
@@ -317,11 +319,9 @@ def _systems(out: Path, cfg: ExperimentConfig, first: Run) -> Dict[str, Dict[int
 
 
 def _write_results(out: Path, data: Path, cfg: ExperimentConfig, corpus, corpus_size: int, test_qrels: Qrels,
-                   first: Run, stages: Stages, t0: float) -> dict:
+                   first: Run, long_docs: set, stages: Stages, t0: float) -> dict:
     b = cfg.budget
     systems = _systems(out, cfg, first)
-    from hnm.chunk import load_tokenizer
-    long_docs = _long_documents(test_qrels, corpus, load_tokenizer(b.start), b.max_length - 3)
     within, beyond = _long_queries(test_qrels, long_docs)
     results = judge(systems, test_qrels, cfg.resamples, b.top_k, {"within window": within, "beyond window": beyond})
     results["relevant_documents"] = {n: relevant_document_rr(r[min(r)], test_qrels, long_docs)
@@ -394,18 +394,16 @@ def _tune(folder: Path, first_train: Run, queries, corpus, train_qrels: Qrels, c
     """alpha on the model's tuning queries: their first-stage top k re-ranked, the best nDCG@10 of the grid."""
     b = cfg.budget
     tuning = [q for q in json.loads((folder / "tuning_queries.json").read_text()) if q in first_train]
-    if not tuning:
-        alpha, curve = 1.0, {}
-    else:
-        model = CrossEncoder.from_checkpoint(_checkpoint(folder))
-        first = {q: first_train[q] for q in tuning}
-        reranked = rerank(model, first, queries, corpus, b.top_k, precision=b.precision, quiet=quiet)
-        alpha, curve = choose_alpha(reranked, first, {q: train_qrels[q] for q in tuning})
-    about = {"first_stage": cfg.first_stage, "top_k": b.top_k, "tuning_queries": len(tuning), "metric": "ndcg@10",
-             "curve": {str(a): round(v, 5) for a, v in curve.items()}}
-    store_alpha(_checkpoint(folder), alpha, about)
+    if tuning:
+        tuned = tune_alpha(_checkpoint(folder), {q: first_train[q] for q in tuning}, queries, corpus,
+                           {q: train_qrels[q] for q in tuning}, cfg.first_stage, b.top_k, precision=b.precision,
+                           quiet=quiet)
+    else:  # no tuning split: pure re-ranking
+        tuned = {"alpha": 1.0, "first_stage": cfg.first_stage, "top_k": b.top_k, "tuning_queries": 0,
+                 "metric": "ndcg@10", "curve": {}}
+        store_alpha(_checkpoint(folder), 1.0, {k: v for k, v in tuned.items() if k != "alpha"})
     with atomic_write(folder / "alpha.json") as f:
-        json.dump({"alpha": alpha, **about}, f, indent=1)
+        json.dump(tuned, f, indent=1)
 
 
 def _rerank(folder: Path, first: Run, queries, corpus, top_k: int, mode: str, path: Path, precision: str,

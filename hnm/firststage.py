@@ -33,12 +33,12 @@ import numpy as np
 
 from hnm.data import document_text
 from hnm.embed import EmbedConfig
+from hnm.ensemble import RRF_K, fuse_zscore
 from hnm.metrics import Run
 from hnm.progress import Progress
 
 KINDS = ("bm25", "dense", "ensemble", "hybrid")
 HYBRID_FUSIONS = ("zscore", "rrf")
-RRF_K = 60
 
 
 @dataclass(frozen=True)
@@ -63,14 +63,6 @@ class FirstStageConfig:
             raise ValueError("top_k, depth and block must be at least 1")
 
 
-def zscore_rows(scores: np.ndarray) -> np.ndarray:
-    """(Q, N) -> each row standardised to mean 0 and standard deviation 1 (a constant row becomes 0).
-    [[1, 2, 3]] -> [[-1.2247, 0, 1.2247]]."""
-    mu = scores.mean(axis=1, keepdims=True)
-    sd = scores.std(axis=1, keepdims=True)
-    return (scores - mu) / np.where(sd > 0, sd, 1.0)
-
-
 def rrf_rows(scores: np.ndarray, depth: int) -> np.ndarray:
     """(Q, N) -> 1 / (RRF_K + rank) for each row's top `depth` documents (rank 1 the best), 0 for the others.
     [[0.1, 0.9, 0.5]], depth 2 -> [[0, 1/61, 1/62]]."""
@@ -86,8 +78,8 @@ def rrf_rows(scores: np.ndarray, depth: int) -> np.ndarray:
 def fuse_hybrid(bm25: np.ndarray, dense: np.ndarray, cfg: FirstStageConfig) -> np.ndarray:
     """(Q, N) BM25 and dense scores of the same documents -> (Q, N) fused scores (the module docstring's rules)."""
     w = cfg.bm25_weight
-    if cfg.fusion == "zscore":
-        return w * zscore_rows(bm25) + (1.0 - w) * zscore_rows(dense)
+    if cfg.fusion == "zscore":  # the ensemble's own z-score fusion, over the whole corpus: w z(BM25) + (1 - w) z(dense)
+        return fuse_zscore(np.stack([bm25, dense]), np.array([w, 1.0 - w]))
     return w * rrf_rows(bm25, cfg.depth) + (1.0 - w) * rrf_rows(dense, cfg.depth)
 
 

@@ -29,6 +29,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from hnm.data import Qrels, atomic_write, beir_file, document_text, read_corpus, read_queries
+from hnm.ensemble import zscore
 from hnm.firststage import KINDS, FirstStageConfig
 from hnm.metrics import Run, evaluate, paired_bootstrap, per_query, randomisation_test, rank_documents
 from hnm.progress import Progress
@@ -102,9 +103,7 @@ def rerank(model: CrossEncoder, run: Run, queries: Dict[str, str], corpus: Dict[
 
 def _standardised(scores: Dict[str, float]) -> Dict[str, float]:
     """{doc: score} -> {doc: (score - mean) / sd} over the given documents (all 0 when they score alike)."""
-    v = np.array(list(scores.values()), dtype=np.float64)
-    sd = v.std()
-    return {d: float((s - v.mean()) / sd) if sd > 0 else 0.0 for d, s in scores.items()}
+    return dict(zip(scores, zscore(np.array(list(scores.values()), dtype=np.float64)).tolist()))
 
 
 def interpolate(reranked: Run, first: Run, alpha: float) -> Run:
@@ -148,6 +147,20 @@ def stored_alpha(folder: Path) -> Optional[float]:
     config = json.loads((Path(folder) / "config.json").read_text(encoding="utf-8"))
     found = config.get("hnm", {}).get("interpolation")
     return None if found is None else float(found["alpha"])
+
+
+def tune_alpha(checkpoint: Path, first: Run, queries: Dict[str, str], corpus: Dict[str, dict], qrels: Qrels,
+               first_stage: str, top_k: int, batch_size: int = 64, precision: str = "float32",
+               quiet: bool = False) -> dict:
+    """Re-rank the tuning queries' first-stage run `first` with the checkpoint, choose alpha on their judgments and
+    store it in the checkpoint; -> what was stored: {"alpha", "first_stage", "top_k", "tuning_queries", "metric",
+    "curve"}."""
+    pure = rerank(CrossEncoder.from_checkpoint(checkpoint), first, queries, corpus, top_k, batch_size, precision, quiet)
+    alpha, curve = choose_alpha(pure, first, qrels)
+    about = {"first_stage": first_stage, "top_k": top_k, "tuning_queries": len(first), "metric": "ndcg@10",
+             "curve": {str(a): round(v, 5) for a, v in curve.items()}}
+    store_alpha(checkpoint, alpha, about)
+    return {"alpha": alpha, **about}
 
 
 def metrics_of(run: Run, qrels: Qrels) -> Dict[str, float]:

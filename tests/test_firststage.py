@@ -8,7 +8,8 @@ from conftest import require_model
 from hnm.bm25 import BM25Index
 from hnm.data import bundled_cranfield, document_text, load_beir
 from hnm.embed import EmbedConfig, Embedder
-from hnm.firststage import FirstStageConfig, fuse_hybrid, retrieve, rrf_rows, zscore_rows
+from hnm.ensemble import zscore as zscore_rows
+from hnm.firststage import FirstStageConfig, fuse_hybrid, retrieve, rrf_rows
 from test_experiment import tiny_model
 
 
