@@ -4,6 +4,7 @@ Defaults come from the dataclasses next to the code they configure; this file on
 """
 
 import argparse
+import os
 import sys
 from pathlib import Path
 from typing import List, Optional
@@ -13,6 +14,13 @@ from hnm.errors import HnmError
 
 def _quiet(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bars on stderr")
+
+
+def _device(p: argparse.ArgumentParser) -> None:
+    from hnm.distributed import DEVICES_HELP
+    p.add_argument("--device", default="auto",
+                   help=f"where the models run: {DEVICES_HELP} (default auto). Under `torchrun --nproc_per_node N "
+                        f"-m hnm ...` the work is shared among the N processes and rank 0 writes the outputs")
 
 
 def _count(text: str) -> int:
@@ -60,11 +68,12 @@ def _cmd_embed(args) -> int:
     embedder = Embedder.load(args.model, EmbedConfig(batch_size=args.batch_size, precision=args.precision,
                                                      cache=not args.no_cache, streams=args.streams), quiet=args.quiet)
     vectors = embedder.encode([text for _, text in rows], kind=args.kind, quiet=args.quiet)
-    with atomic_write(args.output, "wb") as f:
-        np.save(f, vectors, allow_pickle=False)
     ids_path = args.output.with_suffix(".ids.txt")
-    with atomic_write(ids_path) as f:
-        f.writelines(f"{doc_id}\n" for doc_id, _ in rows)
+    if _writer():
+        with atomic_write(args.output, "wb") as f:
+            np.save(f, vectors, allow_pickle=False)
+        with atomic_write(ids_path) as f:
+            f.writelines(f"{doc_id}\n" for doc_id, _ in rows)
     print(f"{args.output}: {vectors.shape[0]} x {vectors.shape[1]} float32; row ids in {ids_path}")
     return 0
 
@@ -178,18 +187,16 @@ def _train_config(args):
 
 
 def _cmd_train(args) -> int:
-    import os
     from hnm.train import train
     s = train(args.rows, args.output, args.start, _train_config(args), resume=args.resume, quiet=args.quiet)
-    if os.environ.get("RANK", "0") == "0":  # under torchrun, one report
-        best = s["best"]
-        print(f"trained {s['steps']} of {s['total_steps']} steps on {s['examples']} examples "
-              f"({len(s['skipped_rows'])} rows skipped) in {s['seconds']:.1f} s, {s['pairs_per_s']:.1f} pairs/s; "
-              f"last loss {s['last_loss']:.4f}")
-        if best:
-            print(f"best held-out MRR@10 {best['mrr@10']:.4f} (nDCG@10 {best['ndcg@10']:.4f}) at step "
-                  f"{best['step']} -> {args.output / 'best'}")
-        print(f"checkpoint {args.output / 'last'}; log {args.output / 'log.jsonl'}")
+    best = s["best"]
+    print(f"trained {s['steps']} of {s['total_steps']} steps on {s['examples']} examples "
+          f"({len(s['skipped_rows'])} rows skipped) in {s['seconds']:.1f} s, {s['pairs_per_s']:.1f} pairs/s; "
+          f"last loss {s['last_loss']:.4f}")
+    if best:
+        print(f"best held-out MRR@10 {best['mrr@10']:.4f} (nDCG@10 {best['ndcg@10']:.4f}) at step "
+              f"{best['step']} -> {args.output / 'best'}")
+    print(f"checkpoint {args.output / 'last'}; log {args.output / 'log.jsonl'}")
     return 0
 
 
@@ -209,7 +216,8 @@ def _cmd_rerank(args) -> int:
         raise HnmError(str(e)) from None
     seconds = time.perf_counter() - started
     new = interpolate(pure, run, alpha)
-    write_trec_run(args.output, new, tag="hnm-rerank")
+    if _writer():
+        write_trec_run(args.output, new, tag="hnm-rerank")
     pairs = sum(map(len, new.values()))
     print(f"re-ranked {pairs} pairs of {len(new)} queries in {seconds:.1f} s ({pairs / seconds:.1f} pairs/s), "
           f"alpha {alpha:g} -> {args.output}")
@@ -252,10 +260,12 @@ def _cmd_evaluate(args) -> int:
     for name, run in systems.items():
         slug = re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("_")
         path = args.output_dir / f"{slug}.{Path(args.data).resolve().name}.{args.split}.trec"
-        write_trec_run(path, run, tag=slug)
+        if _writer():
+            write_trec_run(path, run, tag=slug)
         report["metrics"][name]["run"] = str(path)
-    with atomic_write(args.output_dir / "evaluate.json") as f:
-        json.dump(report, f, indent=1)
+    if _writer():
+        with atomic_write(args.output_dir / "evaluate.json") as f:
+            json.dump(report, f, indent=1)
     print(f"runs and report (evaluate.json) in {args.output_dir}")
     return 0
 
@@ -342,6 +352,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "auto: bfloat16 where the hardware has it (default float32)")
     _streams(p)
     p.add_argument("--no-cache", action="store_true", help="neither read nor write the embedding cache")
+    _device(p)
     _quiet(p)
     p.set_defaults(func=_cmd_embed)
 
@@ -413,6 +424,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--precision", choices=("float32", "bfloat16", "auto"), default=EmbedConfig.precision,
                    help="encoder precision")
     _streams(p)
+    _device(p)
     _quiet(p)
     p.set_defaults(func=_cmd_mine)
 
@@ -461,8 +473,9 @@ def build_parser() -> argparse.ArgumentParser:
     t = TrainConfig()
     p = sub.add_parser("train", help="train a cross-encoder re-ranker on mined rows (torchrun for several processes)",
                        description="Fine-tune a cross-encoder on the rows of `hnm mine`: each positive with groups "
-                                   "of --negatives negatives, the triplet loss by default. Writes OUTPUT/log.jsonl, "
-                                   "OUTPUT/last (checkpoint, resumable) and OUTPUT/best (best held-out MRR@10). "
+                                   "of --negatives negatives, softmax cross-entropy over 1 + n by default. Writes "
+                                   "OUTPUT/log.jsonl, OUTPUT/last (checkpoint, resumable) and OUTPUT/best (best "
+                                   "held-out MRR@10). "
                                    "Run it under `torchrun --nproc_per_node N -m hnm train ...` for DDP.")
     p.add_argument("--rows", type=Path, required=True, help="mined rows, JSON lines (hnm mine's output)")
     p.add_argument("--output", type=Path, required=True, help="folder for the log and the checkpoints")
@@ -504,6 +517,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"steps between checkpoints (default {t.save_every})")
     p.add_argument("--stop-after", dest="stop_after", type=int,
                    help="end this invocation after this step, checkpointed; go on later with --resume")
+    _device(p)
     _quiet(p)
     p.set_defaults(func=_cmd_train)
 
@@ -524,6 +538,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="re-ranker precision")
     p.add_argument("--alpha", type=float, help="weight of the re-ranker against the run's scores, each standardised "
                                                "per query (default: the checkpoint's tuned alpha, else 1: pure)")
+    _device(p)
     _quiet(p)
     p.set_defaults(func=_cmd_rerank)
 
@@ -557,6 +572,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, help=f"of the paired tests (default {e.seed})")
     p.add_argument("--output-dir", dest="output_dir", type=Path, default=Path("."),
                    help="where the TREC runs and evaluate.json go (default here)")
+    _device(p)
     _quiet(p)
     p.set_defaults(func=_cmd_evaluate)
     p = sub.add_parser("tune", help="choose a re-ranker's interpolation weight alpha on its tuning queries",
@@ -576,6 +592,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--models", default=e.models, help="encoders of the dense, ensemble and hybrid first stages")
     p.add_argument("--precision", choices=("float32", "bfloat16", "auto"), default=e.precision,
                    help="re-ranker precision")
+    _device(p)
     _quiet(p)
     p.set_defaults(func=_cmd_tune)
 
@@ -596,18 +613,45 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--test-split", dest="test_split", help="the split judged (default test)")
     p.add_argument("--first-stage", dest="first_stage", choices=FIRST_STAGES,
                    help="the first stage whose top k is re-ranked (default hybrid)")
+    _device(p)
     _quiet(p)
     p.set_defaults(func=_cmd_experiment)
     return parser
 
 
-def main(argv: Optional[List[str]] = None) -> int:
-    args = build_parser().parse_args(argv)
+def _writer() -> bool:
+    """Whether this process writes the outputs: always, except on the ranks past 0 under torchrun."""
+    from hnm.distributed import current
+    return current().main
+
+
+def _run(args) -> int:
+    """The verb, in the processes torchrun started (one without it) on --device; only rank 0 prints and writes."""
+    distributed = None
     try:
+        if getattr(args, "device", None) is not None:
+            from hnm import distributed
+            try:
+                procs = distributed.Processes.start(args.device)
+            except ValueError as e:
+                raise HnmError(str(e)) from None
+            if not procs.main:
+                sys.stdout = open(os.devnull, "w")
         return args.func(args) or 0
     except (HnmError, FileNotFoundError) as e:
         print(f"hnm {args.verb}: error: {e}", file=sys.stderr)
         return 2
+    finally:
+        if distributed is not None:
+            distributed.stop()
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    if "TORCHELASTIC_RUN_ID" in os.environ:  # under torchrun: a rank's traceback goes into torchrun's failure report
+        from torch.distributed.elastic.multiprocessing.errors import record
+        return record(_run)(args)
+    return _run(args)
 
 
 if __name__ == "__main__":

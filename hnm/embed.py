@@ -13,7 +13,16 @@ The cache keeps vectors under $HNM_HOME/embeddings/<identity>/, where <identity>
 on besides its text: the sha256 of the model's three files, the prefix, the maximum length, the pooling, the
 normalisation and the precision. A change to any of them therefore lands in a new folder and never reuses a stale
 vector. Inside, each text is keyed by the sha256 of its prefixed form. New vectors are written every
-`flush_every` texts as an atomically renamed shard, so a killed run keeps what it had finished.
+`flush_every` texts as an atomically renamed shard, so a killed run keeps what it had finished. The device is not
+part of the identity: a vector made on a GPU is reused on the CPU and the other way round.
+
+Under torchrun (distributed.py), the W ranks encode one text list together. A text counts as cached only when every
+rank has it (so all plan the same work, whether or not the ranks share a disk); each block of `flush_every` missing
+texts is cut into the batches one process would make, batch i goes to rank i mod W, each rank writes the vectors it
+made as its own cache shard (named by the hash of its keys, so no two ranks write the same file), and an
+all-gather gives every rank the whole block. Each batch is the same batch, computed on the same number of threads
+as one process's stream (torchrun gives each rank one thread; one process's two streams have one each), so the
+vectors are the same bits as a one-process run's.
 
 Not here: combining models (ensemble.py) and similarity search (search.py).
 """
@@ -31,6 +40,7 @@ import numpy as np
 import torch
 
 from hnm.data import atomic_write
+from hnm.distributed import current, resolve_device
 from hnm.encoder import EncoderConfig, build_encoder
 from hnm.pooling import l2_normalize, pool
 from hnm.progress import Progress
@@ -76,6 +86,7 @@ class EmbedConfig:
     cache: bool = True  # read and write the on-disk vector cache
     flush_every: int = 1024  # texts encoded between two cache shards (what a killed run can lose at most)
     streams: int = 0  # batches encoded at once, each on its own share of torch's threads; 0: 2 if it has 2 or more
+    device: Optional[str] = None  # distributed.py's names; None: the device the command chose (distributed.current)
 
 
 def stream_plan(streams: int, threads: int) -> tuple:
@@ -84,6 +95,12 @@ def stream_plan(streams: int, threads: int) -> tuple:
         raise ValueError(f"streams must be 0 (automatic) or a positive number, not {streams}")
     n = min(streams or 2, max(threads, 1))
     return n, max(threads // n, 1)
+
+
+def planned_streams(streams: int) -> int:
+    """The streams the batches are cut for: the configured number (0: 2), whatever the threads, so that one process
+    and W processes of one thread each cut a block into the same batches."""
+    return streams or 2
 
 
 def batch_sizes(n: int, batch_size: int, streams: int) -> List[int]:
@@ -116,6 +133,12 @@ class EmbeddingCache:
     def get(self, key: bytes) -> Optional[np.ndarray]:
         return self._load().get(key)
 
+    def remember(self, keys: List[bytes], vectors: np.ndarray) -> None:
+        """Hold vectors another rank wrote to its own shard, in memory only."""
+        rows = self._load()
+        for k, v in zip(keys, vectors):
+            rows[k] = v
+
     def add(self, keys: List[bytes], vectors: np.ndarray) -> None:
         if not keys:
             return
@@ -138,10 +161,11 @@ class Embedder:
             raise ValueError(f"precision {cfg.precision!r} is not one of {', '.join(PRECISIONS)}")
         stream_plan(cfg.streams, 1)  # a bad number of streams fails here, not at the first long encode
         self.spec = spec
-        self.cfg = replace(cfg, precision=resolve_precision(cfg.precision))  # "auto" decided once, cached as chosen
+        self.device = current().device if cfg.device is None else resolve_device(cfg.device)
+        self.cfg = replace(cfg, precision=resolve_precision(cfg.precision, self.device))  # decided once, as cached
         self.model = build_encoder(EncoderConfig.from_json(folder / "config.json"))
         load_safetensors_strict(self.model, folder / "model.safetensors")
-        self.model.eval()
+        self.model.eval().to(self.device)
         self.tokenizer = Tokenizer.from_file(folder / "tokenizer.json", spec.max_length)
         self.dim = self.model.config.hidden_size
         self._caches: Dict[str, EmbeddingCache] = {}
@@ -173,22 +197,27 @@ class Embedder:
 
     @torch.no_grad()
     def _vectors(self, batch: Batch) -> np.ndarray:
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.cfg.precision == "bfloat16"):
-            hidden = self.model(batch.input_ids, batch.attention_mask, batch.token_type_ids)  # (B, T, H)
-            vectors = pool(self.spec.pooling, hidden.float(), batch.attention_mask)  # (B, H)
+        ids, mask, types = (t.to(self.device) for t in (batch.input_ids, batch.attention_mask, batch.token_type_ids))
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.cfg.precision == "bfloat16"):
+            hidden = self.model(ids, mask, types)  # (B, T, H)
+            vectors = pool(self.spec.pooling, hidden.float(), mask)  # (B, H)
         if self.spec.normalize:
             vectors = l2_normalize(vectors)
-        return vectors.float().numpy()
+        return vectors.float().cpu().numpy()
 
     def encode(self, texts: Sequence[str], kind: str = "document", quiet: bool = False) -> np.ndarray:
         """(N,) texts -> (N, D) float32 vectors in input order, through the cache when it is on."""
+        procs = current()
         prefixed = [self.prefix(kind) + t for t in texts]
         out = np.zeros((len(prefixed), self.dim), dtype=np.float32)
         keys = [hashlib.sha256(t.encode("utf-8")).digest() for t in prefixed]
         cache = self.cache(kind) if self.cfg.cache else None
+        hits = [cache.get(key) if cache else None for key in keys]
+        if procs.world > 1 and cache:  # cached only where every rank has it, so that all plan the same work
+            everywhere = procs.all_min(torch.tensor([h is not None for h in hits], dtype=torch.int32)).tolist()
+            hits = [h if ok else None for h, ok in zip(hits, everywhere)]
         todo: Dict[bytes, List[int]] = {}  # each distinct missing text once, with every row that wants it
-        for i, key in enumerate(keys):
-            hit = cache.get(key) if cache else None
+        for i, (key, hit) in enumerate(zip(keys, hits)):
             if hit is not None:
                 out[i] = hit
             else:
@@ -198,19 +227,39 @@ class Embedder:
             print(f"note: this CPU computes bfloat16 natively; --precision auto (or bfloat16) would encode these "
                   f"{len(missing):,} texts about 1.7x faster, at a cosine of about 0.9999 to float32",
                   file=sys.stderr, flush=True)
-        with Progress(len(missing), desc=f"embed {self.spec.name}", quiet=quiet or not missing) as bar:
+        with Progress(len(missing), desc=f"embed {self.spec.name}", quiet=quiet or not missing or not procs.main) \
+                as bar:
             for start in range(0, len(missing), self.cfg.flush_every):
                 block = missing[start:start + self.cfg.flush_every]
                 block_texts = [prefixed[todo[k][0]] for k in block]
-                vectors = self._encode_sorted(block_texts, bar)
+                encodings = self.tokenizer.encode(block_texts)
+                batches = self._batches(encodings)
+                rows = np.concatenate(batches[procs.rank::procs.world] or [np.zeros(0, dtype=np.int64)])
+                vectors = np.zeros((len(block), self.dim), dtype=np.float32)
+                vectors[rows] = self._encode_batches(encodings, batches[procs.rank::procs.world],
+                                                     bar if procs.world == 1 else None)
+                if cache:  # this rank's part, on disk before the others hear of it
+                    cache.add([block[i] for i in rows], vectors[rows])
+                if procs.world > 1:
+                    for r, blob in enumerate(procs.all_gather_bytes(vectors[rows].tobytes())):
+                        theirs = np.concatenate(batches[r::procs.world] or [np.zeros(0, dtype=np.int64)])
+                        vectors[theirs] = np.frombuffer(blob, dtype=np.float32).reshape(len(theirs), self.dim)
+                        if cache and r != procs.rank:
+                            cache.remember([block[i] for i in theirs], vectors[theirs])
+                    bar.update(len(block))
                 for k, v in zip(block, vectors):
                     out[todo[k]] = v
-                if cache:
-                    cache.add(block, vectors)
         return out
 
-    def _encode_sorted(self, texts: List[str], bar: Progress) -> np.ndarray:
-        """Encode longest texts first in batches of similar length; return rows in the order given.
+    def _batches(self, encodings: list) -> List[np.ndarray]:
+        """The rows of each batch, longest texts first, in batches of similar length (`batch_sizes` for the
+        planned streams)."""
+        order = np.argsort([-len(e.ids) for e in encodings], kind="stable")
+        bounds = np.cumsum([0] + batch_sizes(len(encodings), self.cfg.batch_size, planned_streams(self.cfg.streams)))
+        return [order[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
+
+    def _encode_batches(self, encodings: list, batches: List[np.ndarray], bar: Optional[Progress]) -> np.ndarray:
+        """Encode the given batches (rows of the tokenised `encodings`); return their vectors, batch after batch.
 
         With two or more streams, that many batches run at once, each in its own thread on its share of torch's
         threads. On two CPU cores, two batches on one thread each ran 1.08x faster than one batch on two threads
@@ -219,12 +268,7 @@ class Embedder:
         every operation, the small ones between the matrix products (layer norm, GELU, residual adds) included.
         Each batch is computed the same way whatever the number of streams, so the vectors do not depend on it
         beyond float rounding. Costs: one more batch's activations in memory."""
-        encodings = self.tokenizer.encode(texts)
-        order = np.argsort([-len(e.ids) for e in encodings], kind="stable")
-        vectors = np.zeros((len(texts), self.dim), dtype=np.float32)
         streams, per_stream = stream_plan(self.cfg.streams, torch.get_num_threads())
-        bounds = np.cumsum([0] + batch_sizes(len(texts), self.cfg.batch_size, streams))
-        batches = [order[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
 
         def run(idx: np.ndarray) -> np.ndarray:
             return self._vectors(self.tokenizer.pad([encodings[i] for i in idx]))
@@ -234,11 +278,13 @@ class Embedder:
             pool = ThreadPoolExecutor(streams, thread_name_prefix="hnm-embed", initializer=torch.set_num_threads,
                                       initargs=(per_stream,))
         results = pool.map(run, batches) if pool else map(run, batches)
+        parts = []
         try:
             for idx, rows in zip(batches, results):
-                vectors[idx] = rows
-                bar.update(len(idx))
+                parts.append(rows)
+                if bar is not None:
+                    bar.update(len(idx))
         finally:
             if pool is not None:
                 pool.shutdown(cancel_futures=True)
-        return vectors
+        return np.concatenate(parts) if parts else np.zeros((0, self.dim), dtype=np.float32)

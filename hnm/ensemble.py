@@ -26,6 +26,7 @@ from typing import List, Optional, Sequence, Tuple, Union
 import numpy as np
 
 from hnm.embed import EmbedConfig, Embedder
+from hnm.search import exact_scores
 
 FUSIONS = ("mean", "zscore", "rrf")
 RRF_K = 60
@@ -142,7 +143,7 @@ class Ensemble:
     def score(self, query_rows: np.ndarray, candidates: List[np.ndarray]) -> List[np.ndarray]:
         """Fused scores of each query's candidate documents: query_rows (q,), candidates [(C_i,)] -> [(C_i,)]."""
         if self.fusion == "mean" and not self.bm25_member:  # one product over the ensemble vectors
-            return [self.docs[c] @ self.queries[r] for r, c in zip(query_rows, candidates)]
+            return [exact_scores(self.docs[c], self.queries[r]) for r, c in zip(query_rows, candidates)]
         bm25_rows = None
         if self.bm25_member:
             analyse = self.bm25.analyser
@@ -150,7 +151,7 @@ class Ensemble:
         weights = np.append(self.weights, self.bm25_member.weight) if self.bm25_member else self.weights
         out = []
         for i, (r, c) in enumerate(zip(query_rows, candidates)):
-            per_member = [d[c] @ q[r] for d, q in zip(self.doc_vectors, self.query_vectors)]  # M x (C,)
+            per_member = [exact_scores(d[c], q[r]) for d, q in zip(self.doc_vectors, self.query_vectors)]  # M x (C,)
             if bm25_rows is not None:
                 per_member.append(normalise_bm25(bm25_rows[i, c][None])[0])
             out.append(FUSE[self.fusion](np.stack(per_member)[:, None, :], weights)[0])
@@ -190,12 +191,12 @@ class PassageEnsemble(Ensemble):
     def score(self, query_rows: np.ndarray, candidates: List[np.ndarray]) -> List[np.ndarray]:
         out = []
         for r, c in zip(query_rows, candidates):
-            total = np.zeros(len(c), dtype=np.float32)
+            total = np.zeros(len(c), dtype=np.float64)
             for share, passages, first, queries in zip(self.shares, self.passage_vectors, self.first,
                                                        self.query_vectors):
                 starts, ends = first[c], first[c + 1]
                 rows = np.concatenate([np.arange(s, e) for s, e in zip(starts, ends)])
-                s = passages[rows] @ queries[r]  # (passages of the candidates,)
+                s = exact_scores(passages[rows], queries[r])  # (passages of the candidates,)
                 total += share * np.maximum.reduceat(s, np.concatenate([[0], np.cumsum(ends - starts)[:-1]]))
             out.append(total)
         return out

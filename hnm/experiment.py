@@ -19,7 +19,8 @@ query's metric averaged over the seeds.
 Every stage writes its result under OUT and is skipped when the result is there (mining and training also resume
 from their own checkpoints), so a long experiment can be split across sittings. The work goes seed by seed, arm by
 arm, and the report is rewritten after each model, so a run stopped half-way leaves a report of what it finished.
-Outputs: OUT/report.md, OUT/results.json, OUT/chart.svg.
+Outputs: OUT/report.md, OUT/results.json, OUT/chart.svg. Under torchrun every rank walks the same stages, each
+stage shares its work among them (distributed.py), and rank 0 writes; OUT must be one folder all ranks see.
 
 Not here: the mining, training and ranking themselves (miner.py, train.py, firststage.py, twostage.py); judging and
 the report (results.py).
@@ -37,6 +38,7 @@ import numpy as np
 
 from hnm.chunk import ChunkConfig, chunk_spans
 from hnm.data import Qrels, atomic_write, document_text, load_beir
+from hnm.distributed import current
 from hnm.embed import resolve_precision
 from hnm.firststage import FirstStageConfig, retrieve
 from hnm.metrics import Run, rank_documents, read_trec_run, write_trec_run
@@ -224,13 +226,17 @@ class Stages:
         self.times = json.loads(self.times_path.read_text()) if self.times_path.exists() else {}
 
     def timed(self, name: str, done: bool, work) -> None:
+        """Run `work` unless `done`; under torchrun every rank runs it, rank 0 writes, and all wait for rank 0."""
         if done:
             return
         t0 = time.monotonic()
         work()
         self.times[name] = round(time.monotonic() - t0, 1)
-        with atomic_write(self.times_path) as f:
-            json.dump(self.times, f, indent=1)
+        procs = current()
+        if procs.main:
+            with atomic_write(self.times_path) as f:
+                json.dump(self.times, f, indent=1)
+        procs.barrier()  # what rank 0 wrote is there before any rank asks whether the next stage is done
 
 
 def _slug(label: str) -> str:
@@ -268,7 +274,7 @@ def run_experiment(data: Path, out: Path, cfg: ExperimentConfig = ExperimentConf
     for part, qs in (("test", test_queries), ("train", train_queries)):
         path = out / "runs" / f"first-stage.{part}.trec"
         stages.timed(f"first stage {part}", path.exists(),
-                     lambda: write_trec_run(path, retrieve(corpus, qs, fcfg, quiet), "first-stage"))
+                     lambda: _write_run(path, retrieve(corpus, qs, fcfg, quiet), "first-stage"))
         firsts[part] = read_trec_run(path)
 
     # 2. per model: mine (once per arm, the mining seed being fixed), train, tune alpha on its tuning queries,
@@ -318,8 +324,14 @@ def _systems(out: Path, cfg: ExperimentConfig, first: Run) -> Dict[str, Dict[int
     return systems
 
 
+def _write_run(path: Path, run: Run, tag: str) -> None:
+    if current().main:
+        write_trec_run(path, run, tag)
+
+
 def _write_results(out: Path, data: Path, cfg: ExperimentConfig, corpus, corpus_size: int, test_qrels: Qrels,
                    first: Run, long_docs: set, stages: Stages, t0: float) -> dict:
+    """The report, results.json and chart from the runs on disk (computed on every rank, written by rank 0)."""
     b = cfg.budget
     systems = _systems(out, cfg, first)
     within, beyond = _long_queries(test_qrels, long_docs)
@@ -337,6 +349,8 @@ def _write_results(out: Path, data: Path, cfg: ExperimentConfig, corpus, corpus_
                     "precision": resolve_precision(b.precision),
                     "corpus": {"documents": len(corpus), "of": corpus_size}, "stage_seconds": stages.times,
                     "machine": machine_line(), "wall_seconds_this_sitting": round(time.monotonic() - t0, 1)})
+    if not current().main:
+        return results
     with atomic_write(out / "results.json") as f:
         json.dump(results, f, indent=1)
     with atomic_write(out / "report.md") as f:
@@ -381,8 +395,9 @@ def _mine(arm: Arm, mine_cfg: MineConfig, corpus, queries, qrels, path: Path, pr
 
 def _train(rows: Path, folder: Path, start: str, tcfg: TrainConfig, quiet: bool) -> None:
     summary = train(rows, folder, start, tcfg, resume=(folder / "last").exists(), quiet=quiet)
-    with atomic_write(folder / "done.json") as f:
-        json.dump(summary, f, indent=1, default=str)
+    if current().main:
+        with atomic_write(folder / "done.json") as f:
+            json.dump(summary, f, indent=1, default=str)
 
 
 def _checkpoint(folder: Path) -> Path:
@@ -401,9 +416,11 @@ def _tune(folder: Path, first_train: Run, queries, corpus, train_qrels: Qrels, c
     else:  # no tuning split: pure re-ranking
         tuned = {"alpha": 1.0, "first_stage": cfg.first_stage, "top_k": b.top_k, "tuning_queries": 0,
                  "metric": "ndcg@10", "curve": {}}
-        store_alpha(_checkpoint(folder), 1.0, {k: v for k, v in tuned.items() if k != "alpha"})
-    with atomic_write(folder / "alpha.json") as f:
-        json.dump(tuned, f, indent=1)
+        if current().main:
+            store_alpha(_checkpoint(folder), 1.0, {k: v for k, v in tuned.items() if k != "alpha"})
+    if current().main:
+        with atomic_write(folder / "alpha.json") as f:
+            json.dump(tuned, f, indent=1)
 
 
 def _rerank(folder: Path, first: Run, queries, corpus, top_k: int, mode: str, path: Path, precision: str,
@@ -415,6 +432,8 @@ def _rerank(folder: Path, first: Run, queries, corpus, top_k: int, mode: str, pa
         run = rerank(model, first, queries, corpus, top_k, precision=precision, quiet=quiet)
     else:
         run = rerank_by_passages(model, first, queries, corpus, top_k, precision, quiet)
+    if not current().main:
+        return
     write_trec_run(path, run, path.stem)
     pairs = sum(map(len, run.values()))
     with atomic_write(path.with_suffix(".speed.json")) as f:

@@ -20,18 +20,21 @@ BM25 and the ensemble. Its runs are what a re-ranker re-orders (twostage.py).
               hnm's parts, bf16 vectors): BM25 0.687, the two-model ensemble 0.668, zscore 0.737, rrf 0.716.
 
 The scores of a hybrid run are the fused ones; twostage.py interpolates a re-ranker with whatever the run holds.
-Queries go in blocks of `block` so that the (block, N) score matrices stay small on a large corpus.
+Queries go in blocks of `block` so that the (block, N) score matrices stay small on a large corpus; under torchrun
+the blocks are shared among the ranks and every rank gets the whole run, in query order (distributed.py).
 
 Not here: BM25 and embedding themselves (bm25.py, embed.py, ensemble.py), re-ranking (twostage.py).
 Letters: Q queries of a block, N documents, k the depth kept.
 """
 
+import json
 from dataclasses import dataclass
 from typing import Dict, List
 
 import numpy as np
 
 from hnm.data import document_text
+from hnm.distributed import current
 from hnm.embed import EmbedConfig
 from hnm.ensemble import RRF_K, fuse_zscore
 from hnm.metrics import Run
@@ -97,32 +100,40 @@ def retrieve(corpus: Dict[str, dict], queries: Dict[str, str], cfg: FirstStageCo
              quiet: bool = False) -> Run:
     """The top_k documents of each query {qid: text} by the first stage `cfg.kind` (the module docstring)."""
     from hnm.bm25 import BM25Index
-    if cfg.kind == "bm25":
-        return BM25Index.from_corpus(corpus, quiet=quiet).run(queries, cfg.top_k)
     from hnm.ensemble import Ensemble, parse_members
     from hnm.search import topk
-    members = parse_members(cfg.models)
-    if cfg.kind == "dense":
-        members = members[:1]
-    if any(m.name == "bm25" for m in members):
-        raise ValueError("bm25 cannot join a first stage that searches vectors; use --first-stage bm25 or hybrid")
-    doc_ids = list(corpus)
-    ensemble = Ensemble.embed(members, [document_text(corpus[d]) for d in doc_ids], list(queries.values()),
-                              cfg=EmbedConfig(precision=cfg.precision), quiet=quiet)
-    if cfg.kind != "hybrid":
-        scores, rows = topk(ensemble.queries, ensemble.docs, min(cfg.top_k, len(doc_ids)))  # (Q, k) each
-        return {qid: {doc_ids[r]: float(s) for r, s in zip(row_ids, row_scores)}
-                for qid, row_ids, row_scores in zip(queries, rows.tolist(), scores.tolist())}
-    index = BM25Index.from_corpus(corpus, quiet=quiet)
-    qids, texts = list(queries), list(queries.values())
-    run: Run = {}
-    with Progress(len(qids), desc="hybrid", quiet=quiet, unit=" queries") as bar:
-        for start in range(0, len(qids), cfg.block):
-            rows = slice(start, start + cfg.block)
+    doc_ids, qids, texts = list(corpus), list(queries), list(queries.values())
+    index = BM25Index.from_corpus(corpus, quiet=quiet) if cfg.kind in ("bm25", "hybrid") else None
+    ensemble = None
+    if cfg.kind != "bm25":
+        members = parse_members(cfg.models)[:1 if cfg.kind == "dense" else None]
+        if any(m.name == "bm25" for m in members):
+            raise ValueError("bm25 cannot join a first stage that searches vectors; use --first-stage bm25 or hybrid")
+        ensemble = Ensemble.embed(members, [document_text(corpus[d]) for d in doc_ids], texts,
+                                  cfg=EmbedConfig(precision=cfg.precision), quiet=quiet)
+    k = min(cfg.top_k, len(doc_ids))
+
+    def block(i: int) -> bytes:
+        """[[qid, [[doc id, score], ...]], ...] of the i-th block of queries, best first."""
+        rows = slice(i * cfg.block, (i + 1) * cfg.block)
+        if cfg.kind == "bm25":
+            found = index.run(dict(zip(qids[rows], texts[rows])), k)
+            return json.dumps([[q, list(docs.items())] for q, docs in found.items()]).encode()
+        if cfg.kind == "hybrid":
             sparse = index.scores([index.analyser(t) for t in texts[rows]])  # (Q, N)
             dense = ensemble.queries[rows] @ ensemble.docs.T  # (Q, N) weighted mean cosines
             fused = fuse_hybrid(sparse.astype(np.float64), dense.astype(np.float64), cfg)
-            for qid, row, best in zip(qids[rows], fused, _top(fused, cfg.top_k)):
-                run[qid] = {doc_ids[i]: float(row[i]) for i in best}
-            bar.update(len(qids[rows]))
+            ranked = [[[doc_ids[j], float(row[j])] for j in top] for row, top in zip(fused, _top(fused, k))]
+        else:
+            scores, ids = topk(ensemble.queries[rows], ensemble.docs, k)  # (Q, k) each
+            ranked = [[[doc_ids[j], s] for j, s in zip(r, sc)] for r, sc in zip(ids.tolist(), scores.tolist())]
+        return json.dumps([[q, docs] for q, docs in zip(qids[rows], ranked)]).encode()
+
+    run: Run = {}
+    procs = current()
+    with Progress(len(qids), desc=f"first stage {cfg.kind}", quiet=quiet or not procs.main, unit=" queries") as bar:
+        for _, blob in procs.in_order(-(-len(qids) // cfg.block), block):
+            part = json.loads(blob)
+            run.update((q, dict(docs)) for q, docs in part)
+            bar.update(len(part))
     return run

@@ -15,9 +15,15 @@ While running, rows go to OUTPUT.part chunk by chunk, and OUTPUT.progress.json r
 written and a fingerprint of the configuration and data. A rerun with the same fingerprint cuts the .part files to
 the recorded length and goes on; any other rerun starts afresh. The files are renamed into place at the end.
 
+Under torchrun (distributed.py) every rank embeds its share of the texts (embed.py), fits the same k-means from the
+same seed on the same vectors, and mines the chunks `share` gives it, W chunks a round; rank 0 receives each
+round's rows and writes them in chunk order, so the files are the bytes one process writes. Only rank 0 reads and
+writes the progress file; it tells the others where to start.
+
 Not here: the rules for choosing negatives (negatives.py).
 """
 
+import contextlib
 import hashlib
 import json
 import os
@@ -29,10 +35,12 @@ from typing import Dict, List, Optional
 import numpy as np
 
 from hnm.data import Qrels, atomic_write, document_text, unknown_documents
+from hnm.distributed import current
 from hnm.embed import EmbedConfig, resolve_precision
 from hnm.ensemble import Ensemble, parse_members
 from hnm.negatives import Candidates, MineConfig, draw_random, reference_score, select
 from hnm.progress import Progress
+from hnm.search import exact_scores
 from hnm.svg import histograms
 
 
@@ -69,6 +77,7 @@ def run(corpus: Dict[str, dict], queries: Dict[str, str], qrels: Qrels, cfg: Min
     positive) skips the embedding step; tests and the scale benchmark use it.
     """
     t0 = time.monotonic()
+    procs = current()
     output = Path(output)
     doc_ids = list(corpus)
     row_of = {d: i for i, d in enumerate(doc_ids)}
@@ -93,36 +102,52 @@ def run(corpus: Dict[str, dict], queries: Dict[str, str], qrels: Qrels, cfg: Min
     progress_path = _sidecar(output, ".progress.json")
     fingerprint = _fingerprint(cfg, doc_ids, qids, positives)
     state = {"fingerprint": fingerprint, "chunks": 0, "bytes": 0, "review_bytes": 0}
-    if progress_path.exists():
-        saved = json.loads(progress_path.read_text())
-        if saved.get("fingerprint") == fingerprint and part.exists() and review_part.exists():
-            state = saved
-    for path, size in ((part, state["bytes"]), (review_part, state["review_bytes"])):
-        with open(path, "ab") as f:
-            f.truncate(size)  # drop whatever a killed chunk left half-written
+    if procs.main:
+        if progress_path.exists():
+            saved = json.loads(progress_path.read_text())
+            if saved.get("fingerprint") == fingerprint and part.exists() and review_part.exists():
+                state = saved
+        for path, size in ((part, state["bytes"]), (review_part, state["review_bytes"])):
+            with open(path, "ab") as f:
+                f.truncate(size)  # drop whatever a killed chunk left half-written
+    state = json.loads(procs.broadcast_bytes(json.dumps(state).encode()))
 
     n_random = round(cfg.num_negatives * cfg.random_share)
     n_chunks = -(-len(qids) // cfg.chunk_size)
-    with open(part, "ab") as out, open(review_part, "ab") as review, \
-            Progress(len(qids), desc=f"mine {cfg.strategy}", quiet=quiet) as bar:
+
+    def mine_chunk(chunk: int) -> bytes:
+        """One chunk of queries: the length of its rows (8 bytes), its rows, its review lines."""
+        out, review = [], []
+        rows = list(range(chunk * cfg.chunk_size, min((chunk + 1) * cfg.chunk_size, len(qids))))
+        for r, (ranked, scores, pos_scores) in zip(rows, candidates.ranked(rows, [positives[r] for r in rows])):
+            rng = np.random.default_rng([cfg.seed, r])
+            reference = reference_score(pos_scores, cfg)
+            sel = select(ranked, scores, reference, cfg, rng, cfg.num_negatives - n_random)
+            if n_random:
+                banned = set(positives[r].tolist()) | set(sel.negatives) | {d for d, _ in sel.flagged}
+                banned |= set(np.flatnonzero(empty).tolist())
+                extra = draw_random(n_random, len(doc_ids), banned, rng)
+                sel.negatives += extra
+                sel.scores += _scores(ensemble, cfg, r, extra)
+                sel.sources += ["random"] * len(extra)
+            out.append(_row(qids[r], query_texts[r], positives[r], pos_scores, sel, doc_ids, texts, cfg))
+            for d, s in sel.flagged:
+                review.append(json.dumps({"query_id": qids[r], "doc_id": doc_ids[d], "score": s,
+                                          "reference_positive_score": reference}).encode() + b"\n")
+        rows_blob = b"".join(out)
+        return len(rows_blob).to_bytes(8, "little") + rows_blob + b"".join(review)
+
+    with contextlib.ExitStack() as files, \
+            Progress(len(qids), desc=f"mine {cfg.strategy}", quiet=quiet or not procs.main) as bar:
+        out = files.enter_context(open(part, "ab")) if procs.main else None
+        review = files.enter_context(open(review_part, "ab")) if procs.main else None
         bar.update(min(state["chunks"] * cfg.chunk_size, len(qids)))
-        for chunk in range(state["chunks"], n_chunks):
-            rows = list(range(chunk * cfg.chunk_size, min((chunk + 1) * cfg.chunk_size, len(qids))))
-            for r, (ranked, scores, pos_scores) in zip(rows, candidates.ranked(rows, [positives[r] for r in rows])):
-                rng = np.random.default_rng([cfg.seed, r])
-                reference = reference_score(pos_scores, cfg)
-                sel = select(ranked, scores, reference, cfg, rng, cfg.num_negatives - n_random)
-                if n_random:
-                    banned = set(positives[r].tolist()) | set(sel.negatives) | {d for d, _ in sel.flagged}
-                    banned |= set(np.flatnonzero(empty).tolist())
-                    extra = draw_random(n_random, len(doc_ids), banned, rng)
-                    sel.negatives += extra
-                    sel.scores += _scores(ensemble, cfg, r, extra)
-                    sel.sources += ["random"] * len(extra)
-                out.write(_row(qids[r], query_texts[r], positives[r], pos_scores, sel, doc_ids, texts, cfg))
-                for d, s in sel.flagged:
-                    review.write(json.dumps({"query_id": qids[r], "doc_id": doc_ids[d], "score": s,
-                                             "reference_positive_score": reference}).encode() + b"\n")
+        for chunk, blob in procs.in_order(n_chunks, mine_chunk, first=state["chunks"]):
+            if not procs.main:
+                continue
+            n = int.from_bytes(blob[:8], "little")
+            out.write(blob[8:8 + n])
+            review.write(blob[8 + n:])
             for f in (out, review):
                 f.flush()
                 os.fsync(f.fileno())
@@ -130,8 +155,10 @@ def run(corpus: Dict[str, dict], queries: Dict[str, str], qrels: Qrels, cfg: Min
                      "review_bytes": review.tell()}
             with atomic_write(progress_path) as f:
                 json.dump(state, f)
-            bar.update(len(rows))
+            bar.update(min(cfg.chunk_size, len(qids) - chunk * cfg.chunk_size))
 
+    if not procs.main:  # rank 0 writes the rest; the others take its statistics
+        return json.loads(procs.broadcast_bytes(b""))
     os.replace(part, output)
     os.replace(review_part, _sidecar(output, ".review.jsonl"))
     progress_path.unlink()
@@ -148,6 +175,7 @@ def run(corpus: Dict[str, dict], queries: Dict[str, str], qrels: Qrels, cfg: Min
                            title=f"{cfg.strategy} mining: scores of positives and negatives", xlabel="score"))
     if fmt != "jsonl":
         export(rows_iter, output.with_name(f"{output.stem}.{fmt}.jsonl"), fmt)
+    procs.broadcast_bytes(json.dumps(stats).encode())
     return stats
 
 
@@ -156,7 +184,7 @@ def _scores(ensemble: Optional[Ensemble], cfg: MineConfig, r: int, docs: List[in
     if ensemble is None or not docs:
         return [None] * len(docs)
     if cfg.strategy == "dense":
-        return [float(x) for x in ensemble.doc_vectors[0][docs] @ ensemble.query_vectors[0][r]]
+        return [float(x) for x in exact_scores(ensemble.doc_vectors[0][docs], ensemble.query_vectors[0][r])]
     return [float(x) for x in ensemble.score(np.array([r]), [np.array(docs)])[0]]
 
 

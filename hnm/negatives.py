@@ -38,7 +38,7 @@ import numpy as np
 
 from hnm.ensemble import Ensemble, parse_members
 from hnm.kmeans import KMeansConfig, kmeans
-from hnm.search import topk
+from hnm.search import exact_scores, topk
 
 STRATEGIES = ("ensemble", "dense", "bm25", "random")
 REFERENCES = {"strongest": np.max, "median": np.median, "weakest": np.min}  # of the positives' scores
@@ -196,11 +196,13 @@ class Candidates:
         docs, queries = self.ensemble.doc_vectors[0], self.ensemble.query_vectors[0][rows]
         empties = set(np.flatnonzero(self.excluded).tolist())
         k = min(self.cfg.max_rank, self.n_docs)
-        scores, ids = topk(queries, docs, k, exclude=[empties | set(p.tolist()) for p in positives])
+        _, ids = topk(queries, docs, k, exclude=[empties | set(p.tolist()) for p in positives])
         out = []
-        for q, p, s, i in zip(queries, positives, scores, ids):
-            keep = i >= 0  # -1 marks slots that exclusions left empty
-            out.append((i[keep], s[keep].astype(np.float64), (docs[p] @ q).astype(np.float64)))
+        for q, p, i in zip(queries, positives, ids):
+            i = i[i >= 0]  # -1 marks slots that exclusions left empty
+            s = exact_scores(docs[i], q)  # the written scores: the same bits on any thread count (search.py)
+            order = np.lexsort((i, -s))
+            out.append((i[order], s[order], exact_scores(docs[p], q)))
         return out
 
 

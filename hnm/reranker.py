@@ -43,6 +43,7 @@ from tokenizers import Tokenizer as HFTokenizer
 from torch import nn
 
 from hnm.data import atomic_write
+from hnm.distributed import current
 from hnm.embed import PRECISIONS, resolve_precision
 from hnm.encoder import EncoderConfig, build_encoder
 from hnm.errors import InputError
@@ -164,7 +165,7 @@ class CrossEncoder(nn.Module):
         model = cls(build_encoder(EncoderConfig.from_json(folder / "config.json")), ours["head"],
                     ours["max_length"], (folder / "tokenizer.json").read_text(encoding="utf-8"), seed=0)
         load_safetensors_strict(model, folder / "model.safetensors")
-        return model
+        return model.to(current().device)  # the device the command chose (the CPU unless one did)
 
     # ------------------------------------------------------------------------------------------------- use
 

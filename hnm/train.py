@@ -45,12 +45,12 @@ from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 import torch
-import torch.distributed as dist
 from safetensors.torch import load_file
 from safetensors.torch import save as safetensors_bytes
 from torch.nn.parallel import DistributedDataParallel
 
 from hnm.data import atomic_write, read_jsonl
+from hnm.distributed import Processes
 from hnm.errors import HnmError, InputError
 from hnm.embed import resolve_precision
 from hnm.losses import loss_function, margin_mse
@@ -205,49 +205,6 @@ def parameter_groups(model: torch.nn.Module, weight_decay: float) -> List[dict]:
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
-# ------------------------------------------------------------------------------------------------ processes
-
-
-@dataclass(frozen=True)
-class Processes:
-    rank: int
-    world: int
-    device: torch.device
-
-    @classmethod
-    def start(cls) -> "Processes":
-        """This process's place among the torchrun workers (rank 0 of 1 without torchrun)."""
-        world = int(os.environ.get("WORLD_SIZE", "1"))
-        cuda = torch.cuda.is_available()
-        if world > 1 and not dist.is_initialized():
-            dist.init_process_group("nccl" if cuda else "gloo")
-        rank = dist.get_rank() if world > 1 else 0
-        device = torch.device(f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}" if cuda else "cpu")
-        if cuda:
-            torch.cuda.set_device(device)
-        return cls(rank, world, device)
-
-    def mean(self, values: torch.Tensor) -> torch.Tensor:
-        """The elementwise mean over the processes of a float64 vector."""
-        if self.world > 1:
-            values = values.to(self.device)
-            dist.all_reduce(values)
-            values = values.cpu() / self.world
-        return values
-
-    def gather_bytes(self, values: torch.Tensor) -> List[torch.Tensor]:
-        """Every process's uint8 vector (all the same length), in rank order."""
-        if self.world == 1:
-            return [values]
-        parts = [torch.empty_like(values, device=self.device) for _ in range(self.world)]
-        dist.all_gather(parts, values.to(self.device))
-        return [p.cpu() for p in parts]
-
-    def barrier(self) -> None:
-        if self.world > 1:
-            dist.barrier()
-
-
 # ---------------------------------------------------------------------------------------------- checkpoints
 
 
@@ -346,16 +303,11 @@ def _start_model(start: str, cfg: TrainConfig, quiet: bool) -> CrossEncoder:
 
 
 def train(rows_path: Path, output: Path, start: str, cfg: TrainConfig = TrainConfig(), resume: bool = False,
-          quiet: bool = False) -> dict:
-    """Train a re-ranker on mined rows from `start` into `output` (see the module docstring); returns a summary:
-    {"steps", "last_loss", "best", "seconds", "pairs_per_s", "skipped_rows"}."""
-    rows_path, output = Path(rows_path), Path(output)
-    procs = Processes.start()
-    try:
-        return _train(rows_path, output, start, cfg, resume, quiet, procs)
-    finally:
-        if procs.world > 1:
-            dist.destroy_process_group()
+          quiet: bool = False, device: Optional[str] = None) -> dict:
+    """Train a re-ranker on mined rows from `start` into `output` (see the module docstring) on `device`
+    (distributed.py's names; None: the command's choice, else a GPU when there is one); returns a summary: {"steps", "last_loss", "best", "seconds", "pairs_per_s",
+    "skipped_rows"}."""
+    return _train(Path(rows_path), Path(output), start, cfg, resume, quiet, Processes.start(device))
 
 
 def _train(rows_path: Path, output: Path, start: str, cfg: TrainConfig, resume: bool, quiet: bool,

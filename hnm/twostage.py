@@ -29,6 +29,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from hnm.data import Qrels, atomic_write, beir_file, document_text, read_corpus, read_queries
+from hnm.distributed import current
 from hnm.ensemble import zscore
 from hnm.firststage import KINDS, FirstStageConfig
 from hnm.metrics import Run, evaluate, paired_bootstrap, per_query, randomisation_test, rank_documents
@@ -77,27 +78,36 @@ def rerank(model: CrossEncoder, run: Run, queries: Dict[str, str], corpus: Dict[
            queries_per_pass: int = 16) -> Run:
     """Score each query's top_k documents of `run` (trec_eval's order) with the cross-encoder: a new run of them.
 
-    A query of the run without a text, or a document missing from the corpus, is an error naming it.
+    A query of the run without a text, or a document missing from the corpus, is an error naming it. Under
+    torchrun the passes of `queries_per_pass` queries are shared among the ranks (distributed.py), and every rank
+    returns the whole run, in the order one process makes it.
     """
     missing_q = [q for q in run if q not in queries]
     if missing_q:
         raise ValueError(f"{len(missing_q)} queries of the run have no text, e.g. {missing_q[0]!r}")
-    out: Run = {}
     qids = list(run)
-    with Progress(len(qids), desc="rerank", quiet=quiet, unit=" queries") as bar:
-        for start in range(0, len(qids), queries_per_pass):
-            block = qids[start:start + queries_per_pass]
-            keys: List[Tuple[str, str]] = []
-            for qid in block:
-                for doc, _ in rank_documents(run[qid], top_k):
-                    if doc not in corpus:
-                        raise ValueError(f"document {doc!r} of query {qid!r} is not in the corpus")
-                    keys.append((qid, doc))
-            scores = model.score([queries[q] for q, _ in keys], [document_text(corpus[d]) for _, d in keys],
-                                 batch_size, precision)
-            for (qid, doc), s in zip(keys, scores.tolist()):
+    passes: List[List[Tuple[str, str]]] = []  # (query, document) pairs of each pass
+    for start in range(0, len(qids), queries_per_pass):
+        passes.append([])
+        for qid in qids[start:start + queries_per_pass]:
+            for doc, _ in rank_documents(run[qid], top_k):
+                if doc not in corpus:
+                    raise ValueError(f"document {doc!r} of query {qid!r} is not in the corpus")
+                passes[-1].append((qid, doc))
+
+    def score(i: int) -> bytes:
+        keys = passes[i]
+        scores = model.score([queries[q] for q, _ in keys], [document_text(corpus[d]) for _, d in keys],
+                             batch_size, precision)
+        return json.dumps(scores.tolist()).encode()
+
+    out: Run = {}
+    procs = current()
+    with Progress(len(qids), desc="rerank", quiet=quiet or not procs.main, unit=" queries") as bar:
+        for i, blob in procs.in_order(len(passes), score):
+            for (qid, doc), s in zip(passes[i], json.loads(blob)):
                 out.setdefault(qid, {})[doc] = s
-            bar.update(len(block))
+            bar.update(len(qids[i * queries_per_pass:(i + 1) * queries_per_pass]))
     return out
 
 
@@ -159,7 +169,10 @@ def tune_alpha(checkpoint: Path, first: Run, queries: Dict[str, str], corpus: Di
     alpha, curve = choose_alpha(pure, first, qrels)
     about = {"first_stage": first_stage, "top_k": top_k, "tuning_queries": len(first), "metric": "ndcg@10",
              "curve": {str(a): round(v, 5) for a, v in curve.items()}}
-    store_alpha(checkpoint, alpha, about)
+    procs = current()
+    if procs.main:  # one writer under torchrun; every rank has computed the same alpha
+        store_alpha(checkpoint, alpha, about)
+    procs.barrier()
     return {"alpha": alpha, **about}
 
 

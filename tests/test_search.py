@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from hnm.search import _above, _best_k, topk
+from hnm.search import _above, _best_k, exact_scores, topk
 
 CHUNKS = [1, 2, 7, 64, 1000]
 
@@ -111,3 +111,12 @@ def test_bad_input_raises():
         topk(np.full((1, 6), np.nan), corpus, 2)
     with pytest.raises(ValueError, match="2-D"):
         topk(queries[0], corpus, 2)
+
+
+def test_exact_scores_are_the_inner_products_without_blas():
+    assert exact_scores(np.array([[1, 2], [3, 4]], dtype=np.float32), np.array([1, 1])).tolist() == [3.0, 7.0]
+    rng = np.random.default_rng(0)
+    rows, query = rng.standard_normal((300, 64)).astype(np.float32), rng.standard_normal(64).astype(np.float32)
+    got = exact_scores(rows, query)
+    assert got.dtype == np.float64 and np.allclose(got, rows.astype(np.float64) @ query, atol=1e-5)
+    assert exact_scores(rows[::-1], query).tolist() == got[::-1].tolist()  # a row's score is its own, in any order
