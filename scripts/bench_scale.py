@@ -9,8 +9,9 @@ on the CPU: `embed` of the corpus with the first model, then `mine --strategy en
 is mostly embedding the corpus and the judged queries). One process runs with torch's default threads (all cores,
 two encoding streams), N processes as torchrun starts them (one thread each). The time is the command's own, from
 the moment `hnm.__main__.main` is called to its return (interpreter and torch start-up left out; the slowest rank
-for N), documents per second the corpus size over it; memory is each rank's peak resident set (ru_maxrss). The
-outputs of the two runs are compared byte for byte. Run it on an otherwise idle machine.
+for N; the fastest of --repeats runs, alternating), documents per second the corpus size over it; memory is each
+rank's peak resident set (ru_maxrss). The outputs of the two are compared byte for byte. Run it on an otherwise
+idle machine.
 """
 
 import argparse
@@ -60,13 +61,14 @@ def measure(procs: int, command: list, work: Path, home: Path, tag: str) -> dict
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "--worker":
         worker(sys.argv[2:])
-    from hnm.data import bundled_cranfield, load_beir
+    from hnm.data import bundled_cranfield, load_beir, write_jsonl
     from hnm.experiment import machine_line
     from hnm.weights import fetch, model_dir
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", type=Path, help="a BEIR folder (default: the bundled Cranfield)")
     p.add_argument("--split", default=None, help="judged split to mine (default train_80 bundled, else train)")
     p.add_argument("--procs", type=int, default=2)
+    p.add_argument("--repeats", type=int, default=2, help="runs of each configuration; the fastest is reported")
     p.add_argument("--models", default="all-MiniLM-L6-v2", help="models of `mine` (the first one embeds)")
     p.add_argument("--output", type=Path, default=HERE / "results" / "bench_scale.json")
     args = p.parse_args()
@@ -80,7 +82,7 @@ def main() -> None:
     for name in args.models.split(","):  # the weights, copied once; the embedding cache emptied before each run
         fetch(name, quiet=True)
         shutil.copytree(model_dir(name), home / "models" / name)
-    (work / "corpus.jsonl").write_bytes((data / "corpus.jsonl").read_bytes())
+    write_jsonl(work / "corpus.jsonl", [{"_id": d, **doc} for d, doc in corpus.items()])
     commands = {
         "embed": ["embed", "--model", first, "--input", str(work / "corpus.jsonl"), "--device", "cpu", "--quiet"],
         "mine": ["mine", "--data", str(data), "--split", split, "--models", args.models, "--device", "cpu",
@@ -88,10 +90,13 @@ def main() -> None:
     }
     rows = []
     for verb, argv in commands.items():
-        out = "--output"
-        one = measure(1, [*argv, out, f"{verb}-1"], work, home, f"{verb}-1")
-        many = measure(args.procs, [*argv, out, f"{verb}-{args.procs}"], work, home, f"{verb}-{args.procs}")
-        suffix = ".npy" if verb == "embed" else ""
+        suffix = ".npy" if verb == "embed" else ".jsonl"
+        runs = {1: [], args.procs: []}
+        for _ in range(args.repeats):  # alternating, so that a drift of the machine hits both alike
+            for n in runs:
+                runs[n].append(measure(n, [*argv, "--output", f"{verb}-{n}{suffix}"], work, home, f"{verb}-{n}"))
+        one, many = ({"seconds": min(r["seconds"] for r in runs[n]), "all_seconds": [r["seconds"] for r in runs[n]],
+                      "peak_mib": runs[n][-1]["peak_mib"]} for n in runs)
         same = (work / f"{verb}-1{suffix}").read_bytes() == (work / f"{verb}-{args.procs}{suffix}").read_bytes()
         rows.append({"verb": verb, "documents": len(corpus), "queries": len(qrels) if verb == "mine" else 0,
                      "one": {**one, "docs_per_s": round(len(corpus) / one["seconds"], 1)},

@@ -169,3 +169,23 @@ def test_two_nodes_on_one_machine_write_the_bytes_one_process_writes(setup, tmp_
         output, _ = agent.communicate(timeout=240)
         assert agent.returncode == 0, output[-3000:]
     assert (tmp_path / "nodes.jsonl").read_bytes() == (tmp_path / "one.jsonl").read_bytes()
+
+
+def test_the_experiment_runs_under_torchrun_and_rank_0_writes_its_report(setup, tmp_path):
+    root, lock, data = setup
+    n_docs = len((data / "corpus.jsonl").read_text().splitlines())
+    config = {"arms": [{"name": "first-stage", "mine": None},
+                       {"name": "ensemble+", "mine": {"strategy": "ensemble", "random_share": 0.25}}],
+              "budget": {"name": "tiny", "models": "tiny", "start": "tiny", "epochs": 1, "batch_size": 2,
+                         "max_length": 48, "top_k": 5, "test_queries": None, "train_queries": 8,
+                         "corpus_docs": n_docs - 5, "negatives": 4, "precision": "float32", "max_steps": 2},
+              "resamples": 100}
+    (tmp_path / "cfg.json").write_text(json.dumps(config))
+    _run([*TORCHRUN, "--nproc_per_node", "2", "--master-port", str(_port()), "-m", "hnm", "experiment", "--data",
+          str(data), "--config", "cfg.json", "--out", "exp", "--device", "cpu", "--quiet"],
+         _env(lock, tmp_path / "home"), tmp_path)
+    results = json.loads((tmp_path / "exp" / "results.json").read_text())
+    assert {"first-stage", "ensemble+", "ensemble+, pure"} <= set(results["seeds_mean"])
+    done = json.loads((tmp_path / "exp" / "models" / "ensemble+-s0" / "done.json").read_text())
+    assert done["steps"] == 2 and (tmp_path / "exp" / "report.md").is_file()
+    assert not list((tmp_path / "exp").rglob("*.tmp"))
