@@ -1,12 +1,18 @@
 """Agglomerative clustering and the Gaussian mixture: hand-worked cases, invariants, agreement with scikit-learn
-(fixture)."""
+(fixture), and each clustering choice through mining."""
+
+import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
 
 from conftest import FIXTURES
+from hnm import miner
 from hnm.agglomerative import AgglomerativeConfig, agglomerative, distances, nn_chain
+from hnm.ensemble import Ensemble, Member, PassageEnsemble
 from hnm.gmm import GMMConfig, em, gaussian_mixture
+from hnm.negatives import CLUSTERINGS, Candidates, ClusterView, MineConfig
 
 REF = np.load(FIXTURES / "clustering.npz", allow_pickle=False)
 
@@ -195,3 +201,107 @@ def test_gmm_bad_input_raises():
         gaussian_mixture([[0.0], [1.0]], GMMConfig(k=3))
     with pytest.raises(ValueError, match="initial means must have shape"):
         em(REF["gmm_x"], REF["gmm_init"][:3], GMMConfig(k=8))
+
+
+# ----------------------------------------------------------------------------------------------------- in mining
+
+
+def unit(x):
+    x = np.asarray(x, dtype=np.float32)
+    return x / np.linalg.norm(x, axis=-1, keepdims=True)
+
+
+ANGLES = {"p": 25.84, "a": 18.19, "b": 36.87, "c": 45.57, "d": 60.0, "e": 84.26, "f": 31.79}  # test_negatives'
+
+
+@pytest.mark.parametrize("clustering", CLUSTERINGS)
+def test_every_clustering_mines_the_hand_made_corpus(tmp_path, clustering):
+    # test_negatives' corpus: one query along x, documents at known cosines, p positive, f empty, a above the
+    # ceiling. One cluster holds everything, so every choice must find b and c, as `none` does over the corpus.
+    docs = unit([[np.cos(np.radians(a)), np.sin(np.radians(a))] for a in ANGLES.values()])
+    corpus = {d: {"title": "", "text": "" if d == "f" else f"document {d}"} for d in ANGLES}
+    ens = Ensemble([Member("m")], [docs], [unit([[1.0, 0.0]])])
+    cfg = MineConfig(models="m", num_negatives=2, n_clusters=1, clustering=clustering)
+    stats = miner.run(corpus, {"q": "the query"}, {"q": {"p": 1}}, cfg, tmp_path / "out.jsonl", quiet=True,
+                      ensemble=ens)
+    assert json.loads((tmp_path / "out.jsonl").read_text())["negative_ids"] == ["b", "c"]
+    recorded = json.loads((tmp_path / "out.jsonl.stats.json").read_text())
+    assert recorded["config"]["clustering"] == clustering
+    assert ("clusters" in stats) == (clustering != "none")
+
+
+def two_model_ensemble(seed: int, n_docs: int = 300, n_queries: int = 12):
+    rng = np.random.default_rng(seed)
+    docs = [unit(rng.normal(size=(n_docs, 5))), unit(rng.normal(size=(n_docs, 3)))]
+    queries = [unit(rng.normal(size=(n_queries, 5))), unit(rng.normal(size=(n_queries, 3)))]
+    return Ensemble([Member("a", 1.0), Member("b", 2.0)], docs, queries)
+
+
+def test_none_is_the_exact_top_of_the_ensemble_over_the_corpus():
+    ens = two_model_ensemble(0)
+    n = len(ens.docs)
+    excluded = np.zeros(n, dtype=bool)
+    excluded[::50] = True  # "empty" documents
+    positives = [np.array([3, 17]), np.array([5])] + [np.array([i]) for i in range(7, 17)]
+    cfg = MineConfig(models="a,b:2", clustering="none", max_rank=20)
+    for r, (ranked, scores, pos_scores) in enumerate(Candidates(cfg, n, excluded, ens).ranked(list(range(12)),
+                                                                                              positives)):
+        full = (ens.doc_vectors[0] @ ens.query_vectors[0][r] + 2 * ens.doc_vectors[1] @ ens.query_vectors[1][r]) / 3
+        eligible = [d for d in np.argsort(-full, kind="stable") if not excluded[d] and d not in positives[r]]
+        assert ranked.tolist() == eligible[:20]
+        np.testing.assert_allclose(scores, full[ranked], atol=1e-6)
+        np.testing.assert_allclose(pos_scores, full[positives[r]], atol=1e-6)
+
+
+@pytest.mark.parametrize("sample", [300, 150])  # every document fitted; half of them, the rest assigned
+@pytest.mark.parametrize("clustering", ["kmeans", "agglomerative", "gmm"])
+def test_documents_and_queries_meet_clusters_by_the_same_rule(clustering, sample):
+    ens = two_model_ensemble(1)
+    cfg = MineConfig(models="a,b:2", clustering=clustering, n_clusters=9, n_probe=2, linkage="average",
+                     kmeans_sample=sample, agglomerative_sample=sample, gmm_sample=sample)
+    view = ClusterView.fit(ens.docs, cfg)
+    np.testing.assert_array_equal(view.labels, view.affinity(ens.docs).argmax(1))
+    assert sorted(np.concatenate(view.members).tolist()) == list(range(len(ens.docs)))
+    positives = [np.array([i, i + 100]) for i in range(12)]
+    for q, pos, cands in zip(ens.queries, positives, view.candidates(ens.queries, positives, 2)):
+        probed = set(np.argsort(-view.affinity(q[None])[0])[:2].tolist()) | set(view.labels[pos].tolist())
+        assert sorted(cands.tolist()) == sorted(np.flatnonzero(np.isin(view.labels, list(probed))).tolist())
+
+
+@pytest.mark.parametrize("clustering", ["kmeans", "agglomerative", "gmm"])
+def test_same_seed_same_clusters_other_seed_other_clusters(clustering):
+    # agglomerative is deterministic on its points: a sample smaller than the corpus is where the seed enters
+    ens = two_model_ensemble(2)
+    cfg = MineConfig(models="a,b:2", clustering=clustering, n_clusters=9, seed=4,
+                     agglomerative_sample=150 if clustering == "agglomerative" else 4096)
+    a, b = ClusterView.fit(ens.docs, cfg), ClusterView.fit(ens.docs, cfg)
+    np.testing.assert_array_equal(a.labels, b.labels)
+    assert not same_partition(a.labels, ClusterView.fit(ens.docs, replace(cfg, seed=5)).labels)
+
+
+def test_clustering_bad_values_give_clear_errors(tmp_path):
+    with pytest.raises(ValueError, match="unknown clustering 'spectral'; choose one of kmeans, agglomerative, gmm"):
+        MineConfig(clustering="spectral")
+    with pytest.raises(ValueError, match="applies to the ensemble strategy only"):
+        MineConfig(strategy="dense", clustering="gmm")
+    with pytest.raises(ValueError, match="'mean' fusion"):
+        MineConfig(clustering="none", fusion="zscore")
+    with pytest.raises(ValueError, match="'mean' fusion"):
+        MineConfig(clustering="none", models="all-MiniLM-L6-v2,bm25")
+    with pytest.raises(ValueError, match="unknown linkage"):
+        MineConfig(clustering="agglomerative", linkage="complete")
+    ens = two_model_ensemble(3, n_docs=40)
+    with pytest.raises(ValueError, match="raise agglomerative_sample"):
+        ClusterView.fit(ens.docs, MineConfig(clustering="agglomerative", n_clusters=20, agglomerative_sample=10))
+    passages = PassageEnsemble([Member("a")], [ens.doc_vectors[0]], np.arange(40), [ens.query_vectors[0]])
+    with pytest.raises(ValueError, match="passage"):
+        Candidates(MineConfig(models="a", clustering="none"), 40, np.zeros(40, dtype=bool), passages)
+
+
+def test_mine_flag_and_a_bad_combination(tmp_path, capsys):
+    from hnm.__main__ import main
+    assert main(["mine", "--strategy", "dense", "--clustering", "gmm", "--output", str(tmp_path / "m.jsonl")]) == 2
+    assert "hnm mine: error: clustering 'gmm' applies to the ensemble strategy only" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["mine", "--clustering", "spectral"])
+    assert "invalid choice: 'spectral'" in capsys.readouterr().err
