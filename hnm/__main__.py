@@ -302,12 +302,14 @@ def _cmd_tune(args) -> int:
 
 def _cmd_experiment(args) -> int:
     from dataclasses import replace
-    from hnm.experiment import BUDGETS, ExperimentConfig, run_experiment
+    from hnm.experiment import BUDGETS, CLUSTERING_ARMS, ExperimentConfig, run_experiment
     from hnm.results import report
     cfg = ExperimentConfig.load(args.config) if args.config else ExperimentConfig()
     overrides = {k: getattr(args, k) for k in ("train_split", "test_split", "first_stage", "loss") if getattr(args, k)}
     if args.budget:
         overrides["budget"] = BUDGETS[args.budget]
+    if args.clustering_arms:
+        overrides["arms"] = cfg.arms + tuple(a for a in CLUSTERING_ARMS if a not in cfg.arms)
     cfg = replace(cfg, **overrides)
     out = args.out or Path("experiments") / f"{args.data.name}-{cfg.budget.name}"
     results = run_experiment(args.data, out, cfg, quiet=args.quiet)
@@ -609,6 +611,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--test-split", dest="test_split", help="the split judged (default test)")
     p.add_argument("--first-stage", dest="first_stage", choices=FIRST_STAGES,
                    help="the first stage whose top k is re-ranked (default hybrid)")
+    p.add_argument("--clustering-arms", dest="clustering_arms", action="store_true",
+                   help="add the arms of the clustering question after the others: ensemble+ with agglomerative, "
+                        "gmm and no clustering, every seed")
     _quiet(p)
     p.set_defaults(func=_cmd_experiment)
     return parser

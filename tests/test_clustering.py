@@ -305,3 +305,21 @@ def test_mine_flag_and_a_bad_combination(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["mine", "--clustering", "spectral"])
     assert "invalid choice: 'spectral'" in capsys.readouterr().err
+
+
+def test_experiment_flag_adds_the_clustering_arms_after_the_others(tmp_path, monkeypatch):
+    from hnm import experiment, results
+    from hnm.__main__ import main
+    seen = []
+    monkeypatch.setattr(experiment, "run_experiment", lambda data, out, cfg, quiet: seen.append(cfg) or {})
+    monkeypatch.setattr(results, "report", lambda r: "")
+    for flags in ([], ["--clustering-arms"]):
+        assert main(["experiment", "--data", str(tmp_path), "--out", str(tmp_path / "x"), *flags]) == 0
+    plain, more = seen
+    assert plain.arms == experiment.ARMS  # the default work order is untouched
+    assert more.arms == experiment.ARMS + experiment.CLUSTERING_ARMS
+    order = [(a.name, seed) for a, seed in experiment.work_order(more.arms, (0, 1, 2))]
+    assert [s for name, s in order if name == "ensemble+ gmm"] == [0, 1, 2]  # every seed, as (f) itself
+    for arm in experiment.CLUSTERING_ARMS:
+        cfg = MineConfig(**arm.mine)
+        assert (cfg.clustering, cfg.relative_ceiling, cfg.random_share) == (arm.name.split()[-1], 0.95, 0.25)
