@@ -85,16 +85,18 @@ class AgglomerativeResult:
 
 def distances(x: np.ndarray, linkage: str) -> np.ndarray:
     """(N, D) float64 points -> (N, N) float64 distances with +inf on the diagonal: squared Euclidean (Ward) or
-    1 - cos (average), from one matrix product: ||x - y||^2 = ||x||^2 - 2 x.y + ||y||^2."""
+    1 - cos (average), from one matrix product, ||x - y||^2 = ||x||^2 - 2 x.y + ||y||^2 and cos = x.y / (|x| |y|),
+    worked in place so that the product is the only (N, N) array."""
+    d = x @ x.T  # (N, N)
     if linkage == "ward":
         sq = np.einsum("nd,nd->n", x, x)  # (N,)
-        d = x @ x.T  # (N, N), the only N^2 array
         d *= -2
         d += sq[:, None]
         d += sq[None, :]
     else:
-        u = x / np.linalg.norm(x, axis=1, keepdims=True)
-        d = u @ u.T
+        norms = np.linalg.norm(x, axis=1)  # (N,)
+        d /= norms[:, None]
+        d /= norms[None, :]
         np.subtract(1, d, out=d)
     np.maximum(d, 0, out=d)  # rounding can take the distance of two equal points just below 0
     np.fill_diagonal(d, np.inf)  # a cluster is never its own nearest neighbour
@@ -175,7 +177,7 @@ def agglomerative(x: np.ndarray, config: AgglomerativeConfig) -> AgglomerativeRe
     n = len(x)
     if config.k > n:
         raise ValueError(f"k={config.k} is more than the number of points ({n})")
-    merges, merged_at = nn_chain(distances(x, config.linkage), config.linkage)
+    merges, merged_at = nn_chain(distances(x, config.linkage), config.linkage)  # the (N, N) matrix is freed here
     labels = cut(merges, merged_at, n, config.k)
     if cosine:
         x = x / np.linalg.norm(x, axis=1, keepdims=True)

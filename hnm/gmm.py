@@ -75,10 +75,10 @@ class _Components:
         self.const = np.log(weights) - (d * np.log(2 * np.pi) + np.log(variances).sum(axis=1)
                                         + (means * self.scaled_means).sum(axis=1)) / 2  # (K,)
 
-    def log_joint(self, xb: np.ndarray) -> np.ndarray:
-        """(B, D) float64 -> (B, K) float64 log w_k + log N(x | k)."""
+    def log_joint(self, xb: np.ndarray, xb_sq: Optional[np.ndarray] = None) -> np.ndarray:
+        """(B, D) float64 points (and their squares, if the caller has them) -> (B, K) float64 log w_k + log N(x | k)."""
         out = xb @ self.scaled_means.T  # (B, K)
-        out -= (xb * xb) @ self.half_precisions.T
+        out -= (xb * xb if xb_sq is None else xb_sq) @ self.half_precisions.T
         out += self.const
         return out
 
@@ -142,13 +142,16 @@ def _pass(x: np.ndarray, comps: _Components, rows: int) -> Tuple[float, np.ndarr
     nk, sx, sxx, total = np.zeros(k), np.zeros((k, d)), np.zeros((k, d)), 0.0
     for s in range(0, len(x), rows):
         xb = x[s:s + rows].astype(np.float64)  # (B, D)
-        joint = comps.log_joint(xb)  # (B, K)
+        xb_sq = xb * xb  # (B, D)
+        joint = comps.log_joint(xb, xb_sq)  # (B, K)
         norm = _logsumexp(joint)  # (B,) log p(x)
         resp = np.exp(joint - norm[:, None])  # (B, K) responsibilities
         total += float(norm.sum())
         nk += resp.sum(axis=0)
-        sx += resp.T @ xb
-        sxx += resp.T @ (xb * xb)
+        # the plain form is sx += resp.T @ xb; the same product as (D, B) @ (B, K) is about 4x faster in OpenBLAS
+        # (0.04 s instead of 0.17 s at N=5183, D=1152, K=72), whose kernels split the long inner dimension badly
+        sx += (xb.T @ resp).T
+        sxx += (xb_sq.T @ resp).T
     return total / len(x), nk, sx, sxx
 
 
