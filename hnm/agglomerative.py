@@ -23,8 +23,9 @@ What it follows:
   for the cosine case); a point goes to the centre nearest in Euclidean distance (Ward) or of largest cosine
   (average), the rule k-means assigns by.
 
-Memory: the one (N, N) float64 distance matrix, 8 N^2 bytes besides the data: 128 MiB at N = 4096, the size that
-mining fits on (negatives.MineConfig.agglomerative_sample, a seeded sample of the documents); 2 GiB at N = 16,384.
+Memory: the one (N, N) float64 distance matrix, 8 N^2 bytes, and a float64 copy of the points, 8 N D: 128 MiB and
+36 MiB at N = 4096 (the size that mining fits on, negatives.MineConfig.agglomerative_sample, a seeded sample of the
+documents) and D = 1152 (SciFact's ensemble vectors); the matrix is 2 GiB at N = 16,384.
 Time is O(N^2 D) for the distances (one matrix product) and O(N^2) for the chain, in about 3 N NumPy row operations.
 
 Not here: single and complete linkage, other metrics, connectivity constraints, the linkage matrix as an output.
@@ -94,7 +95,7 @@ def distances(x: np.ndarray, linkage: str) -> np.ndarray:
         d += sq[:, None]
         d += sq[None, :]
     else:
-        norms = np.linalg.norm(x, axis=1)  # (N,)
+        norms = np.sqrt(np.einsum("nd,nd->n", x, x))  # (N,); np.linalg.norm would square all of x into a copy
         d /= norms[:, None]
         d /= norms[None, :]
         np.subtract(1, d, out=d)
@@ -172,7 +173,9 @@ def agglomerative(x: np.ndarray, config: AgglomerativeConfig) -> AgglomerativeRe
     centres 3.25 and 20, heights [1, 2, 7.778, 21.187].
     """
     cosine = config.linkage == "average"
-    _as_points(x, spherical=cosine)  # the checks: a non-empty finite (N, D) matrix, no zero rows for the cosine
+    zero = np.flatnonzero(~_as_points(x, spherical=False).any(axis=1))  # checks for a non-empty finite (N, D) matrix
+    if cosine and len(zero):
+        raise ValueError(f"cosine distance needs non-zero rows; row {int(zero[0])} is zero")
     x = np.asarray(x, dtype=np.float64)  # scipy's precision; unit rows for the cosine are made from these
     n = len(x)
     if config.k > n:

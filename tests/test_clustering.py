@@ -121,8 +121,9 @@ def test_agglomerative_bad_input_raises():
         AgglomerativeConfig(k=2, linkage="single")
     with pytest.raises(ValueError, match="more than the number of points"):
         agglomerative([[0.0], [1.0]], AgglomerativeConfig(k=3))
-    with pytest.raises(ValueError, match="non-zero rows"):
+    with pytest.raises(ValueError, match="non-zero rows; row 1 is zero"):
         agglomerative([[1.0, 0.0], [0.0, 0.0]], AgglomerativeConfig(k=1, linkage="average"))
+    assert agglomerative([[1.0, 0.0], [0.0, 0.0]], AgglomerativeConfig(k=1)).labels.tolist() == [0, 0]  # fine for Ward
     with pytest.raises(ValueError, match="NaN"):
         agglomerative([[0.0], [np.nan]], AgglomerativeConfig(k=1))
 
