@@ -23,8 +23,9 @@ What it follows:
 Responsibilities do not weight mining's candidates: a document belongs to its most probable component only, as it
 belongs to one cluster under k-means. A query's candidates are a set of documents that the ensemble then scores, so
 weights would need a threshold to become membership, a setting the other clusterings do not have; and in the
-hundreds of dimensions of embeddings the responsibilities are almost all 0 or 1 (scripts/bench_clustering.py
-counts the documents whose largest responsibility is below 0.99), so soft membership would change little.
+hundreds of dimensions of embeddings the responsibilities are almost all 0 or 1 (on SciFact's ensemble vectors, k=72,
+not one of the 5,183 documents has a largest responsibility below 0.99: scripts/bench_clustering.py), so soft
+membership would change next to nothing.
 
 The points stay float32 in memory; each block of B rows is cast to float64, and one pass over the blocks gives the
 E-step's log-likelihood and the M-step's sums (sum_n r_nk, sum_n r_nk x_n, sum_n r_nk x_n^2), so besides the points
