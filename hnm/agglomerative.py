@@ -30,7 +30,7 @@ Time is O(N^2 D) for the distances (one matrix product) and O(N^2) for the chain
 
 Not here: single and complete linkage, other metrics, connectivity constraints, the linkage matrix as an output.
 
-Letters: N points fitted, D features, K clusters, M points assigned.
+Letters: N points fitted, D features, K clusters, M points assigned, B rows in one block of an assignment.
 """
 
 from dataclasses import dataclass

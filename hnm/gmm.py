@@ -27,9 +27,9 @@ hundreds of dimensions of embeddings the responsibilities are almost all 0 or 1 
 not one of the 5,183 documents has a largest responsibility below 0.99: scripts/bench_clustering.py), so soft
 membership would change next to nothing.
 
-The points stay float32 in memory; each block of B rows is cast to float64, and one pass over the blocks gives the
-E-step's log-likelihood and the M-step's sums (sum_n r_nk, sum_n r_nk x_n, sum_n r_nk x_n^2), so besides the points
-memory is O(B (D + K) + K D).
+The points are read as float32 (as by hnm's k-means) and stay so in memory; each block of B rows is cast to float64,
+and one pass over the blocks gives the E-step's log-likelihood and the M-step's sums (sum_n r_nk, sum_n r_nk x_n,
+sum_n r_nk x_n^2), so besides the points memory is O(B (D + K) + K D).
 
 Not here: full, tied and spherical covariances, restarts (n_init), priors and variational mixtures, warm starts.
 
@@ -66,7 +66,9 @@ class GMMConfig:
 
 
 class _Components:
-    """The parameters in the form the E-step uses: log w_k + log N(x | k) = const_k + x.(mu_k / s_k) - x^2.(1 / s_k) / 2."""
+    """The parameters in the form the E-step uses:
+    log w_k + log N(x | k) = const_k + x . (mu_k / s_k) - x^2 . (1 / s_k) / 2, with
+    const_k = log w_k - (D log 2 pi + sum_d log s_kd + sum_d mu_kd^2 / s_kd) / 2."""
 
     def __init__(self, weights: np.ndarray, means: np.ndarray, variances: np.ndarray):
         precisions = 1 / variances  # (K, D)
@@ -77,7 +79,7 @@ class _Components:
                                         + (means * self.scaled_means).sum(axis=1)) / 2  # (K,)
 
     def log_joint(self, xb: np.ndarray, xb_sq: Optional[np.ndarray] = None) -> np.ndarray:
-        """(B, D) float64 points (and their squares, if the caller has them) -> (B, K) float64 log w_k + log N(x | k)."""
+        """(B, D) float64 points (and their squares, if the caller has them) -> (B, K) log w_k + log N(x | k)."""
         out = xb @ self.scaled_means.T  # (B, K)
         out -= (xb * xb if xb_sq is None else xb_sq) @ self.half_precisions.T
         out += self.const
