@@ -129,9 +129,12 @@ def _cmd_mine(args) -> int:
     from hnm.miner import run, table
     data = args.data or bundled_cranfield()
     split = args.split or ("train_80" if args.data is None else "train")
-    corpus, queries, qrels = load_beir(data, split, args.strict)
     fields = {f: getattr(args, f) for f in MineConfig.__dataclass_fields__ if getattr(args, f, None) is not None}
-    cfg = MineConfig(**fields)
+    try:
+        cfg = MineConfig(**fields)
+    except ValueError as e:  # a combination argparse cannot check, before any data is read
+        raise HnmError(str(e)) from None
+    corpus, queries, qrels = load_beir(data, split, args.strict)
     stats = run(corpus, queries, qrels, cfg, args.output,
                 EmbedConfig(batch_size=args.batch_size, precision=args.precision, streams=args.streams), args.format,
                 args.quiet)
@@ -309,12 +312,14 @@ def _cmd_tune(args) -> int:
 
 def _cmd_experiment(args) -> int:
     from dataclasses import replace
-    from hnm.experiment import BUDGETS, ExperimentConfig, run_experiment
+    from hnm.experiment import BUDGETS, CLUSTERING_ARMS, ExperimentConfig, run_experiment
     from hnm.results import report
     cfg = ExperimentConfig.load(args.config) if args.config else ExperimentConfig()
     overrides = {k: getattr(args, k) for k in ("train_split", "test_split", "first_stage", "loss") if getattr(args, k)}
     if args.budget:
         overrides["budget"] = BUDGETS[args.budget]
+    if args.clustering_arms:
+        overrides["arms"] = cfg.arms + tuple(a for a in CLUSTERING_ARMS if a not in cfg.arms)
     cfg = replace(cfg, **overrides)
     out = args.out or Path("experiments") / f"{args.data.name}-{cfg.budget.name}"
     results = run_experiment(args.data, out, cfg, quiet=args.quiet)
@@ -384,7 +389,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="TREC run file to write (default bm25.<data folder name>.<split>.trec here)")
     _quiet(p)
     p.set_defaults(func=_cmd_bm25)
-    from hnm.negatives import MineConfig, STRATEGIES
+    from hnm.agglomerative import LINKAGES
+    from hnm.negatives import CLUSTERINGS, MineConfig, STRATEGIES
     d = MineConfig()
     p = sub.add_parser("mine", help="mine hard negatives for judged queries (default: bundled Cranfield)",
                        description="Mine hard negatives with an ensemble of encoders and k-means clusters (the "
@@ -403,6 +409,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--models", help=f"ensemble members NAME[:WEIGHT],... ; 'bm25' may join (default {d.models})")
     p.add_argument("--fusion", choices=("mean", "zscore", "rrf"), help=f"score fusion (default {d.fusion})")
     p.add_argument("--n-clusters", dest="n_clusters", type=int, help="k of k-means (default round(sqrt(N)))")
+    p.add_argument("--clustering", choices=CLUSTERINGS,
+                   help="how the ensemble strategy groups documents: kmeans (the paper's), agglomerative (fitted on "
+                        "a sample, see --agglomerative-sample), gmm (diagonal Gaussian mixture), or none (the "
+                        f"ensemble's exact top over the whole corpus) (default {d.clustering})")
+    p.add_argument("--linkage", choices=LINKAGES,
+                   help=f"agglomerative: ward (Euclidean) or average (cosine distance) (default {d.linkage})")
+    p.add_argument("--agglomerative-sample", dest="agglomerative_sample", type=int,
+                   help="agglomerative is fitted on at most this many documents; its float64 distance matrix takes "
+                        f"8 n^2 bytes (default {d.agglomerative_sample}: 128 MiB)")
     p.add_argument("--n-probe", dest="n_probe", type=int, help=f"nearest clusters searched (default {d.n_probe})")
     p.add_argument("--skip-top", dest="skip_top", type=int, help=f"top candidates skipped (default {d.skip_top})")
     p.add_argument("--max-rank", dest="max_rank", type=int, help=f"candidates considered (default {d.max_rank})")
@@ -613,6 +628,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--test-split", dest="test_split", help="the split judged (default test)")
     p.add_argument("--first-stage", dest="first_stage", choices=FIRST_STAGES,
                    help="the first stage whose top k is re-ranked (default hybrid)")
+    p.add_argument("--clustering-arms", dest="clustering_arms", action="store_true",
+                   help="add the arms of the clustering question after the others: ensemble+ with agglomerative, "
+                        "gmm and no clustering, every seed")
     _device(p)
     _quiet(p)
     p.set_defaults(func=_cmd_experiment)

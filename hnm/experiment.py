@@ -8,6 +8,8 @@ Arms (a list in the configuration, so an ablation is one more line):
   (f) ensemble+       (e) with the positive-aware ceiling and a quarter of random negatives
 and, for the paper's open question on long documents, (f) mined over passages (a document scores as its best
 passage), judged twice: documents truncated at the window, and cut into passages scored by the best one (MaxP).
+On request (CLUSTERING_ARMS, `experiment --clustering-arms`), for its open question on clustering: (f) with
+agglomerative clustering, a Gaussian mixture, or no clustering at all.
 
 Each trained model re-ranks the first stage's top k of every test query, and is reported twice: pure (alpha 1)
 and interpolated with the first stage, alpha x z(re-ranker) + (1 - alpha) x z(first stage), alpha chosen on the
@@ -69,6 +71,12 @@ ARMS = (Arm("first-stage", None),
         Arm("dense", {"strategy": "dense", "relative_ceiling": None}, seeds=1),
         Arm("ensemble+ passages", {"strategy": "ensemble", "relative_ceiling": 0.95, "random_share": 0.25}, True,
             seeds=1))
+
+# The paper's open question on clustering: (f) with each other clustering of negatives.py (its k-means is (f) itself,
+# the agglomerative one is Ward's), the same recipe and every seed. Outside ARMS, so that the work order of an
+# experiment already under way stays as it is: `experiment --clustering-arms` (or a --config) adds them.
+CLUSTERING_ARMS = tuple(Arm(f"ensemble+ {c}", {"strategy": "ensemble", "relative_ceiling": 0.95, "random_share": 0.25,
+                                                "clustering": c}) for c in ("agglomerative", "gmm", "none"))
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,13 @@ The paper's method (arXiv 2411.02404, sections 3.2 to 3.4), with the safeguards 
 
 1. the ensemble similarity of every query and document (ensemble.py);
 2. k-means over the ensemble document vectors (spherical, as they are unit length); a query's candidates are the
-   documents of its `n_probe` nearest clusters and of its positives' clusters;
+   documents of its `n_probe` nearest clusters and of its positives' clusters. `clustering` names the algorithm,
+   for the paper's open question on it: `kmeans` (the paper's), `agglomerative` (Ward's criterion or average
+   linkage on cosine distance, agglomerative.py, fitted on a sample of `agglomerative_sample` documents for its
+   O(n^2) memory), `gmm` (a diagonal Gaussian mixture by EM, gmm.py, each document in its most probable component),
+   each fitted on a seeded sample and then every document assigned by the algorithm's own rule, which also ranks
+   the clusters for a query; or `none`, the ensemble's exact top over the whole corpus (search.topk over the
+   ensemble vectors), to isolate what clustering adds at all;
 3. candidates ranked by ensemble similarity, positives and empty documents removed, then a rank window: skip the
    first `skip_top`, look no further than rank `max_rank`;
 4. a ceiling from the positives' scores (NV-Retriever's positive-aware rule, Moreira et al. 2024, arXiv
@@ -32,15 +38,18 @@ produces the same file (miner.py). Not here: the job itself, its statistics and 
 
 import math
 from dataclasses import dataclass
-from typing import List, Optional, Tuple
+from typing import Callable, List, Optional, Tuple
 
 import numpy as np
 
-from hnm.ensemble import Ensemble, parse_members
+from hnm.agglomerative import LINKAGES, AgglomerativeConfig, agglomerative
+from hnm.ensemble import Ensemble, PassageEnsemble, parse_members
+from hnm.gmm import GMMConfig, gaussian_mixture
 from hnm.kmeans import KMeansConfig, kmeans
 from hnm.search import exact_scores, topk
 
 STRATEGIES = ("ensemble", "dense", "bm25", "random")
+CLUSTERINGS = ("kmeans", "agglomerative", "gmm", "none")  # of the ensemble strategy's documents
 REFERENCES = {"strongest": np.max, "median": np.median, "weakest": np.min}  # of the positives' scores
 
 
@@ -66,6 +75,11 @@ class MineConfig:
     chunk_size: int = 256  # queries per chunk: bounds memory, and the work a killed run loses
     kmeans_sample: int = 100_000  # k-means is fitted on at most this many documents (a seeded sample), then all assigned
     kmeans_iter: int = 25  # Lloyd iterations at most (faiss trains with 25): clusters only need to be topical
+    clustering: str = "kmeans"  # the ensemble strategy's: kmeans (the paper), agglomerative, gmm, none (exact top)
+    linkage: str = "ward"  # agglomerative: ward (Euclidean) or average (cosine distance)
+    agglomerative_sample: int = 4096  # documents agglomerative is fitted on: its (n, n) float64 matrix, 128 MiB
+    gmm_sample: int = 100_000  # documents the Gaussian mixture is fitted on (a seeded sample), then all assigned
+    gmm_iter: int = 100  # EM iterations at most (scikit-learn's default; tol 1e-3 on the mean log-likelihood)
 
     def __post_init__(self):
         if self.strategy not in STRATEGIES:
@@ -80,7 +94,20 @@ class MineConfig:
             raise ValueError(f"random_share must lie in [0, 1], got {self.random_share}")
         if self.num_negatives < 1 or self.chunk_size < 1 or self.n_probe < 1:
             raise ValueError("num_negatives, chunk_size and n_probe must be at least 1")
-        parse_members(self.models)  # fails early on a malformed list
+        members = parse_members(self.models)  # fails early on a malformed list
+        if self.clustering not in CLUSTERINGS:
+            raise ValueError(f"unknown clustering {self.clustering!r}; choose one of {', '.join(CLUSTERINGS)}")
+        if self.clustering != "kmeans" and self.strategy != "ensemble":
+            raise ValueError(f"clustering {self.clustering!r} applies to the ensemble strategy only; strategy "
+                             f"{self.strategy!r} finds its candidates without clusters")
+        if self.clustering == "none" and (self.fusion != "mean" or any(m.name == "bm25" for m in members)):
+            raise ValueError("clustering 'none' ranks the whole corpus by the ensemble vectors' inner product, which "
+                             "is the 'mean' fusion of embedding models only: use --fusion mean and no bm25 member")
+        if self.linkage not in LINKAGES:
+            raise ValueError(f"unknown linkage {self.linkage!r}; choose one of {', '.join(LINKAGES)}")
+        for name in ("agglomerative_sample", "gmm_sample", "gmm_iter"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
 
 
 def reference_score(positive_scores: np.ndarray, cfg: MineConfig) -> float:
@@ -158,9 +185,12 @@ class Candidates:
                  bm25=None, query_texts: Optional[List[str]] = None):
         self.cfg, self.n_docs, self.excluded = cfg, n_docs, excluded  # excluded: (N,) bool, empty documents
         self.ensemble, self.bm25, self.query_texts = ensemble, bm25, query_texts
-        self.clusters: Optional[KMeansResultView] = None
-        if cfg.strategy == "ensemble":
-            self.clusters = KMeansResultView.fit(ensemble.docs, cfg)
+        self.clusters: Optional[ClusterView] = None
+        if cfg.strategy == "ensemble" and cfg.clustering == "none" and isinstance(ensemble, PassageEnsemble):
+            raise ValueError("clustering 'none' ranks by the ensemble vectors' inner product, not by a passage "
+                             "ensemble's best passage; mine over passages with a clustering")
+        if cfg.strategy == "ensemble" and cfg.clustering != "none":
+            self.clusters = ClusterView.fit(ensemble.docs, cfg)
 
     def ranked(self, rows: List[int], positives: List[np.ndarray]):
         """-> per query: (candidate rows best first, their scores or None, the positives' scores in their order)."""
@@ -174,7 +204,9 @@ class Candidates:
             cands = [np.arange(self.n_docs)] * len(rows)
             scores = list(full)
         elif cfg.strategy == "dense":
-            return self._dense(rows, positives)
+            return self._exact(self.ensemble.doc_vectors[0], self.ensemble.query_vectors[0][rows], positives)
+        elif cfg.clustering == "none":
+            return self._exact(self.ensemble.docs, self.ensemble.queries[rows], positives)
         else:
             cands = self.clusters.candidates(self.ensemble.queries[rows], positives, cfg.n_probe)
             scores = self.ensemble.score(np.asarray(rows), cands)
@@ -191,9 +223,9 @@ class Candidates:
         return out
 
 
-    def _dense(self, rows: List[int], positives: List[np.ndarray]):
-        """The first model alone over the whole corpus: exact top-k in bounded memory (search.topk)."""
-        docs, queries = self.ensemble.doc_vectors[0], self.ensemble.query_vectors[0][rows]
+    def _exact(self, docs: np.ndarray, queries: np.ndarray, positives: List[np.ndarray]):
+        """(N, D) documents against (q, D) queries over the whole corpus: exact top-k in bounded memory (search.topk).
+        The dense strategy's are the first model's vectors; clustering 'none' uses the ensemble vectors."""
         empties = set(np.flatnonzero(self.excluded).tolist())
         k = min(self.cfg.max_rank, self.n_docs)
         _, ids = topk(queries, docs, k, exclude=[empties | set(p.tolist()) for p in positives])
@@ -215,27 +247,52 @@ def _top_order(c: np.ndarray, s: np.ndarray, k: int) -> np.ndarray:
 
 
 @dataclass
-class KMeansResultView:
+class ClusterView:
+    """The clusters mining searches: each document's cluster, each cluster's documents, and how near a query is to
+    each cluster, by the rule that assigned the documents (the same for every document and query).
+
+    kmeans: the largest inner product with the unit centre; agglomerative: the nearest cluster mean (Ward) or the
+    largest cosine with the normalised mean (average); gmm: the largest log w_k + log N(x | k).
+    """
     labels: np.ndarray  # (N,) cluster of each document
-    centers: np.ndarray  # (K, D) unit length
     members: List[np.ndarray]  # document rows of each cluster
+    affinity: Callable[[np.ndarray], np.ndarray]  # (q, D) queries -> (q, K), larger nearer
 
     @classmethod
-    def fit(cls, docs: np.ndarray, cfg: MineConfig) -> "KMeansResultView":
+    def fit(cls, docs: np.ndarray, cfg: MineConfig) -> "ClusterView":
+        """Fit `cfg.clustering` on a seeded sample of the (N, D) unit document vectors, then assign all of them."""
         n = docs.shape[0]
         k = cfg.n_clusters or default_clusters(n)
         k = min(k, n)
         rng = np.random.default_rng(cfg.seed)
-        sample = docs if n <= cfg.kmeans_sample else docs[np.sort(rng.choice(n, cfg.kmeans_sample, replace=False))]
-        result = kmeans(sample, KMeansConfig(k=k, spherical=True, seed=cfg.seed, max_iter=cfg.kmeans_iter))
-        labels = result.labels if sample is docs else result.predict(docs)
+        if cfg.clustering == "agglomerative":
+            sample = _sample(docs, cfg.agglomerative_sample, rng)
+            if k > len(sample):
+                raise ValueError(f"{k} clusters from a sample of {len(sample)} documents: raise agglomerative_sample "
+                                 f"or lower n_clusters")
+            tree = agglomerative(sample, AgglomerativeConfig(k=k, linkage=cfg.linkage))
+            labels, affinity = tree.predict(docs), tree.affinity
+        elif cfg.clustering == "gmm":
+            sample = _sample(docs, cfg.gmm_sample, rng)
+            mixture = gaussian_mixture(sample, GMMConfig(k=k, max_iter=cfg.gmm_iter, seed=cfg.seed))
+            labels = mixture.labels if sample is docs else mixture.predict(docs)
+            affinity = mixture.log_prob
+        else:
+            sample = _sample(docs, cfg.kmeans_sample, rng)
+            result = kmeans(sample, KMeansConfig(k=k, spherical=True, seed=cfg.seed, max_iter=cfg.kmeans_iter))
+            labels = result.labels if sample is docs else result.predict(docs)
+            centers = result.centers  # (K, D) unit length
+
+            def affinity(queries: np.ndarray) -> np.ndarray:
+                return queries @ centers.T  # (q, K) cosines
+
         order = np.argsort(labels, kind="stable")
         bounds = np.searchsorted(labels[order], np.arange(k + 1))
-        return cls(labels, result.centers, [order[bounds[j]:bounds[j + 1]] for j in range(k)])
+        return cls(labels, [order[bounds[j]:bounds[j + 1]] for j in range(k)], affinity)
 
     def candidates(self, queries: np.ndarray, positives: List[np.ndarray], n_probe: int) -> List[np.ndarray]:
         """Rows of the documents in each query's n_probe nearest clusters and in its positives' clusters."""
-        sims = queries @ self.centers.T  # (q, K)
+        sims = self.affinity(queries)  # (q, K)
         n_probe = min(n_probe, sims.shape[1])
         nearest = np.argpartition(-sims, n_probe - 1, axis=1)[:, :n_probe]
         out = []
@@ -243,6 +300,12 @@ class KMeansResultView:
             clusters = np.union1d(near, self.labels[pos])
             out.append(np.concatenate([self.members[j] for j in clusters]))
         return out
+
+
+def _sample(docs: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarray:
+    """All of the (N, D) documents if N <= size, else `size` rows drawn without replacement, in corpus order."""
+    n = docs.shape[0]
+    return docs if n <= size else docs[np.sort(rng.choice(n, size, replace=False))]
 
 
 def default_clusters(n_docs: int) -> int:
