@@ -36,25 +36,24 @@ from hnm.twostage import interpolate, rerank
 HERE = Path(__file__).resolve().parent
 
 # name -> (changes to the training config, changes to the mining config, start model or None for --start)
-LEVERS = {
+LEVERS = {  # the paper's and the levers first, the finer ones after
     "base": ({}, {}, None),
     "loss: triplet, 1 negative (the paper)": ({"loss": "triplet", "negatives": 1}, {}, None),
-    "loss: binary cross-entropy": ({"loss": "bce"}, {}, None),
-    "loss: softmax over 1 + 3": ({"negatives": 3}, {}, None),
-    "loss: softmax over 1 + 15": ({"negatives": 15}, {}, None),
     "softmax + MarginMSE from the ensemble": ({"distill": 1.0}, {}, None),
     "MarginMSE alone": ({"loss": "margin_mse"}, {}, None),
+    "loss: binary cross-entropy": ({"loss": "bce"}, {}, None),
+    "loss: softmax over 1 + 15": ({"negatives": 15}, {}, None),
+    "150 steps (the first round's budget)": ({"max_steps": 150}, {}, None),
     "epochs: 2": ({"epochs": 2}, {}, None),
-    "lr 3e-5": ({"lr": 3e-5}, {}, None),
-    "lr 1.5e-4": ({"lr": 1.5e-4}, {}, None),
-    "no warm-up": ({"warmup": 0.0}, {}, None),
+    "max length 256": ({"max_length": 256}, {}, None),
+    "start: all-mpnet-base-v2": ({}, {}, "all-mpnet-base-v2"),
+    "head: mean pooling": ({"head": "mean"}, {}, None),
     "skip the top 5 ranks": ({}, {"skip_top": 5}, None),
     "no random negatives": ({}, {"random_share": 0.0}, None),
     "half random negatives": ({}, {"random_share": 0.5}, None),
-    "head: mean pooling": ({"head": "mean"}, {}, None),
-    "head: linear on CLS": ({"head": "linear"}, {}, None),
-    "max length 256": ({"max_length": 256}, {}, None),
-    "start: all-mpnet-base-v2": ({}, {}, "all-mpnet-base-v2"),
+    "lr 3e-5": ({"lr": 3e-5}, {}, None),
+    "lr 1.5e-4": ({"lr": 1.5e-4}, {}, None),
+    "no warm-up": ({"warmup": 0.0}, {}, None),
 }
 BASE_MINE = {"num_negatives": 15, "random_share": 0.25}
 
