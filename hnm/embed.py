@@ -20,9 +20,9 @@ Under torchrun (distributed.py), the W ranks encode one text list together. A te
 rank has it (so all plan the same work, whether or not the ranks share a disk); each block of `flush_every` missing
 texts is cut into the batches one process would make, batch i goes to rank i mod W, each rank writes the vectors it
 made as its own cache shard (named by the hash of its keys, so no two ranks write the same file), and an
-all-gather gives every rank the whole block. Each batch is the same batch, computed on the same number of threads
-as one process's stream (torchrun gives each rank one thread; one process's two streams have one each), so the
-vectors are the same bits as a one-process run's.
+all-gather gives every rank the whole block. Each batch is the same batch; computed on as many threads as one
+process's stream has (torchrun gives each rank one; one process on two threads runs two streams of one), it gives
+the same bits as a one-process run's.
 
 Not here: combining models (ensemble.py) and similarity search (search.py).
 """

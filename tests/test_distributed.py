@@ -60,6 +60,12 @@ def _env(lock: Path, home: Path) -> dict:
     return {**env, "HNM_LOCK": str(lock), "HNM_HOME": str(home), "HNM_DIST_TIMEOUT": "60"}
 
 
+def _one(env: dict) -> dict:
+    """The one-process run's environment: two threads, so that each of its two encoding streams has one, as each
+    torchrun rank has (a batch computed on another number of threads may round differently)."""
+    return {**env, "OMP_NUM_THREADS": "2"}
+
+
 def _port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -79,7 +85,7 @@ def _mine(out: str, data: Path) -> list:
 
 def test_two_processes_mine_and_embed_the_bytes_one_writes(setup, tmp_path):
     root, lock, data = setup
-    _run([sys.executable, *_mine("one.jsonl", data)], _env(lock, tmp_path / "home1"), tmp_path)
+    _run([sys.executable, *_mine("one.jsonl", data)], _one(_env(lock, tmp_path / "home1")), tmp_path)
     two = _env(lock, tmp_path / "home2")  # its own empty cache: the two ranks embed here
     _run([*TORCHRUN, "--nproc_per_node", "2", "--master-port", str(_port()), *_mine("two.jsonl", data)], two,
          tmp_path)
@@ -93,7 +99,7 @@ def test_two_processes_mine_and_embed_the_bytes_one_writes(setup, tmp_path):
 
     corpus = str(data / "corpus.jsonl")
     _run([sys.executable, "-m", "hnm", "embed", "--model", "tiny", "--input", corpus, "--output", "one.npy",
-          "--batch-size", "8", "--no-cache", "--device", "cpu", "--quiet"], two, tmp_path)
+          "--batch-size", "8", "--no-cache", "--device", "cpu", "--quiet"], _one(two), tmp_path)
     _run([*TORCHRUN, "--nproc_per_node", "2", "--master-port", str(_port()), "-m", "hnm", "embed", "--model",
           "tiny", "--input", corpus, "--output", "two.npy", "--batch-size", "8", "--no-cache", "--device", "cpu",
           "--quiet"], two, tmp_path)
@@ -127,7 +133,7 @@ def test_a_rank_killed_mid_run_is_named_and_a_rerun_writes_the_same_bytes(setup,
     _texts(tmp_path / "texts.jsonl", 3500)  # four blocks of 1,024 texts
     embed = ["-m", "hnm", "embed", "--model", "tiny", "--input", "texts.jsonl", "--batch-size", "16",
              "--device", "cpu", "--quiet"]
-    _run([sys.executable, *embed, "--output", "whole.npy"], _env(lock, tmp_path / "home1"), tmp_path)
+    _run([sys.executable, *embed, "--output", "whole.npy"], _one(_env(lock, tmp_path / "home1")), tmp_path)
 
     env = _env(lock, tmp_path / "home2")
     cache = tmp_path / "home2" / "embeddings"
@@ -156,7 +162,7 @@ def test_a_rank_killed_mid_run_is_named_and_a_rerun_writes_the_same_bytes(setup,
 def test_two_nodes_on_one_machine_write_the_bytes_one_process_writes(setup, tmp_path):
     root, lock, data = setup
     env = _env(lock, tmp_path / "home")
-    _run([sys.executable, *_mine("one.jsonl", data)], env, tmp_path)
+    _run([sys.executable, *_mine("one.jsonl", data)], _one(env), tmp_path)
     port, agents = _port(), []
     for node in range(2):
         _env(lock, tmp_path / f"node{node}")  # each node its own cache, as machines without a shared disk
