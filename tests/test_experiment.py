@@ -131,6 +131,8 @@ def test_claim_reads_the_papers_ordering():
     assert not no["holds"] and no["ensemble > bm25"] and no["best arm"] == "ensemble"
     assert not claim(arms(random=0.6, bm25=0.5, ensemble=0.7, ensemble_plus=0.8))["holds"]
     assert claim(arms(random=0.5, bm25=0.6)) is None
+    variants = {**arms(random=0.5, bm25=0.6, ensemble=0.7, ensemble_plus=0.8), "ensemble+ gmm": {"mrr@10": 0.85}}
+    assert claim(variants)["holds"]  # a clustering variant of (f) is not a rival strategy
 
 
 def test_relevant_document_rr_splits_pairs_by_document_length():
