@@ -8,7 +8,10 @@ two more minings for the skip-top and random-share levers). Every variant trains
 seed and holds out the same share of the queries (--tuning-share, whole queries, train.py's split); the first stage
 (--first-stage, default hybrid) retrieves the top k of those held-out queries, the variant re-ranks them, and the
 table gives nDCG@10 and MRR@10 of the re-ranker alone (alpha 1) and interpolated half and half with the first
-stage (alpha 0.5, fixed, so that nothing is chosen on the split being measured), with the training time.
+stage (alpha 0.5, fixed, so that nothing is chosen on the split being measured), with the training time, and the
+two-sided paired randomisation test of each lever's interpolated nDCG@10 against the base's, query by query (the
+tuning split is a few hundred queries: a difference of a point or two can be noise). A variant recorded before the
+per-query values were kept is re-ranked once from its saved model to get them.
 
 The base recipe is TrainConfig's defaults at --max-length tokens (128 by default, half the cost of 256; one lever is
 256) for --epochs; each lever changes one field. Every variant's result is cached under --work, so a killed run
@@ -22,11 +25,13 @@ import time
 from dataclasses import asdict, replace
 from pathlib import Path
 
+import numpy as np
+
 from hnm.data import atomic_write, load_beir
 from hnm.embed import EmbedConfig, resolve_precision
 from hnm.experiment import machine_line
 from hnm.firststage import FirstStageConfig, retrieve
-from hnm.metrics import evaluate, read_trec_run, write_trec_run
+from hnm.metrics import evaluate, per_query, randomisation_test, read_trec_run, write_trec_run
 from hnm.miner import run as mine
 from hnm.negatives import MineConfig
 from hnm.reranker import CrossEncoder
@@ -126,26 +131,51 @@ def main() -> None:
             for label, run in (("first stage", picked), ("pure", pure), ("alpha 0.5", interpolate(pure, picked, 0.5))):
                 m = evaluate(run, judged, ks=(10,), metrics=("ndcg", "mrr"))
                 row[label] = {"ndcg@10": m["ndcg@10"], "mrr@10": m["mrr@10"]}
+            row["per_query"] = _per_query(pure, picked, judged)
             done.parent.mkdir(parents=True, exist_ok=True)
             with atomic_write(done) as f:
                 json.dump(row, f, indent=1)
-        results[name] = json.loads(done.read_text())
+        row = json.loads(done.read_text())
+        if "per_query" not in row:  # recorded before per-query values were kept: re-rank once from the saved model
+            folder = args.work / "models" / slug
+            model = CrossEncoder.from_checkpoint(folder / ("best" if (folder / "best").exists() else "last"))
+            tuning = [q for q in json.loads((folder / "tuning_queries.json").read_text()) if q in first]
+            picked = {q: first[q] for q in tuning}
+            pure = rerank(model, picked, queries, corpus, args.top_k, precision=precision, quiet=args.quiet)
+            row["per_query"] = _per_query(pure, picked, {q: qrels[q] for q in tuning})
+            with atomic_write(done) as f:
+                json.dump(row, f, indent=1)
+        results[name] = row
         write_report(results, output, args)
     print(table(results))
+
+
+def _per_query(pure, picked, judged) -> dict:
+    """{"pure" | "alpha 0.5": {"ndcg@10" | "mrr@10": {qid: value}}} of one variant on the tuning queries."""
+    return {label: per_query(run, judged, ks=(10,), metrics=("ndcg", "mrr"))
+            for label, run in (("pure", pure), ("alpha 0.5", interpolate(pure, picked, 0.5)))}
+
+
+def p_against(row: dict, base: dict, metric: str = "ndcg@10") -> float:
+    """Paired randomisation p-value of the row's interpolated `metric` against the base's, over their common queries."""
+    a, b = row["per_query"]["alpha 0.5"][metric], base["per_query"]["alpha 0.5"][metric]
+    common = sorted(set(a) & set(b))
+    return randomisation_test(np.array([a[q] for q in common]), np.array([b[q] for q in common]), n=10000, seed=0)
 
 
 def table(results: dict) -> str:
     base = results.get("base")
     lines = ["| variant | nDCG@10 pure | MRR@10 pure | nDCG@10 alpha 0.5 | MRR@10 alpha 0.5 | Δ nDCG@10 (0.5) vs base "
-             "| training min | pairs/s |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+             "| p vs base | training min | pairs/s |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     if results:
         f = next(iter(results.values()))["first stage"]
-        lines.append(f"| first stage alone | {f['ndcg@10']:.4f} | {f['mrr@10']:.4f} | – | – | – | – | – |")
+        lines.append(f"| first stage alone | {f['ndcg@10']:.4f} | {f['mrr@10']:.4f} | – | – | – | – | – | – |")
     for name, r in results.items():
-        delta = (f"{r['alpha 0.5']['ndcg@10'] - base['alpha 0.5']['ndcg@10']:+.4f}" if base and name != "base"
-                 else "–")
+        other = base and name != "base"
+        delta = f"{r['alpha 0.5']['ndcg@10'] - base['alpha 0.5']['ndcg@10']:+.4f}" if other else "–"
+        p = f"{p_against(r, base):.3f}" if other and "per_query" in r and "per_query" in base else "–"
         lines.append(f"| {name} | {r['pure']['ndcg@10']:.4f} | {r['pure']['mrr@10']:.4f} | "
-                     f"{r['alpha 0.5']['ndcg@10']:.4f} | {r['alpha 0.5']['mrr@10']:.4f} | {delta} | "
+                     f"{r['alpha 0.5']['ndcg@10']:.4f} | {r['alpha 0.5']['mrr@10']:.4f} | {delta} | {p} | "
                      f"{r['train_seconds'] / 60:.1f} | {r['train_pairs_per_s']:.1f} |")
     return "\n".join(lines)
 
