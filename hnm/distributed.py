@@ -75,10 +75,10 @@ class Processes:
         """This process's place among the torchrun workers, on `device` (rank 0 of 1 without torchrun); None: the
         device of an earlier call, else "auto". The group is joined once per process and kept by later calls."""
         global _CURRENT
-        world = int(os.environ.get("WORLD_SIZE", "1"))
-        local_rank = int(os.environ.get("LOCAL_RANK", "0"))
         if device is None and _CURRENT is not None:
             return _CURRENT
+        world = int(os.environ.get("WORLD_SIZE", "1"))
+        local_rank = int(os.environ.get("LOCAL_RANK", "0"))
         chosen = resolve_device(device or "auto", local_rank)
         if world > 1 and not dist.is_initialized():
             dist.init_process_group("nccl" if chosen.type == "cuda" else "gloo",

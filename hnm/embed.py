@@ -112,6 +112,11 @@ def batch_sizes(n: int, batch_size: int, streams: int) -> List[int]:
     return [batch_size] * full + [rest // parts + (i < rest % parts) for i in range(parts)]
 
 
+def _rows(batches: List[np.ndarray], rank: int, world: int) -> np.ndarray:
+    """The rows of the batches rank r encodes (r, r + W, ...), in that order."""
+    return np.concatenate(batches[rank::world] or [np.zeros(0, dtype=np.int64)])
+
+
 class EmbeddingCache:
     """Vectors on disk in one folder per identity, as .npz shards of (keys: (n, 32) uint8 sha256, vectors: (n, D))."""
 
@@ -234,7 +239,7 @@ class Embedder:
                 block_texts = [prefixed[todo[k][0]] for k in block]
                 encodings = self.tokenizer.encode(block_texts)
                 batches = self._batches(encodings)
-                rows = np.concatenate(batches[procs.rank::procs.world] or [np.zeros(0, dtype=np.int64)])
+                rows = _rows(batches, procs.rank, procs.world)
                 vectors = np.zeros((len(block), self.dim), dtype=np.float32)
                 vectors[rows] = self._encode_batches(encodings, batches[procs.rank::procs.world],
                                                      bar if procs.world == 1 else None)
@@ -242,7 +247,7 @@ class Embedder:
                     cache.add([block[i] for i in rows], vectors[rows])
                 if procs.world > 1:
                     for r, blob in enumerate(procs.all_gather_bytes(vectors[rows].tobytes())):
-                        theirs = np.concatenate(batches[r::procs.world] or [np.zeros(0, dtype=np.int64)])
+                        theirs = _rows(batches, r, procs.world)
                         vectors[theirs] = np.frombuffer(blob, dtype=np.float32).reshape(len(theirs), self.dim)
                         if cache and r != procs.rank:
                             cache.remember([block[i] for i in theirs], vectors[theirs])

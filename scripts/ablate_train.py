@@ -117,13 +117,10 @@ def main() -> None:
             summary = train(rows, folder, start or args.start, tcfg, resume=(folder / "last").exists(),
                             quiet=args.quiet)
             train_seconds = time.monotonic() - t0
-            tuning = [q for q in json.loads((folder / "tuning_queries.json").read_text()) if q in first]
-            model = CrossEncoder.from_checkpoint(folder / ("best" if (folder / "best").exists() else "last"))
-            picked = {q: first[q] for q in tuning}
             t0 = time.monotonic()
-            pure = rerank(model, picked, queries, corpus, args.top_k, precision=precision, quiet=args.quiet)
+            tuning, pure = rerank_tuning(folder, first, queries, corpus, args.top_k, precision, args.quiet)
             rerank_seconds = time.monotonic() - t0
-            judged = {q: qrels[q] for q in tuning}
+            picked, judged = {q: first[q] for q in tuning}, {q: qrels[q] for q in tuning}
             row = {"train": asdict(tcfg), "mine": asdict(mcfg), "start": start or args.start,
                    "tuning_queries": len(tuning), "train_seconds": round(train_seconds, 1),
                    "train_pairs_per_s": round(summary["pairs_per_s"], 2), "rerank_seconds": round(rerank_seconds, 1),
@@ -137,17 +134,22 @@ def main() -> None:
                 json.dump(row, f, indent=1)
         row = json.loads(done.read_text())
         if "per_query" not in row:  # recorded before per-query values were kept: re-rank once from the saved model
-            folder = args.work / "models" / slug
-            model = CrossEncoder.from_checkpoint(folder / ("best" if (folder / "best").exists() else "last"))
-            tuning = [q for q in json.loads((folder / "tuning_queries.json").read_text()) if q in first]
-            picked = {q: first[q] for q in tuning}
-            pure = rerank(model, picked, queries, corpus, args.top_k, precision=precision, quiet=args.quiet)
-            row["per_query"] = _per_query(pure, picked, {q: qrels[q] for q in tuning})
+            tuning, pure = rerank_tuning(args.work / "models" / slug, first, queries, corpus, args.top_k, precision,
+                                         args.quiet)
+            row["per_query"] = _per_query(pure, {q: first[q] for q in tuning}, {q: qrels[q] for q in tuning})
             with atomic_write(done) as f:
                 json.dump(row, f, indent=1)
         results[name] = row
         write_report(results, output, args)
     print(table(results))
+
+
+def rerank_tuning(folder: Path, first, queries, corpus, top_k: int, precision: str, quiet: bool):
+    """(the variant's tuning queries that the first stage retrieved, its best checkpoint's run of their top k)."""
+    tuning = [q for q in json.loads((folder / "tuning_queries.json").read_text()) if q in first]
+    model = CrossEncoder.from_checkpoint(folder / ("best" if (folder / "best").exists() else "last"))
+    return tuning, rerank(model, {q: first[q] for q in tuning}, queries, corpus, top_k, precision=precision,
+                          quiet=quiet)
 
 
 def _per_query(pure, picked, judged) -> dict:

@@ -43,8 +43,7 @@ def worker(argv) -> None:
 
 def measure(procs: int, command: list, work: Path, home: Path, tag: str) -> dict:
     """Run `command` (hnm's argv) in `procs` processes; -> {"seconds", "peak_mib" per rank}."""
-    if home.exists():
-        shutil.rmtree(home / "embeddings", ignore_errors=True)
+    shutil.rmtree(home / "embeddings", ignore_errors=True)
     env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "OMP_NUM_THREADS")}
     env["HNM_HOME"] = str(home)
     stem = str(work / tag)
