@@ -41,17 +41,19 @@ from hnm.twostage import interpolate, rerank
 HERE = Path(__file__).resolve().parent
 
 # name -> (changes to the training config, changes to the mining config, start model or None for --start)
-LEVERS = {  # the paper's and the levers first, the finer ones after
+LEVERS = {  # the paper's and the levers first, the finer ones after; the MPNet start (about 5x a
+    # MiniLM lever's time, and too slow for the CPU experiment's 14 models whatever it scores) last
     "base": ({}, {}, None),
     "loss: triplet, 1 negative (the paper)": ({"loss": "triplet", "negatives": 1}, {}, None),
     "softmax + MarginMSE from the ensemble": ({"distill": 1.0}, {}, None),
     "MarginMSE alone": ({"loss": "margin_mse"}, {}, None),
     "loss: binary cross-entropy": ({"loss": "bce"}, {}, None),
     "loss: softmax over 1 + 15": ({"negatives": 15}, {}, None),
+    # the triplet lever's pairs and steps with the listwise loss: is it the loss or the 7x more updates?
+    "loss: softmax over 1 + 1": ({"negatives": 1}, {}, None),
     "150 steps (the first round's budget)": ({"max_steps": 150}, {}, None),
     "epochs: 2": ({"epochs": 2}, {}, None),
     "max length 256": ({"max_length": 256}, {}, None),
-    "start: all-mpnet-base-v2": ({}, {}, "all-mpnet-base-v2"),
     "head: mean pooling": ({"head": "mean"}, {}, None),
     "skip the top 5 ranks": ({}, {"skip_top": 5}, None),
     "no random negatives": ({}, {"random_share": 0.0}, None),
@@ -59,6 +61,7 @@ LEVERS = {  # the paper's and the issue's levers first, the finer ones after
     "lr 3e-5": ({"lr": 3e-5}, {}, None),
     "lr 1.5e-4": ({"lr": 1.5e-4}, {}, None),
     "no warm-up": ({"warmup": 0.0}, {}, None),
+    "start: all-mpnet-base-v2": ({}, {}, "all-mpnet-base-v2"),
 }
 BASE_MINE = {"num_negatives": 15, "random_share": 0.25}
 
@@ -88,7 +91,7 @@ def main() -> None:
     if args.train_queries:
         qrels = dict(list(qrels.items())[:args.train_queries])
     base = TrainConfig(max_length=args.max_length, epochs=args.epochs, eval_fraction=args.tuning_share,
-                       precision=precision, save_every=1000)
+                       precision=precision, save_every=150)  # a stop loses at most 150 steps
     fcfg = FirstStageConfig(kind=args.first_stage, top_k=args.top_k, models=args.models, precision=precision)
     first_path = args.work / "first-stage.trec"
     if not first_path.exists():
