@@ -16,7 +16,8 @@ and interpolated with the first stage, alpha x z(re-ranker) + (1 - alpha) x z(fi
 model's own tuning split (the held-out tenth of the training queries, train.py) and stored in its checkpoint
 (twostage.py). Nothing is tuned on the test split. With several seeds, every metric is given as the mean and
 standard deviation over them and per seed; intervals and paired randomisation tests are computed on each test
-query's metric averaged over the seeds.
+query's metric averaged over the seeds. Each arm's first-seed model also re-ranks BM25's top k of the test queries
+alone (ExperimentConfig.check): whether the re-ranker by itself beats BM25 on BM25's own candidates.
 
 Every stage writes its result under OUT and is skipped when the result is there (mining and training also resume
 from their own checkpoints), so a long experiment can be split across sittings. The work goes seed by seed, arm by
@@ -46,7 +47,7 @@ from hnm.firststage import FirstStageConfig, retrieve
 from hnm.metrics import Run, rank_documents, read_trec_run, write_trec_run
 from hnm.negatives import MineConfig
 from hnm.reranker import CrossEncoder
-from hnm.results import claim, judge, report
+from hnm.results import against, claim, judge, report
 from hnm.svg import bars
 from hnm.train import TrainConfig, train
 from hnm.twostage import interpolate, rerank, store_alpha, tune_alpha
@@ -126,6 +127,9 @@ class ExperimentConfig:
     arms: Tuple[Arm, ...] = ARMS
     loss: str = "softmax"  # train.py's; the paper's is "triplet" (with negatives 1 per example)
     resamples: int = 2000  # bootstrap and randomisation test
+    # each arm's first-seed model also re-ranks this first stage's top k alone (alpha 1), against that first stage
+    # alone: does the re-ranker by itself beat BM25 on BM25's own candidates? None: not
+    check: Optional[str] = "bm25"
 
     @classmethod
     def load(cls, path: Path, **overrides) -> "ExperimentConfig":
@@ -284,6 +288,13 @@ def run_experiment(data: Path, out: Path, cfg: ExperimentConfig = ExperimentConf
         stages.timed(f"first stage {part}", path.exists(),
                      lambda: _write_run(path, retrieve(corpus, qs, fcfg, quiet), "first-stage"))
         firsts[part] = read_trec_run(path)
+    check = cfg.check if cfg.check != cfg.first_stage else None  # the same first stage: its pure rows say it
+    if check:
+        path = out / "runs" / f"{check}.test.trec"
+        ccfg = replace(fcfg, kind=check)
+        stages.timed(f"{check} test", path.exists(),
+                     lambda: _write_run(path, retrieve(corpus, test_queries, ccfg, quiet), check))
+        firsts["check"] = read_trec_run(path)
 
     # 2. per model: mine (once per arm, the mining seed being fixed), train, tune alpha on its tuning queries,
     # re-rank the test queries; the report after each. An arm is mined only when its first model is due, so that
@@ -308,6 +319,11 @@ def run_experiment(data: Path, out: Path, cfg: ExperimentConfig = ExperimentConf
             stages.timed(f"rerank {label} seed {seed}", path.exists(),
                          lambda: _rerank(folder, firsts["test"], test_queries, corpus, b.top_k, mode, path, precision,
                                          quiet))
+        if check and seed == b.seeds[0]:
+            path = _check_path(out, arm, seed, check)
+            stages.timed(f"rerank {arm.name} on {check} seed {seed}", path.exists(),
+                         lambda: _rerank(folder, firsts["check"], test_queries, corpus, b.top_k, "truncate", path,
+                                         precision, quiet))
         results = _write_results(out, data, cfg, corpus, corpus_size, test_qrels, firsts["test"], long_docs, stages, t0)
     if results is None:  # no trained arm: the first stage alone
         results = _write_results(out, data, cfg, corpus, corpus_size, test_qrels, firsts["test"], long_docs, stages, t0)
@@ -332,6 +348,26 @@ def _systems(out: Path, cfg: ExperimentConfig, first: Run) -> Dict[str, Dict[int
     return systems
 
 
+def _check_path(out: Path, arm: Arm, seed: int, check: str) -> Path:
+    return out / "runs" / f"{_slug(arm.name)}-s{seed}.on-{check}.trec"
+
+
+def _check_runs(out: Path, cfg: ExperimentConfig, first: Run) -> Tuple[Optional[Run], Dict[str, Run]]:
+    """(cfg.check's first stage alone, {arm: its first-seed model's pure run of that first stage's top k}); when
+    cfg.check is the experiment's own first stage, its runs. (None, {}) without a check."""
+    if not cfg.check:
+        return None, {}
+    seed = cfg.budget.seeds[0]
+    own = cfg.check == cfg.first_stage
+    alone = first if own else (read_trec_run(p) if (p := out / "runs" / f"{cfg.check}.test.trec").exists() else None)
+    runs = {}
+    for arm in cfg.arms:
+        path = out / "runs" / f"{_slug(arm.name)}-s{seed}.trec" if own else _check_path(out, arm, seed, cfg.check)
+        if arm.mine is not None and path.exists():
+            runs[arm.name] = read_trec_run(path)
+    return alone, runs
+
+
 def _write_run(path: Path, run: Run, tag: str) -> None:
     if current().main:
         write_trec_run(path, run, tag)
@@ -347,6 +383,10 @@ def _write_results(out: Path, data: Path, cfg: ExperimentConfig, corpus, corpus_
     results["relevant_documents"] = {n: relevant_document_rr(r[min(r)], test_qrels, long_docs)
                                      for n, r in systems.items()}
     results["claim"] = claim(results["seeds_mean"])
+    alone, checked = _check_runs(out, cfg, first)
+    if alone is not None and checked:
+        results["check"] = {"first_stage": cfg.check, "seed": b.seeds[0],
+                            **against(alone, checked, test_qrels, cfg.resamples)}
     results["alphas"] = {p.parent.name: json.loads(p.read_text())["alpha"]
                          for p in sorted((out / "models").glob("*/alpha.json"))}
     results["training"] = {p.parent.name: {k: json.loads(p.read_text()).get(k) for k in

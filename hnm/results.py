@@ -73,6 +73,23 @@ def judge(systems: Dict[str, Dict[int, Run]], qrels: Qrels, resamples: int, top_
             "long_documents": long_docs, "split_sizes": {k: len(v) for k, v in split.items()}, "queries": len(qrels)}
 
 
+def against(alone: Run, reranked: Dict[str, Run], qrels: Qrels, resamples: int) -> dict:
+    """Re-rankings of one first stage's candidates against that first stage alone: the mean nDCG@10 and MRR@10 of
+    each, and each re-ranking's two-sided paired randomisation p-values against the first stage, query by query."""
+    metrics = ("ndcg@10", "mrr@10")
+    base = per_query(alone, qrels, ks=(10,), metrics=("mrr", "ndcg"))
+    qs = sorted(base["ndcg@10"])
+    out = {"alone": {m: float(np.mean([base[m][q] for q in qs])) for m in metrics}, "re-ranked": {}}
+    for name, run in reranked.items():
+        v = per_query(run, qrels, ks=(10,), metrics=("mrr", "ndcg"))
+        row = {}
+        for m in metrics:
+            a, c = np.array([v[m].get(q, 0.0) for q in qs]), np.array([base[m][q] for q in qs])
+            row[m], row[f"p {m}"] = float(a.mean()), randomisation_test(a, c, n=resamples, seed=0)
+        out["re-ranked"][name] = row
+    return out
+
+
 def _p(ps: dict, key: str) -> str:
     return "–" if key not in ps else f"{ps[key]:.3f}" if ps[key] >= 0.001 else "< 0.001"
 
@@ -158,6 +175,16 @@ def report(r: dict) -> str:
                   f"{m['bm25'][c['metric']]:.4f}, random {m['random'][c['metric']]:.4f}; best strategy: "
                   f"{c['best arm']}. "
                   + ("The data show the claim." if c["holds"] else "The data do not show the claim.")]
+    ch = r.get("check")
+    if ch:
+        name = ch["first_stage"]
+        lines += ["", f"The re-ranker alone (alpha 1) on {name}'s top {b['top_k']}, each arm's seed-{ch['seed']} "
+                  f"model, against {name} alone (paired randomisation p):", "",
+                  "| system | nDCG@10 | p nDCG@10 | MRR@10 | p MRR@10 |", "| --- | --- | --- | --- | --- |",
+                  f"| {name} alone | {ch['alone']['ndcg@10']:.4f} | – | {ch['alone']['mrr@10']:.4f} | – |"]
+        for n, v in ch["re-ranked"].items():
+            lines.append(f"| {n}, pure on {name} | {v['ndcg@10']:.4f} | {_p(v, 'p ndcg@10')} | {v['mrr@10']:.4f} | "
+                         f"{_p(v, 'p mrr@10')} |")
     if r.get("training"):
         lines += ["", "Training (seconds, pairs/s, steps):", ""]
         lines += [f"- {n}: {t['seconds']:.0f} s, {t['pairs_per_s']:.1f} pairs/s, {t['steps']} steps"

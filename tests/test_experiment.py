@@ -13,6 +13,7 @@ from conftest import require_model
 from hnm.data import bundled_cranfield, load_beir, write_jsonl
 from hnm.encoder import EncoderConfig, build_encoder
 from hnm.experiment import ARMS, Budget, ExperimentConfig, run_experiment, work_order
+from hnm.metrics import evaluate, read_trec_run
 from hnm.results import claim, report
 from hnm.twostage import stored_alpha
 
@@ -103,6 +104,16 @@ def test_small_experiment_runs_every_arm_and_reports(tmp_path, monkeypatch):
     assert results["claim"]["holds"] == holds
     assert ("The data show the claim." if holds else "The data do not show the claim.") in text
     assert "| ensemble+ | 2 | " in text.split("Every metric")[0]  # the headline table, two seeds
+    # each arm's first-seed model re-ranks BM25's top k alone, against BM25 alone
+    check = results["check"]
+    assert check["first_stage"] == "bm25" and set(check["re-ranked"]) == {a.name for a in ARMS if a.mine}
+    bm25 = read_trec_run(out / "runs" / "bm25.test.trec")
+    assert check["alone"]["ndcg@10"] == pytest.approx(evaluate(bm25, load_beir(data, "test")[2])["ndcg@10"])
+    for arm, v in check["re-ranked"].items():
+        pure = read_trec_run(out / "runs" / f"{arm.replace(' ', '-')}-s0.on-bm25.trec")
+        assert set(pure) == set(bm25) and all(set(pure[q]) <= set(bm25[q]) for q in pure)
+        assert 0.0 < v["p ndcg@10"] <= 1.0 and f"| {arm}, pure on bm25 | {v['ndcg@10']:.4f} |" in text
+    assert not (out / "runs" / "random-s1.on-bm25.trec").exists()  # one seed only
     for arm in ("random", "bm25", "dense", "ensemble", "ensemble+", "ensemble+ passages"):
         rows = [json.loads(x) for x in (out / "mined" / f"{arm}.jsonl").read_text().splitlines()]
         assert len(rows) == 8 and all(r["negative_ids"] for r in rows)
