@@ -322,7 +322,10 @@ def _cmd_experiment(args) -> int:
         overrides["arms"] = cfg.arms + tuple(a for a in CLUSTERING_ARMS if a not in cfg.arms)
     cfg = replace(cfg, **overrides)
     out = args.out or Path("experiments") / f"{args.data.name}-{cfg.budget.name}"
-    results = run_experiment(args.data, out, cfg, quiet=args.quiet)
+    results = run_experiment(args.data, out, cfg, quiet=args.quiet, prepare=args.prepare)
+    if args.prepare:
+        print(f"first stages and every arm's mined rows in {out}; the same command without --prepare trains")
+        return 0
     print(report(results))
     print(f"report, results.json and chart.svg in {out}")
     return 0
@@ -631,6 +634,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--clustering-arms", dest="clustering_arms", action="store_true",
                    help="add the arms of the clustering question after the others: ensemble+ with agglomerative, "
                         "gmm and no clustering, every seed")
+    p.add_argument("--prepare", action="store_true",
+                   help="run only what needs the ensemble's encoders (the first stages, every arm's mining), then stop: "
+                        "a copy of --out trains where only the start model is, e.g. a GPU machine")
     _device(p)
     _quiet(p)
     p.set_defaults(func=_cmd_experiment)

@@ -262,8 +262,11 @@ def work_order(arms: Tuple[Arm, ...], seeds: Tuple[int, ...]) -> List[Tuple[Arm,
             if arm.mine is not None and (arm.seeds is None or i < arm.seeds)]
 
 
-def run_experiment(data: Path, out: Path, cfg: ExperimentConfig = ExperimentConfig(), quiet: bool = False) -> dict:
-    """Run (or resume) the whole experiment on the BEIR folder `data`; write the report; return the results."""
+def run_experiment(data: Path, out: Path, cfg: ExperimentConfig = ExperimentConfig(), quiet: bool = False,
+                   prepare: bool = False) -> dict:
+    """Run (or resume) the whole experiment on the BEIR folder `data`; write the report; return the results.
+    With `prepare`, only the stages that need the ensemble's encoders: the first stages and every arm's mining;
+    then {} (the rest can run where only the start model is, from a copy of `out`)."""
     t0 = time.monotonic()
     out = Path(out)
     for sub in ("mined", "models", "runs"):
@@ -299,14 +302,23 @@ def run_experiment(data: Path, out: Path, cfg: ExperimentConfig = ExperimentConf
     # 2. per model: mine (once per arm, the mining seed being fixed), train, tune alpha on its tuning queries,
     # re-rank the test queries; the report after each. An arm is mined only when its first model is due, so that
     # the passages arm's long embedding does not hold back the others.
-    from hnm.chunk import load_tokenizer
-    long_docs = _long_documents(test_qrels, corpus, load_tokenizer(b.start), b.max_length - 3)  # once, for every report
-    results = None
-    for arm, seed in work_order(cfg.arms, b.seeds):
+    def mined(arm: Arm) -> Path:
         mine_cfg = MineConfig(**{"models": b.models, "num_negatives": b.negatives, **arm.mine})
         rows = out / "mined" / f"{arm.name}.jsonl"
         stages.timed(f"mine {arm.name}", rows.exists(),
                      lambda: _mine(arm, mine_cfg, corpus, queries, train_qrels, rows, precision, quiet))
+        return rows
+
+    if prepare:
+        for arm in cfg.arms:
+            if arm.mine is not None:
+                mined(arm)
+        return {}
+    from hnm.chunk import load_tokenizer
+    long_docs = _long_documents(test_qrels, corpus, load_tokenizer(b.start), b.max_length - 3)  # once, for every report
+    results = None
+    for arm, seed in work_order(cfg.arms, b.seeds):
+        rows = mined(arm)
         name = f"{arm.name}-s{seed}"
         folder = out / "models" / name
         stages.timed(f"train {name}", (folder / "done.json").exists(),

@@ -68,7 +68,13 @@ def test_small_experiment_runs_every_arm_and_reports(tmp_path, monkeypatch):
                     precision="float32", max_steps=3)
     cfg = replace(ExperimentConfig(), budget=budget, resamples=200)
     out = tmp_path / "exp"
+    # --prepare: the first stages and every arm's mining, nothing trained; the full run then reuses them
+    assert run_experiment(data, out, cfg, quiet=True, prepare=True) == {}
+    assert not any((out / "models").iterdir()) and not (out / "report.md").exists()
+    prepared = json.loads((out / "stage_times.json").read_text())
+    assert {k for k in prepared if k.startswith("mine ")} == {f"mine {a.name}" for a in ARMS if a.mine}
     results = run_experiment(data, out, cfg, quiet=True)
+    assert {k: v for k, v in json.loads((out / "stage_times.json").read_text()).items() if k in prepared} == prepared
 
     arms = {a.name for a in ARMS} | {"ensemble+ passages / MaxP"}
     labels = arms | {f"{n}, pure" for n in arms - {"first-stage"}}
