@@ -1,0 +1,152 @@
+"""Carry a prepared experiment to a GPU machine that reaches nothing, and run it there.
+
+This workplace lends, to some sessions, a GPU machine (the `device` tool) that reaches no model hub and takes at
+most 64 MiB of files per call. Once an experiment's first stages and minings are done on the CPU (`hnm experiment
+--prepare`: they are the only stages that need the ensemble's encoders), the rest needs only the re-ranker's start
+model. `pack` puts those stages, the BEIR data and the start model's files in one tar.gz and cuts it into parts
+that fit one call each; on the GPU machine `keep` stores a part, and `run` stores the last, joins them, checks the
+sha256, and runs each experiment until a deadline, writing its report, results and runs into $OUT. A `run` with
+no part resumes the experiments (they are resumable stage by stage) while the machine is still the same.
+
+    python -m hnm experiment --data ../shared/data/scifact --budget gpu --out /work/cache/experiments/scifact-gpu \\
+        --clustering-arms --prepare
+    python scripts/gpu_bundle.py pack --start all-MiniLM-L6-v2 \\
+        --job scifact ../shared/data/scifact /work/cache/experiments/scifact-gpu "--budget gpu --clustering-arms"
+    # then, with the device tool, one call per part, back to back (a machine stays warm 30 s after a call):
+    #   carry [".dev/part-1-of-2"]                  command: python3 scripts/gpu_bundle.py keep .dev/part-1-of-2
+    #   carry [".dev/part-2-of-2", ".dev/bundle.json"]  command: python3 scripts/gpu_bundle.py run .dev/part-2-of-2 --minutes 9
+
+The experiment's arguments given to `pack` must be those it was prepared with (budget, splits, arms), or it mines
+again, which needs the encoders that are not there. `.dev/` is this checkout's own (in .git/info/exclude).
+Not here: the experiment itself (hnm/experiment.py).
+"""
+
+import argparse
+import hashlib
+import io
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+STORE = Path("/tmp/hnm-bundle")  # on the GPU machine: the parts, then the unpacked bundle
+PART_BYTES = 58 * 2 ** 20  # a part and the checkout (about 3 MB) under the call's 64 MiB
+
+
+def pack(args) -> None:
+    sys.path.insert(0, str(ROOT))
+    from hnm.weights import home
+    dest = ROOT / ".dev"
+    shutil.rmtree(dest, ignore_errors=True)
+    dest.mkdir()
+    buf = io.BytesIO()
+    jobs = []
+    with tarfile.open(fileobj=buf, mode="w:gz", compresslevel=6) as tar:
+        model = home() / "models" / args.start
+        for f in sorted(model.iterdir()):
+            if not f.name.endswith(".verified"):
+                tar.add(f, f"home/models/{args.start}/{f.name}")
+        for name, data, out, extra in args.job:
+            data, out = Path(data), Path(out)
+            if not (out / "stage_times.json").exists():
+                sys.exit(f"{out}: not a prepared experiment (run `hnm experiment ... --out {out} --prepare` first)")
+            tar.add(data, f"data/{name}")
+            for sub in ("mined", "runs"):
+                tar.add(out / sub, f"exp/{name}/{sub}")
+            tar.add(out / "stage_times.json", f"exp/{name}/stage_times.json")
+            jobs.append({"name": name, "args": extra.split()})
+    blob = buf.getvalue()
+    n = -(-len(blob) // PART_BYTES)
+    parts = [f"part-{i + 1}-of-{n}" for i in range(n)]
+    for i, part in enumerate(parts):
+        (dest / part).write_bytes(blob[i * PART_BYTES:(i + 1) * PART_BYTES])
+    manifest = {"sha256": hashlib.sha256(blob).hexdigest(), "bytes": len(blob), "parts": parts, "jobs": jobs}
+    (dest / "bundle.json").write_text(json.dumps(manifest, indent=1))
+    exclude = ROOT / ".git" / "info" / "exclude"
+    exclude.parent.mkdir(parents=True, exist_ok=True)
+    if "/.dev/" not in (exclude.read_text() if exclude.exists() else ""):
+        with open(exclude, "a") as f:
+            f.write("/.dev/\n")
+    print(f"{len(blob) / 2 ** 20:.1f} MiB in {n} parts under {dest}: {', '.join(parts)}")
+
+
+def keep(part: Path) -> None:
+    STORE.mkdir(parents=True, exist_ok=True)
+    shutil.copy(part, STORE / part.name)
+    print(f"kept {part.name} ({part.stat().st_size / 2 ** 20:.1f} MiB); held: {sorted(p.name for p in STORE.glob('part-*'))}")
+
+
+def unpack(manifest: dict) -> Path:
+    target = STORE / "x"
+    if (target / "unpacked").exists():
+        return target
+    missing = [p for p in manifest["parts"] if not (STORE / p).exists()]
+    if missing:
+        sys.exit(f"parts missing on this machine: {missing} (a machine given back between calls starts bare)")
+    blob = b"".join((STORE / p).read_bytes() for p in manifest["parts"])
+    if hashlib.sha256(blob).hexdigest() != manifest["sha256"]:
+        sys.exit("the joined parts do not match bundle.json's sha256")
+    with tarfile.open(fileobj=io.BytesIO(blob), mode="r:gz") as tar:
+        tar.extractall(target, filter="data")
+    (target / "unpacked").write_text("")
+    return target
+
+
+def run(args) -> None:
+    if args.part:
+        keep(args.part)
+        shutil.copy(args.part.parent / "bundle.json", STORE / "bundle.json")
+    manifest = json.loads((STORE / "bundle.json").read_text())
+    x = unpack(manifest)
+    deadline = time.monotonic() + args.minutes * 60
+    out = Path(os.environ.get("OUT", STORE / "out"))
+    out.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "HNM_HOME": str(x / "home"), "PYTHONUNBUFFERED": "1"}
+    for job in manifest["jobs"]:
+        left = deadline - time.monotonic()
+        if left < 30:
+            print(f"{job['name']}: no time left; run again to resume")
+            continue
+        exp = x / "exp" / job["name"]
+        cmd = [sys.executable, "-m", "hnm", "experiment", "--data", str(x / "data" / job["name"]), "--out", str(exp),
+               *job["args"], "--device", args.device, "--quiet"]
+        print(" ".join(cmd), flush=True)
+        t0 = time.monotonic()
+        try:
+            rc = subprocess.run(cmd, cwd=ROOT, env=env, timeout=left, stdout=subprocess.DEVNULL).returncode
+        except subprocess.TimeoutExpired:
+            rc = "stopped at the deadline (resumable)"
+        print(f"{job['name']}: {rc} after {time.monotonic() - t0:.0f} s", flush=True)
+        for name in ("report.md", "results.json", "chart.svg", "stage_times.json"):
+            if (exp / name).exists():
+                shutil.copy(exp / name, out / f"{job['name']}.{name}")
+        with tarfile.open(out / f"{job['name']}.runs.tar.gz", "w:gz") as tar:  # the runs and each model's records
+            tar.add(exp / "runs", "runs")
+            for f in sorted((exp / "models").glob("*/*.json*")):
+                tar.add(f, f"models/{f.parent.name}/{f.name}")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="verb", required=True)
+    a = sub.add_parser("pack", help="here: the bundle's parts under .dev/")
+    a.add_argument("--start", default="all-MiniLM-L6-v2", help="the re-ranker's start model (from the cache)")
+    a.add_argument("--job", nargs=4, action="append", required=True, metavar=("NAME", "DATA", "OUT", "ARGS"),
+                   help="an experiment: its name, BEIR folder, prepared --out folder, and its other arguments")
+    a = sub.add_parser("keep", help="there: store one part")
+    a.add_argument("part", type=Path)
+    a = sub.add_parser("run", help="there: store the last part, join, check, and run until the deadline")
+    a.add_argument("part", type=Path, nargs="?")
+    a.add_argument("--minutes", type=float, default=9.0)
+    a.add_argument("--device", default="cuda")
+    args = p.parse_args()
+    {"pack": pack, "keep": lambda a: keep(a.part), "run": run}[args.verb](args)
+
+
+if __name__ == "__main__":
+    main()
