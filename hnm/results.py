@@ -19,6 +19,15 @@ BASELINES = ("first-stage", "random")  # every system is tested against these
 
 
 STRATEGIES = ("random", "bm25", "dense", "ensemble", "ensemble+")  # the paper's mining strategies, (b) to (f)
+CLUSTERINGS = ("agglomerative", "gmm", "none")  # (f)'s other clusterings (experiment.CLUSTERING_ARMS): vs k-means
+
+
+def kmeans_twin(name: str) -> Optional[str]:
+    """The k-means system a clustering arm's row is tested against: "ensemble+ gmm, pure" -> "ensemble+, pure"."""
+    for c in CLUSTERINGS:
+        if name.startswith(f"ensemble+ {c}"):
+            return "ensemble+" + name[len(f"ensemble+ {c}"):]
+    return None
 
 
 def claim(mean: Dict[str, dict], metric: str = "mrr@10") -> Optional[dict]:
@@ -61,7 +70,7 @@ def judge(systems: Dict[str, Dict[int, Run]], qrels: Qrels, resamples: int, top_
             a = np.array([v[metric][q] for q in qs])
             ci = paired_bootstrap(a, np.zeros_like(a), n=resamples, seed=0)  # the mean's own interval
             intervals[n][metric] = (ci["low"], ci["high"])
-            for base in BASELINES:
+            for base in (*BASELINES, kmeans_twin(n)):
                 if base in values and base != n:
                     c = np.array([values[base][metric][q] for q in qs])
                     pvalues.setdefault(n, {})[f"{metric} vs {base}"] = randomisation_test(a, c, n=resamples,
@@ -185,6 +194,17 @@ def report(r: dict) -> str:
         for n, v in ch["re-ranked"].items():
             lines.append(f"| {n}, pure on {name} | {v['ndcg@10']:.4f} | {_p(v, 'p ndcg@10')} | {v['mrr@10']:.4f} | "
                          f"{_p(v, 'p mrr@10')} |")
+    twins = [(n, kmeans_twin(n)) for n in r["seeds_mean"] if kmeans_twin(n) in r["seeds_mean"]]
+    if twins:
+        lines += ["", "The paper's open question on clustering: (f) with each clustering against k-means, (f) itself "
+                  "(mean ± standard deviation over the seeds; paired randomisation p against the k-means row):", "",
+                  "| system | seeds | nDCG@10 | p nDCG@10 vs k-means | MRR@10 | p MRR@10 vs k-means |",
+                  "| --- | --- | --- | --- | --- | --- |"]
+        for n, twin in twins:
+            m, sd, ps = r["seeds_mean"][n], r["seeds_std"][n], r["p_values"].get(n, {})
+            lines.append(f"| {n} | {len(r['per_seed'][n])} | {m['ndcg@10']:.4f} ± {sd['ndcg@10']:.4f} | "
+                         f"{_p(ps, f'ndcg@10 vs {twin}')} | {m['mrr@10']:.4f} ± {sd['mrr@10']:.4f} | "
+                         f"{_p(ps, f'mrr@10 vs {twin}')} |")
     if r.get("training"):
         lines += ["", "Training (seconds, pairs/s, steps):", ""]
         lines += [f"- {n}: {t['seconds']:.0f} s, {t['pairs_per_s']:.1f} pairs/s, {t['steps']} steps"

@@ -312,7 +312,7 @@ def test_experiment_flag_adds_the_clustering_arms_after_the_others(tmp_path, mon
     from hnm import experiment, results
     from hnm.__main__ import main
     seen = []
-    monkeypatch.setattr(experiment, "run_experiment", lambda data, out, cfg, quiet: seen.append(cfg) or {})
+    monkeypatch.setattr(experiment, "run_experiment", lambda data, out, cfg, quiet, prepare: seen.append(cfg) or {})
     monkeypatch.setattr(results, "report", lambda r: "")
     for flags in ([], ["--clustering-arms"]):
         assert main(["experiment", "--data", str(tmp_path), "--out", str(tmp_path / "x"), *flags]) == 0
@@ -324,3 +324,28 @@ def test_experiment_flag_adds_the_clustering_arms_after_the_others(tmp_path, mon
     for arm in experiment.CLUSTERING_ARMS:
         cfg = MineConfig(**arm.mine)
         assert (cfg.clustering, cfg.relative_ceiling, cfg.random_share) == (arm.name.split()[-1], 0.95, 0.25)
+
+
+def test_clustering_arms_are_tested_against_kmeans_and_reported_beside_it():
+    from hnm.results import judge, kmeans_twin, report
+    rng = np.random.default_rng(0)
+    qrels = {f"q{i}": {"d0": 1} for i in range(30)}
+
+    def run(shift):  # d0's rank moves with the system
+        return {q: {"d0": float(rng.normal(shift)), **{f"d{j}": float(rng.normal()) for j in range(1, 6)}}
+                for q in qrels}
+    systems = {"first-stage": {0: run(0.0)}, "random": {0: run(0.0)}, "ensemble+": {0: run(1.0), 1: run(1.0)},
+               "ensemble+, pure": {0: run(1.0)}, "ensemble+ gmm": {0: run(3.0), 1: run(3.0)},
+               "ensemble+ gmm, pure": {0: run(3.0)}}
+    assert [kmeans_twin(n) for n in systems] == [None, None, None, None, "ensemble+", "ensemble+, pure"]
+    r = judge(systems, qrels, resamples=500, top_k=5, split={"all": set(qrels)})
+    assert set(r["p_values"]["ensemble+ gmm"]) == {f"{m} vs {b}" for m in ("mrr@10", "ndcg@10")
+                                                   for b in ("first-stage", "random", "ensemble+")}
+    assert "ndcg@10 vs ensemble+" not in r["p_values"]["ensemble+"]
+    assert r["p_values"]["ensemble+ gmm"]["ndcg@10 vs ensemble+"] < 0.05  # d0 lifted well above (f)'s
+    r.update(budget={"models": "m", "start": "m", "epochs": 1, "batch_size": 1, "negatives": 1, "lr": 1.0,
+                     "max_length": 8, "top_k": 5, "seeds": [0, 1], "name": "t"}, loss="softmax", first_stage="hybrid",
+             data="d", machine="here", stage_seconds={}, long_documents={}, split_sizes={"within window": 0, "beyond window": 0})
+    text = report(r).split("open question on clustering")[1]
+    m = r["seeds_mean"]["ensemble+ gmm"]
+    assert f"| ensemble+ gmm | 2 | {m['ndcg@10']:.4f} ± " in text and "| ensemble+ gmm, pure | 1 |" in text
