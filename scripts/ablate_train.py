@@ -15,7 +15,9 @@ per-query values were kept is re-ranked once from its saved model to get them.
 
 The base recipe is TrainConfig's defaults at --max-length tokens (128 by default, half the cost of 256; one lever is
 256) for --epochs; each lever changes one field. Every variant's result is cached under --work, so a killed run
-resumes; the table and JSON are rewritten after each one, in scripts/results/ablation_<data>.{md,json}.
+resumes; the table and JSON are rewritten after each one, in scripts/results/ablation_<data>.{md,json}. Levers
+joined by " & " (`--levers "base" "epochs: 2 & max length 256"`) run as one variant with all their changes, to try
+the winners together.
 """
 
 import argparse
@@ -99,12 +101,12 @@ def main() -> None:
     first = read_trec_run(first_path)
 
     names = args.levers or list(LEVERS)
-    unknown = [n for n in names if n not in LEVERS]
+    unknown = [part for n in names for part in n.split(" & ") if part not in LEVERS]
     if unknown:
-        sys.exit(f"unknown levers: {unknown}; known: {list(LEVERS)}")
+        sys.exit(f"unknown levers: {unknown}; known: {list(LEVERS)} (join several with ' & ')")
     results = {}
     for name in names:
-        train_changes, mine_changes, start = LEVERS[name]
+        train_changes, mine_changes, start = combined(name)
         slug = "".join(c if c.isalnum() else "-" for c in name).strip("-")
         done = args.work / "variants" / f"{slug}.json"
         if not done.exists():
@@ -145,6 +147,15 @@ def main() -> None:
         results[name] = row
         write_report(results, output, args)
     print(table(results))
+
+
+def combined(name: str) -> tuple:
+    """A lever of LEVERS, or several joined by " & ": their changes together (a later one wins a shared field)."""
+    train_changes, mine_changes, start = {}, {}, None
+    for part in name.split(" & "):
+        t, m, s = LEVERS[part]
+        train_changes, mine_changes, start = {**train_changes, **t}, {**mine_changes, **m}, s or start
+    return train_changes, mine_changes, start
 
 
 def rerank_tuning(folder: Path, first, queries, corpus, top_k: int, precision: str, quiet: bool):
