@@ -8,16 +8,17 @@ that fit one call each; on the GPU machine `keep` stores a part, and `run` store
 sha256, and runs each experiment until a deadline, writing its report, results and runs into $OUT. A `run` with
 no part resumes the experiments (they are resumable stage by stage) while the machine is still the same.
 
-    python -m hnm experiment --data ../shared/data/scifact --budget gpu --out /work/cache/experiments/scifact-gpu \\
+    python -m hnm experiment --data ../shared/data/scifact --budget full --out /work/cache/experiments/scifact-full \\
         --clustering-arms --prepare
     python scripts/gpu_bundle.py pack --start all-MiniLM-L6-v2 \\
-        --job scifact ../shared/data/scifact /work/cache/experiments/scifact-gpu "--budget gpu --clustering-arms"
+        --job scifact ../shared/data/scifact /work/cache/experiments/scifact-full "--budget full --clustering-arms"
     # then, with the device tool, one call per part, back to back (a machine stays warm 30 s after a call):
     #   carry [".dev/part-1-of-2"]                  command: python3 scripts/gpu_bundle.py keep .dev/part-1-of-2
     #   carry [".dev/part-2-of-2", ".dev/bundle.json"]  command: python3 scripts/gpu_bundle.py run .dev/part-2-of-2 --minutes 9
 
 The experiment's arguments given to `pack` must be those it was prepared with (budget, splits, arms), or it mines
-again, which needs the encoders that are not there. `.dev/` is this checkout's own (in .git/info/exclude).
+again, which needs the encoders that are not there; --start must be the budget's start model (all-MiniLM-L6-v2,
+91 MB, is two parts; the `gpu` budget's all-mpnet-base-v2, 438 MB, would be eight). `.dev/` is this checkout's own (in .git/info/exclude).
 Not here: the experiment itself (hnm/experiment.py).
 """
 
