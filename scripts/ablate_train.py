@@ -51,10 +51,10 @@ LEVERS = {  # the paper's and the issue's levers first, the finer ones after; th
     "MarginMSE alone": ({"loss": "margin_mse"}, {}, None),
     "loss: binary cross-entropy": ({"loss": "bce"}, {}, None),
     "loss: softmax over 1 + 15": ({"negatives": 15}, {}, None),
-    # the triplet lever's pairs and steps with the listwise loss: is it the loss or the 7x more updates?
-    "loss: softmax over 1 + 1": ({"negatives": 1}, {}, None),
     # the same pairs as the base in 4x the optimiser steps: 1 + 15 (half the steps) lost, the triplet (7x) won
     "batch 1 (4x the steps)": ({"batch_size": 1}, {}, None),
+    # the triplet lever's pairs and steps with the listwise loss: is it the loss or the 7x more updates?
+    "loss: softmax over 1 + 1": ({"negatives": 1}, {}, None),
     "150 steps (the first round's budget)": ({"max_steps": 150}, {}, None),
     "epochs: 2": ({"epochs": 2}, {}, None),
     "max length 256": ({"max_length": 256}, {}, None),
