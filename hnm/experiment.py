@@ -49,7 +49,7 @@ from hnm.negatives import MineConfig
 from hnm.reranker import CrossEncoder
 from hnm.results import against, claim, judge, report
 from hnm.svg import bars
-from hnm.train import TrainConfig, train
+from hnm.train import TrainConfig, kept_checkpoint, train
 from hnm.twostage import interpolate, rerank, store_alpha, tune_alpha
 
 @dataclass(frozen=True)
@@ -460,24 +460,20 @@ def _train(rows: Path, folder: Path, start: str, tcfg: TrainConfig, quiet: bool)
             json.dump(summary, f, indent=1, default=str)
 
 
-def _checkpoint(folder: Path) -> Path:
-    return folder / ("best" if (folder / "best").exists() else "last")
-
-
 def _tune(folder: Path, first_train: Run, queries, corpus, train_qrels: Qrels, cfg: ExperimentConfig,
           quiet: bool) -> None:
     """alpha on the model's tuning queries: their first-stage top k re-ranked, the best nDCG@10 of the grid."""
     b = cfg.budget
     tuning = [q for q in json.loads((folder / "tuning_queries.json").read_text()) if q in first_train]
     if tuning:
-        tuned = tune_alpha(_checkpoint(folder), {q: first_train[q] for q in tuning}, queries, corpus,
+        tuned = tune_alpha(kept_checkpoint(folder), {q: first_train[q] for q in tuning}, queries, corpus,
                            {q: train_qrels[q] for q in tuning}, cfg.first_stage, b.top_k, precision=b.precision,
                            quiet=quiet)
     else:  # no tuning split: pure re-ranking
         tuned = {"alpha": 1.0, "first_stage": cfg.first_stage, "top_k": b.top_k, "tuning_queries": 0,
                  "metric": "ndcg@10", "curve": {}}
         if current().main:
-            store_alpha(_checkpoint(folder), 1.0, {k: v for k, v in tuned.items() if k != "alpha"})
+            store_alpha(kept_checkpoint(folder), 1.0, {k: v for k, v in tuned.items() if k != "alpha"})
     if current().main:
         with atomic_write(folder / "alpha.json") as f:
             json.dump(tuned, f, indent=1)
@@ -486,7 +482,7 @@ def _tune(folder: Path, first_train: Run, queries, corpus, train_qrels: Qrels, c
 def _rerank(folder: Path, first: Run, queries, corpus, top_k: int, mode: str, path: Path, precision: str,
             quiet: bool) -> None:
     """The model's pure scores of the first stage's top k (interpolation is applied when judging)."""
-    model = CrossEncoder.from_checkpoint(_checkpoint(folder))
+    model = CrossEncoder.from_checkpoint(kept_checkpoint(folder))
     t0 = time.monotonic()
     if mode == "truncate":
         run = rerank(model, first, queries, corpus, top_k, precision=precision, quiet=quiet)

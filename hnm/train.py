@@ -219,6 +219,11 @@ def _swap_in(tmp: Path, final: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
+def kept_checkpoint(folder: Path) -> Path:
+    """The checkpoint a training run keeps for use: its best held-out one, or its last without one."""
+    return Path(folder) / ("best" if (Path(folder) / "best").exists() else "last")
+
+
 def save_checkpoint(folder: Path, model: CrossEncoder, optimizer: torch.optim.Optimizer, rng: List[torch.Tensor],
                     state: dict) -> None:
     """Model files, AdamW's state by parameter name, each process's torch RNG state, and state.json (scalars)."""

@@ -37,7 +37,7 @@ from hnm.metrics import evaluate, per_query, randomisation_test, read_trec_run, 
 from hnm.miner import run as mine
 from hnm.negatives import MineConfig
 from hnm.reranker import CrossEncoder
-from hnm.train import TrainConfig, train
+from hnm.train import TrainConfig, kept_checkpoint, train
 from hnm.twostage import interpolate, rerank
 
 HERE = Path(__file__).resolve().parent
@@ -163,7 +163,7 @@ def combined(name: str) -> tuple:
 def rerank_tuning(folder: Path, first, queries, corpus, top_k: int, precision: str, quiet: bool):
     """(the variant's tuning queries that the first stage retrieved, its best checkpoint's run of their top k)."""
     tuning = [q for q in json.loads((folder / "tuning_queries.json").read_text()) if q in first]
-    model = CrossEncoder.from_checkpoint(folder / ("best" if (folder / "best").exists() else "last"))
+    model = CrossEncoder.from_checkpoint(kept_checkpoint(folder))
     return tuning, rerank(model, {q: first[q] for q in tuning}, queries, corpus, top_k, precision=precision,
                           quiet=quiet)
 

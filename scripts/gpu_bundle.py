@@ -123,7 +123,7 @@ def run(args) -> None:
         except subprocess.TimeoutExpired:
             rc = "stopped at the deadline (resumable)"
         print(f"{job['name']}: {rc} after {time.monotonic() - t0:.0f} s", flush=True)
-        for name in ("report.md", "results.json", "chart.svg", "stage_times.json"):
+        for name in ("report.md", "results.json", "chart.svg"):  # four files a job: $OUT returns 8 at most
             if (exp / name).exists():
                 shutil.copy(exp / name, out / f"{job['name']}.{name}")
         with tarfile.open(out / f"{job['name']}.runs.tar.gz", "w:gz") as tar:  # the runs and each model's records
