@@ -273,6 +273,7 @@ def run_experiment(data: Path, out: Path, cfg: ExperimentConfig = ExperimentConf
         (out / sub).mkdir(parents=True, exist_ok=True)
     b = cfg.budget
     precision = resolve_precision(b.precision)
+    _same_config(out, cfg)
     stages = Stages(out)
     corpus, queries, train_qrels = load_beir(data, cfg.train_split)
     train_qrels = _subset(train_qrels, b.train_queries)
@@ -318,28 +319,52 @@ def run_experiment(data: Path, out: Path, cfg: ExperimentConfig = ExperimentConf
     long_docs = _long_documents(test_qrels, corpus, load_tokenizer(b.start), b.max_length - 3)  # once, for every report
     results = None
     for arm, seed in work_order(cfg.arms, b.seeds):
-        rows = mined(arm)
         name = f"{arm.name}-s{seed}"
         folder = out / "models" / name
-        stages.timed(f"train {name}", (folder / "done.json").exists(),
-                     lambda: _train(rows, folder, b.start, cfg.train_config(seed), quiet))
+        reranks = [(f"rerank {label} seed {seed}", out / "runs" / f"{_slug(label)}-s{seed}.trec", "test", mode)
+                   for mode, label in ((("truncate", arm.name), ("passages", f"{arm.name} / MaxP")) if arm.passages
+                                       else (("truncate", arm.name),))]
+        if check and seed == b.seeds[0]:
+            reranks.append((f"rerank {arm.name} on {check} seed {seed}", _check_path(out, arm, seed, check), "check",
+                            "truncate"))
+        # trained: its summary is there, and so is its checkpoint, unless nothing left to do needs it (a record of
+        # finished models copied into a fresh OUT has their summaries, alphas and runs but not their weights)
+        finished = (folder / "alpha.json").exists() and all(path.exists() for _, path, _, _ in reranks)
+        trained = (folder / "done.json").exists() and (kept_checkpoint(folder).exists() or finished)
+        if not trained:  # mined only when a model of the arm is due; what an earlier model made is made again
+            rows = mined(arm)
+            if current().main:
+                for stale in (folder / "alpha.json", *(path for _, path, _, _ in reranks)):
+                    stale.unlink(missing_ok=True)
+        stages.timed(f"train {name}", trained, lambda: _train(rows, folder, b.start, cfg.train_config(seed), quiet))
         stages.timed(f"tune {name}", (folder / "alpha.json").exists(),
                      lambda: _tune(folder, firsts["train"], queries, corpus, train_qrels, cfg, quiet))
-        for mode in ("truncate", "passages") if arm.passages else ("truncate",):
-            label = arm.name if mode == "truncate" else f"{arm.name} / MaxP"
-            path = out / "runs" / f"{_slug(label)}-s{seed}.trec"
-            stages.timed(f"rerank {label} seed {seed}", path.exists(),
-                         lambda: _rerank(folder, firsts["test"], test_queries, corpus, b.top_k, mode, path, precision,
-                                         quiet))
-        if check and seed == b.seeds[0]:
-            path = _check_path(out, arm, seed, check)
-            stages.timed(f"rerank {arm.name} on {check} seed {seed}", path.exists(),
-                         lambda: _rerank(folder, firsts["check"], test_queries, corpus, b.top_k, "truncate", path,
-                                         precision, quiet))
+        for stage, path, part, mode in reranks:
+            stages.timed(stage, path.exists(), lambda: _rerank(folder, firsts[part], test_queries, corpus, b.top_k,
+                                                               mode, path, precision, quiet))
         results = _write_results(out, data, cfg, corpus, corpus_size, test_qrels, firsts["test"], long_docs, stages, t0)
     if results is None:  # no trained arm: the first stage alone
         results = _write_results(out, data, cfg, corpus, corpus_size, test_qrels, firsts["test"], long_docs, stages, t0)
     return results
+
+
+def _same_config(out: Path, cfg: ExperimentConfig) -> None:
+    """OUT/config.json records the configuration OUT was made with; resuming with another one would mix models
+    trained on two recipes in one table, so it is refused. Precision is recorded as given: under "auto", a model
+    trained in float32 on one machine and one in bfloat16 on another follow the same recipe (each one's done.json
+    says which it had)."""
+    now = json.loads(json.dumps(asdict(cfg)))
+    path = out / "config.json"
+    if path.exists():
+        then = json.loads(path.read_text())
+        if then != now:
+            changed = sorted(k for k in set(then) | set(now) if then.get(k) != now.get(k))
+            raise ValueError(f"{out} holds an experiment made with another configuration (it differs in "
+                             f"{', '.join(changed)}; see {path}): give another --out, or remove {out}")
+    elif current().main:
+        with atomic_write(path) as f:
+            json.dump(now, f, indent=1)
+    current().barrier()
 
 
 def _systems(out: Path, cfg: ExperimentConfig, first: Run) -> Dict[str, Dict[int, Run]]:

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The README's experiments, in the background, resumable: the training-recipe ablation on SciFact first (it picks
 # the recipe the experiment trains with), then SciFact and Cranfield on the `full` budget, then Cranfield's ablation. Stage caches live outside the repository ($HNM_WORK, default
-# /work/cache/experiments); after every stage the report, results and chart are copied into scripts/results/, so
-# what has landed can be committed while the rest runs. Rerun the same command to pick up where it stopped.
+# /work/cache/experiments); every two minutes the report, results and chart, and the small record of each finished
+# model, are copied into scripts/results/, so what has landed can be committed while the rest runs. Rerun the same
+# command to pick up where it stopped: from the caches, or, where they are gone, from the committed record.
 #
 #   nohup scripts/run_experiments.sh > /work/cache/experiments.log 2>&1 &
 set -euo pipefail
@@ -12,13 +13,27 @@ WORK=${HNM_WORK:-/work/cache/experiments}
 BUDGET=${HNM_BUDGET:-full}
 mkdir -p "$WORK"
 
-publish() {  # copy a finished or partial experiment's report into the repository
-  local from=$1 to=scripts/results/$2
+publish() {  # copy a finished or partial experiment's report, and the record of its finished models, into the repo
+  local from=$1 to=scripts/results/$2 f
+  [ -d "$from" ] || return 0
   mkdir -p "$to"
-  for f in report.md results.json chart.svg; do
-    [ -f "$from/$f" ] && cp "$from/$f" "$to/$f.tmp" && mv "$to/$f.tmp" "$to/$f"
+  # the report, and what a fresh OUT needs to skip every finished stage (experiment.py): the configuration, stage
+  # times, first-stage and re-ranked runs, each model's summary, alpha and tuning queries; not weights, not mined rows
+  for f in "$from"/*.md "$from"/*.json "$from"/*.svg "$from"/runs/* "$from"/models/*/done.json \
+           "$from"/models/*/alpha.json "$from"/models/*/tuning_queries.json "$from"/mined/*.stats.json; do
+    [ -f "$f" ] || continue  # a pattern that matched nothing
+    f=${f#"$from"/}
+    mkdir -p "$(dirname "$to/$f")"
+    cmp -s "$from/$f" "$to/$f" || { cp "$from/$f" "$to/$f.tmp" && mv "$to/$f.tmp" "$to/$f"; }
   done
   return 0
+}
+
+restore() {  # a fresh machine (or wiped caches): start from the record the repository holds, not from nothing
+  local from=scripts/results/$1 to=$2
+  [ -f "$from/config.json" ] || return 0
+  mkdir -p "$to"
+  cp -rn "$from/." "$to/"
 }
 
 # the experiment rewrites its report after every model; publish it as it goes
@@ -29,15 +44,19 @@ watch &
 WATCHER=$!
 trap 'kill $WATCHER 2>/dev/null || true' EXIT
 
-python scripts/ablate_train.py --data ../shared/data/scifact --work "$WORK/ablation-scifact" --quiet
+# float32: the ablation's first rows were measured so (on an AVX2 CPU), and every lever is compared with its base
+python scripts/ablate_train.py --data ../shared/data/scifact --work "$WORK/ablation-scifact" --precision float32 --quiet
 # the experiment trains with `hnm train`'s defaults and the budget: they are set from the ablation's table by hand,
-# and this file says so; until it exists the chain stops here rather than train 14 models on a stale recipe
-if [ ! -f "$WORK/recipe-chosen" ]; then
-  echo "the ablation is done: set the recipe from scripts/results/ablation_scifact.md, touch $WORK/recipe-chosen, rerun"
+# and scripts/results/recipe.md says which and why; until it is committed the chain stops here rather than train
+# 14 models on a stale recipe
+if [ ! -f scripts/results/recipe.md ]; then
+  echo "the ablation is done: set the recipe from scripts/results/ablation_scifact.md, write scripts/results/recipe.md, rerun"
   exit 0
 fi
+restore experiment_scifact "$WORK/scifact-$BUDGET"
 python -m hnm experiment --data ../shared/data/scifact --budget "$BUDGET" --out "$WORK/scifact-$BUDGET" --quiet
 publish "$WORK/scifact-$BUDGET" experiment_scifact
+restore experiment_cranfield "$WORK/cranfield-$BUDGET"
 python -m hnm experiment --data ../shared/data/cranfield --train-split train_80 --test-split test_20 \
   --budget "$BUDGET" --out "$WORK/cranfield-$BUDGET" --quiet
 publish "$WORK/cranfield-$BUDGET" experiment_cranfield

@@ -131,6 +131,25 @@ def test_small_experiment_runs_every_arm_and_reports(tmp_path, monkeypatch):
     assert json.loads((out / "stage_times.json").read_text()) == times
     assert again["seeds_mean"] == results["seeds_mean"]
 
+    # the small record of finished models (summaries, alphas, runs; no weights, no mined rows), copied into a fresh
+    # OUT as a new machine would have it from the repository, is enough: nothing is mined or trained again
+    record = tmp_path / "record"
+    for f in [out / "config.json", out / "stage_times.json", *(out / "runs").iterdir(),
+              *(out / "models").glob("*/*.json")]:
+        (record / f.relative_to(out)).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(f, record / f.relative_to(out))
+    assert not list(record.glob("models/*/best")) and not (record / "mined").exists()
+    resumed = run_experiment(data, record, cfg, quiet=True)
+    assert json.loads((record / "stage_times.json").read_text()) == times
+    assert resumed["seeds_mean"] == results["seeds_mean"] and not any((record / "mined").iterdir())
+    # a model whose outputs are not all there and whose weights are gone is trained again
+    (record / "runs" / "dense-s0.trec").unlink()
+    run_experiment(data, record, cfg, quiet=True)
+    assert (record / "mined" / "dense.jsonl").exists() and (record / "models" / "dense-s0" / "last").exists()
+    # OUT keeps the configuration it was made with: another one is refused, not mixed in
+    with pytest.raises(ValueError, match="another configuration .*loss"):
+        run_experiment(data, out, replace(cfg, loss="triplet"), quiet=True)
+
 
 def test_work_goes_seed_by_seed():
     order = [(a.name, s) for a, s in work_order(ARMS, (0, 1))]
