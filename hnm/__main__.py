@@ -491,7 +491,7 @@ def build_parser() -> argparse.ArgumentParser:
     t = TrainConfig()
     p = sub.add_parser("train", help="train a cross-encoder re-ranker on mined rows (torchrun for several processes)",
                        description="Fine-tune a cross-encoder on the rows of `hnm mine`: each positive with groups "
-                                   "of --negatives negatives, softmax cross-entropy over 1 + n by default. Writes "
+                                   "of --negatives negatives; by default the paper's triplet loss, each mined negative its own triplet (the ablation's best recipe). Writes "
                                    "OUTPUT/log.jsonl, OUTPUT/last (checkpoint, resumable) and OUTPUT/best (best "
                                    "held-out MRR@10). "
                                    "Run it under `torchrun --nproc_per_node N -m hnm train ...` for DDP.")
@@ -525,7 +525,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, help=f"data order, held-out rows, new head, dropout (default {t.seed})")
     p.add_argument("--precision", choices=("float32", "bfloat16", "auto"),
                    help=f"bfloat16: autocast; auto: bfloat16 where the hardware has it (default {t.precision})")
-    p.add_argument("--max-length", dest="max_length", type=int, help="tokens per pair (default: the model's)")
+    p.add_argument("--max-length", dest="max_length", type=int, help=f"tokens per pair (default {t.max_length})")
     p.add_argument("--head", choices=("pooler", "linear", "mean"), help=f"head of a new model (default {t.head})")
     p.add_argument("--eval-fraction", dest="eval_fraction", type=float,
                    help=f"share of queries held out for evaluation (default {t.eval_fraction})")

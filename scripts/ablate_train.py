@@ -13,7 +13,8 @@ two-sided paired randomisation test of each lever's interpolated nDCG@10 against
 tuning split is a few hundred queries: a difference of a point or two can be noise). A variant recorded before the
 per-query values were kept is re-ranked once from its saved model to get them.
 
-The base recipe is TrainConfig's defaults at --max-length tokens (128 by default, half the cost of 256; one lever is
+The base recipe is the listwise one (softmax over 1 + 7, TrainConfig's defaults before this table chose the
+triplet) at --max-length tokens (128 by default, half the cost of 256; one lever is
 256) for --epochs; each lever changes one field. Every variant's result is cached under --work, so a killed run
 resumes; the table and JSON are rewritten after each one, in scripts/results/ablation_<data>.{md,json}. Levers
 joined by " & " (`--levers "base" "epochs: 2 & max length 256"`) run as one variant with all their changes, to try
@@ -95,7 +96,10 @@ def main() -> None:
     corpus, queries, qrels = load_beir(args.data, args.train_split)
     if args.train_queries:
         qrels = dict(list(qrels.items())[:args.train_queries])
-    base = TrainConfig(max_length=args.max_length, epochs=args.epochs, eval_fraction=args.tuning_share,
+    # the base is the listwise recipe the ablation started from (TrainConfig's defaults before it chose the
+    # triplet), written out so that the table's rows stay comparable as the defaults move
+    base = TrainConfig(loss="softmax", negatives=7, lr=7e-5, warmup=0.1, head="pooler", batch_size=4,
+                       max_length=args.max_length, epochs=args.epochs, eval_fraction=args.tuning_share,
                        precision=precision, save_every=150)  # a stop loses at most 150 steps
     fcfg = FirstStageConfig(kind=args.first_stage, top_k=args.top_k, models=args.models, precision=precision)
     first_path = args.work / "first-stage.trec"
@@ -139,7 +143,8 @@ def main() -> None:
             row = {"train": asdict(tcfg), "mine": asdict(mcfg), "start": start or args.start,
                    "tuning_queries": len(tuning), "train_seconds": round(train_seconds, 1),
                    "train_pairs_per_s": round(summary["pairs_per_s"], 2), "rerank_seconds": round(rerank_seconds, 1),
-                   "best_step": (summary["best"] or {}).get("step"), "steps": summary["steps"]}
+                   "best_step": (summary["best"] or {}).get("step"), "steps": summary["steps"],
+                   "machine": machine_line()}
             for label, run in (("first stage", picked), ("pure", pure), ("alpha 0.5", interpolate(pure, picked, 0.5))):
                 m = evaluate(run, judged, ks=(10,), metrics=("ndcg", "mrr"))
                 row[label] = {"ndcg@10": m["ndcg@10"], "mrr@10": m["mrr@10"]}
@@ -225,6 +230,10 @@ def table(results: dict) -> str:
     return "\n".join(lines)
 
 
+def precision_of(results: dict) -> str:
+    return " and ".join(sorted({r["train"]["precision"] for r in results.values()}))
+
+
 def write_report(results: dict, output: Path, args) -> None:
     payload = {"data": str(args.data), "train_split": args.train_split, "first_stage": args.first_stage,
                "top_k": args.top_k, "max_length": args.max_length, "epochs": args.epochs,
@@ -235,8 +244,10 @@ def write_report(results: dict, output: Path, args) -> None:
     with atomic_write(output.with_suffix(".md")) as f:
         f.write(f"# Training recipe ablation on {args.data.resolve().name} ({args.train_split}), tuning split of "
                 f"{n} held-out training queries\n\nFirst stage {args.first_stage}, top {args.top_k} re-ranked; base: "
-                f"TrainConfig defaults at {args.max_length} tokens, {args.epochs} epoch(s); machine: "
-                f"{payload['machine']}. Steps are of 4 examples (a triplet lever's example is one pair of pairs, the "
+                f"softmax over 1 + 7 at {args.max_length} tokens, {args.epochs} epoch(s); machine of the last sitting: "
+                f"{payload['machine']} (the first seven rows ran on a 2-core AMD EPYC with AVX2 only, the next ten on a 2-core "
+                f"Intel Xeon with AMX-BF16; later rows record their own machine in the JSON; every row in "
+                f"{precision_of(results)}). Steps are of 4 examples (a triplet lever's example is one pair of pairs, the "
                 f"others' 1 + n documents); minutes and pairs/s are wall-clock on a machine that other work shared at "
                 f"times (the base's 2.0 pairs/s ran beside the test suite; alone, a MiniLM lever at 128 tokens runs at "
                 f"6.5 to 8.5).\n\n{table(results)}\n")

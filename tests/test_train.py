@@ -156,7 +156,8 @@ def test_resume_refuses_other_settings_or_data(golden, tmp_path):
 def test_two_processes_follow_one_process_with_twice_the_batch(tmp_path):
     start = make_start(tmp_path / "start", dropout=0.0)  # each process would draw its own dropout masks
     steps, flags = 6, ["--max-steps", "6", "--lr", "1e-3", "--eval-fraction", "0", "--loss", CFG.loss,
-                       "--negatives", str(CFG.negatives), "--quiet"]
+                       "--negatives", str(CFG.negatives), "--epochs", str(CFG.epochs), "--quiet"]
+    flags += ["--max-length", str(CFG.max_length)] if CFG.max_length else []
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
                            "-m", "hnm", "train", "--rows", str(ROWS), "--model", str(start), "--output",
