@@ -491,7 +491,8 @@ def build_parser() -> argparse.ArgumentParser:
     t = TrainConfig()
     p = sub.add_parser("train", help="train a cross-encoder re-ranker on mined rows (torchrun for several processes)",
                        description="Fine-tune a cross-encoder on the rows of `hnm mine`: each positive with groups "
-                                   "of --negatives negatives; by default the paper's triplet loss, each mined negative its own triplet (the ablation's best recipe). Writes "
+                                   "of --negatives negatives; by default the paper's triplet loss, each mined "
+                                   "negative its own triplet (the ablation's best recipe). Writes "
                                    "OUTPUT/log.jsonl, OUTPUT/last (checkpoint, resumable) and OUTPUT/best (best "
                                    "held-out MRR@10). "
                                    "Run it under `torchrun --nproc_per_node N -m hnm train ...` for DDP.")

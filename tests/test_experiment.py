@@ -148,7 +148,7 @@ def test_small_experiment_runs_every_arm_and_reports(tmp_path, monkeypatch):
     assert (record / "mined" / "dense.jsonl").exists() and (record / "models" / "dense-s0" / "last").exists()
     # OUT keeps the configuration it was made with: another one is refused, not mixed in
     with pytest.raises(ValueError, match="another configuration .*loss"):
-        run_experiment(data, out, replace(cfg, loss="triplet"), quiet=True)
+        run_experiment(data, out, replace(cfg, loss="softmax"), quiet=True)
 
 
 def test_work_goes_seed_by_seed():

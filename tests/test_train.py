@@ -156,8 +156,7 @@ def test_resume_refuses_other_settings_or_data(golden, tmp_path):
 def test_two_processes_follow_one_process_with_twice_the_batch(tmp_path):
     start = make_start(tmp_path / "start", dropout=0.0)  # each process would draw its own dropout masks
     steps, flags = 6, ["--max-steps", "6", "--lr", "1e-3", "--eval-fraction", "0", "--loss", CFG.loss,
-                       "--negatives", str(CFG.negatives), "--epochs", str(CFG.epochs), "--quiet"]
-    flags += ["--max-length", str(CFG.max_length)] if CFG.max_length else []
+                       "--negatives", str(CFG.negatives), "--quiet"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
                            "-m", "hnm", "train", "--rows", str(ROWS), "--model", str(start), "--output",
@@ -165,7 +164,7 @@ def test_two_processes_follow_one_process_with_twice_the_batch(tmp_path):
                           capture_output=True, text=True, cwd=REPO, env=env, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.count("trained 6 of 6 steps") == 1  # one report, from rank 0
-    cfg = replace(CFG, max_steps=steps, lr=1e-3, eval_fraction=0.0)
+    cfg = replace(CFG, max_steps=steps, lr=1e-3, eval_fraction=0.0, max_length=TrainConfig().max_length)  # the CLI's
     train(ROWS, tmp_path / "one", str(start), replace(cfg, batch_size=4), quiet=True)
     train(ROWS, tmp_path / "accum", str(start), replace(cfg, batch_size=2, grad_accum=2), quiet=True)
     one, ddp, accum = (losses_of(tmp_path / n) for n in ("one", "ddp", "accum"))
