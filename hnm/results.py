@@ -128,13 +128,20 @@ def _corpus_note(r: dict) -> str:
             f"queries and a seeded sample of the rest)")
 
 
+def _example(loss: str, negatives: int) -> str:
+    """What one training example is (experiment.py's train_config): the triplet takes each mined negative alone."""
+    if loss == "triplet":
+        return f"1 positive + 1 negative, each of the {negatives} mined negatives its own triplet"
+    return f"1 positive + {negatives} negatives"
+
+
 def report(r: dict) -> str:
     """results.json as Markdown: the settings, the tables, the p-values, the long-document split, the timings."""
     b = r["budget"]
     keys = list(next(iter(r["seeds_mean"].values())))
     lines = [f"# Experiment on {r['data']}", "",
-             f"Budget `{b['name']}`: ensemble {b['models']}; re-ranker from {b['start']}, {b['epochs']} epochs of "
-             f"batches of {b['batch_size']} examples (1 positive + {b['negatives']} negatives), loss {r['loss']}, "
+             f"Budget `{b['name']}`: ensemble {b['models']}; re-ranker from {b['start']}, {b['epochs']} epoch{'s' if b['epochs'] != 1 else ''} of "
+             f"batches of {b['batch_size']} examples ({_example(r['loss'], b['negatives'])}), loss {r['loss']}, "
              f"peak lr {b['lr']}, max length {b['max_length']}, {r.get('precision', 'float32')}; first stage "
              f"{r['first_stage']}, top {b['top_k']} re-ranked; {r['queries']} test queries; seeds "
              f"{', '.join(map(str, b['seeds']))}" + _corpus_note(r) + ".",
