@@ -8,12 +8,12 @@ and the Markdown report that experiment.py writes.
 Not here: running the arms (experiment.py), the metrics and tests themselves (metrics.py).
 """
 
-from typing import Dict, Optional
+from typing import Dict, Optional, Tuple
 
 import numpy as np
 
 from hnm.data import Qrels
-from hnm.metrics import Run, evaluate, paired_bootstrap, per_query, randomisation_test
+from hnm.metrics import Run, evaluate, paired_bootstrap, per_query, randomisation_test, rank_documents
 
 BASELINES = ("first-stage", "random")  # every system is tested against these
 
@@ -82,12 +82,16 @@ def judge(systems: Dict[str, Dict[int, Run]], qrels: Qrels, resamples: int, top_
             "long_documents": long_docs, "split_sizes": {k: len(v) for k, v in split.items()}, "queries": len(qrels)}
 
 
-def against(alone: Run, reranked: Dict[str, Run], qrels: Qrels, resamples: int) -> dict:
+def against(alone: Run, reranked: Dict[str, Run], qrels: Qrels, resamples: int,
+            depths: Tuple[int, ...] = (10, 20, 50)) -> dict:
     """Re-rankings of one first stage's candidates against that first stage alone: the mean nDCG@10 and MRR@10 of
-    each, and each re-ranking's two-sided paired randomisation p-values against the first stage, query by query."""
+    each, and each re-ranking's two-sided paired randomisation p-values against the first stage, query by query.
+    Also each re-ranking's nDCG@10 when it re-ranks only the first stage's top d (its scores of the documents there;
+    d below the depth it re-ranked), with p against the first stage alone: how the pure re-ranker fares with depth."""
     metrics = ("ndcg@10", "mrr@10")
     base = per_query(alone, qrels, ks=(10,), metrics=("mrr", "ndcg"))
     qs = sorted(base["ndcg@10"])
+    c_ndcg = np.array([base["ndcg@10"][q] for q in qs])
     out = {"alone": {m: float(np.mean([base[m][q] for q in qs])) for m in metrics}, "re-ranked": {}}
     for name, run in reranked.items():
         v = per_query(run, qrels, ks=(10,), metrics=("mrr", "ndcg"))
@@ -95,6 +99,14 @@ def against(alone: Run, reranked: Dict[str, Run], qrels: Qrels, resamples: int) 
         for m in metrics:
             a, c = np.array([v[m].get(q, 0.0) for q in qs]), np.array([base[m][q] for q in qs])
             row[m], row[f"p {m}"] = float(a.mean()), randomisation_test(a, c, n=resamples, seed=0)
+        row["by depth"] = {}
+        for d in depths:
+            top = {q: {doc for doc, _ in rank_documents(alone[q], d)} for q in alone}
+            cut = {q: {doc: x for doc, x in scores.items() if doc in top.get(q, ())} for q, scores in run.items()}
+            at_d = per_query(cut, qrels, ks=(10,), metrics=("ndcg",))["ndcg@10"]
+            a = np.array([at_d.get(q, 0.0) for q in qs])
+            row["by depth"][str(d)] = {"ndcg@10": float(a.mean()),
+                                       "p ndcg@10": randomisation_test(a, c_ndcg, n=resamples, seed=0)}
         out["re-ranked"][name] = row
     return out
 
@@ -201,6 +213,16 @@ def report(r: dict) -> str:
         for n, v in ch["re-ranked"].items():
             lines.append(f"| {n}, pure on {name} | {v['ndcg@10']:.4f} | {_p(v, 'p ndcg@10')} | {v['mrr@10']:.4f} | "
                          f"{_p(v, 'p mrr@10')} |")
+        depths = [d for d in next(iter(ch["re-ranked"].values())).get("by depth", {}) if int(d) < b["top_k"]]
+        if depths:
+            lines += ["", f"The same models re-ranking only {name}'s top d (nDCG@10, p against {name} alone, "
+                      f"{ch['alone']['ndcg@10']:.4f} at every d):", "",
+                      "| system | " + " | ".join(f"top {d}" for d in depths) + f" | top {b['top_k']} |",
+                      "| --- | " + " | ".join("---" for _ in depths) + " | --- |"]
+            for n, v in ch["re-ranked"].items():
+                cells = [f"{v['by depth'][d]['ndcg@10']:.4f} (p {_p(v['by depth'][d], 'p ndcg@10')})" for d in depths]
+                lines.append(f"| {n}, pure on {name} | " + " | ".join(cells)
+                             + f" | {v['ndcg@10']:.4f} (p {_p(v, 'p ndcg@10')}) |")
     twins = [(n, kmeans_twin(n)) for n in r["seeds_mean"] if kmeans_twin(n) in r["seeds_mean"]]
     if twins:
         lines += ["", "The paper's open question on clustering: (f) with each clustering against k-means, (f) itself "

@@ -5,6 +5,7 @@ import json
 import shutil
 from dataclasses import replace
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import save_file
@@ -191,3 +192,18 @@ def test_cut_corpus_keeps_every_judged_document_and_a_seeded_sample():
     assert cut == cut_corpus(corpus, 10, train, test) and cut != cut_corpus(corpus, 10, train, test, seed=1)
     assert cut_corpus(corpus, None, train) is corpus and cut_corpus(corpus, 100, train) is corpus
     assert set(cut_corpus(corpus, 2, train, test)) == {"d5", "d90", "d42"}  # judged documents are never dropped
+
+
+def test_against_reranks_only_the_first_stages_top_d_at_each_depth():
+    from hnm.results import against
+    qrels = {"q1": {"d3": 1}, "q2": {"e1": 1}}
+    alone = {"q1": {"d1": 3.0, "d2": 2.0, "d3": 1.0}, "q2": {"e1": 3.0, "e2": 2.0, "e3": 1.0}}
+    # the re-ranker lifts q1's relevant third document to the top, and keeps q2's relevant first one there
+    reranked = {"q1": {"d3": 9.0, "d1": 2.0, "d2": 1.0}, "q2": {"e1": 9.0, "e2": 1.0, "e3": 0.0}}
+    out = against(alone, {"arm": reranked}, qrels, resamples=200, depths=(1, 2, 3))
+    by = out["re-ranked"]["arm"]["by depth"]
+    # within q1's top 1 or 2, d3 is not there to lift: q1 scores 0 and q2 1
+    assert by["1"]["ndcg@10"] == pytest.approx(0.5) and by["2"]["ndcg@10"] == pytest.approx(0.5)
+    assert by["3"]["ndcg@10"] == pytest.approx(1.0) == out["re-ranked"]["arm"]["ndcg@10"]
+    assert out["alone"]["ndcg@10"] == pytest.approx((1 / np.log2(4) + 1.0) / 2)
+    assert 0.0 < by["3"]["p ndcg@10"] <= 1.0
