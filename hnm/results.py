@@ -152,7 +152,8 @@ def report(r: dict) -> str:
     b = r["budget"]
     keys = list(next(iter(r["seeds_mean"].values())))
     lines = [f"# Experiment on {r['data']}", "",
-             f"Budget `{b['name']}`: ensemble {b['models']}; re-ranker from {b['start']}, {b['epochs']} epoch{'s' if b['epochs'] != 1 else ''} of "
+             f"Budget `{b['name']}`: ensemble {b['models']}; re-ranker from {b['start']}, {b['epochs']} "
+             f"epoch{'s' if b['epochs'] != 1 else ''} of "
              f"batches of {b['batch_size']} examples ({_example(r['loss'], b['negatives'])}), loss {r['loss']}, "
              f"peak lr {b['lr']}, max length {b['max_length']}, {r.get('precision', 'float32')}; first stage "
              f"{r['first_stage']}, top {b['top_k']} re-ranked; {r['queries']} test queries; seeds "
