@@ -108,8 +108,9 @@ BUDGETS = {
                     top_k=20, test_queries=40, train_queries=200, corpus_docs=1500),
     # for a 2-core CPU, the ablation's recipe (scripts/results/recipe.md): the triplet loss over each of a query's 7
     # mined negatives, one epoch, 128 tokens; the top 100 re-ranked. On SciFact, on a 2-core AMD EPYC with
-    # AVX512-BF16 in bfloat16: 1,425 steps, 8 minutes of training at 20 pairs/s, re-ranking at about 117 pairs/s
-    # (300 queries x 100 documents: 4 minutes); about 15 minutes a model, 6 hours for the 23 with --clustering-arms
+    # AVX512-BF16 in bfloat16: about 1,440 steps, 6.4 to 8.7 minutes of training at 22 to 24 pairs/s, re-ranking at
+    # 113 to 130 pairs/s (300 queries x 100 documents: 4 minutes); 13 to 17 minutes a model, about 6 hours for the 23
+    # with --clustering-arms
     "full": Budget("full", "all-MiniLM-L6-v2,all-mpnet-base-v2", "all-MiniLM-L6-v2", epochs=1, batch_size=4,
                    max_length=128, top_k=100, test_queries=None, train_queries=None, seeds=(0, 1, 2)),
     # for one GPU: the bigger start model, 15 negatives, deeper lists re-ranked, five seeds

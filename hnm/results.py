@@ -91,22 +91,22 @@ def against(alone: Run, reranked: Dict[str, Run], qrels: Qrels, resamples: int,
     metrics = ("ndcg@10", "mrr@10")
     base = per_query(alone, qrels, ks=(10,), metrics=("mrr", "ndcg"))
     qs = sorted(base["ndcg@10"])
-    c_ndcg = np.array([base["ndcg@10"][q] for q in qs])
-    out = {"alone": {m: float(np.mean([base[m][q] for q in qs])) for m in metrics}, "re-ranked": {}}
+    c = {m: np.array([base[m][q] for q in qs]) for m in metrics}
+    tops = {d: {q: {doc for doc, _ in rank_documents(alone[q], d)} for q in alone} for d in depths}
+    out = {"alone": {m: float(c[m].mean()) for m in metrics}, "re-ranked": {}}
     for name, run in reranked.items():
         v = per_query(run, qrels, ks=(10,), metrics=("mrr", "ndcg"))
         row = {}
         for m in metrics:
-            a, c = np.array([v[m].get(q, 0.0) for q in qs]), np.array([base[m][q] for q in qs])
-            row[m], row[f"p {m}"] = float(a.mean()), randomisation_test(a, c, n=resamples, seed=0)
+            a = np.array([v[m].get(q, 0.0) for q in qs])
+            row[m], row[f"p {m}"] = float(a.mean()), randomisation_test(a, c[m], n=resamples, seed=0)
         row["by depth"] = {}
-        for d in depths:
-            top = {q: {doc for doc, _ in rank_documents(alone[q], d)} for q in alone}
+        for d, top in tops.items():
             cut = {q: {doc: x for doc, x in scores.items() if doc in top.get(q, ())} for q, scores in run.items()}
             at_d = per_query(cut, qrels, ks=(10,), metrics=("ndcg",))["ndcg@10"]
             a = np.array([at_d.get(q, 0.0) for q in qs])
             row["by depth"][str(d)] = {"ndcg@10": float(a.mean()),
-                                       "p ndcg@10": randomisation_test(a, c_ndcg, n=resamples, seed=0)}
+                                       "p ndcg@10": randomisation_test(a, c["ndcg@10"], n=resamples, seed=0)}
         out["re-ranked"][name] = row
     return out
 

@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # The README's experiments, in the background, resumable: SciFact and Cranfield on the `full` budget with the
 # clustering arms, then what is left of the training-recipe ablation (SciFact's start-model lever, then Cranfield's;
-# the recipe itself was chosen from SciFact's committed rows, scripts/results/recipe.md). Stage caches live outside the repository ($HNM_WORK, default
-# /work/cache/experiments); every two minutes the report, results and chart, and the small record of each finished
-# model, are copied into scripts/results/, so what has landed can be committed while the rest runs. Rerun the same
+# the recipe itself was chosen from SciFact's committed rows, scripts/results/recipe.md). Stage caches live outside
+# the repository ($HNM_WORK, default /work/cache/experiments); every two minutes the report, results and chart,
+# and the small record of each finished model, are copied into scripts/results/, so what has landed can be committed while the rest runs. Rerun the same
 # command to pick up where it stopped: from the caches, or, where they are gone, from the committed record.
 #
 #   nohup scripts/run_experiments.sh > /work/cache/experiments.log 2>&1 &
