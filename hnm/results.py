@@ -56,7 +56,9 @@ def judge(systems: Dict[str, Dict[int, Run]], qrels: Qrels, resamples: int, top_
                                                metrics=("mrr", "p", "r", "ndcg")).items() if m in keys}
                  for s, r in by_seed.items()} for n, by_seed in systems.items()}
     mean = {n: {m: float(np.mean([t[s][m] for s in t])) for m in keys} for n, t in table.items()}
-    spread = {n: {m: float(np.std([t[s][m] for s in t])) for m in keys} for n, t in table.items()}
+    # the sample standard deviation (n - 1): three seeds are a sample of the seeds one could have drawn
+    spread = {n: {m: float(np.std([t[s][m] for s in t], ddof=1)) if len(t) > 1 else 0.0 for m in keys}
+              for n, t in table.items()}
     values = {}  # system -> metric -> {query: mean over seeds}
     for n, by_seed in systems.items():
         seeds = [per_query(r, qrels, ks=(10,), metrics=("mrr", "ndcg")) for r in by_seed.values()]
@@ -115,18 +117,25 @@ def _p(ps: dict, key: str) -> str:
     return "–" if key not in ps else f"{ps[key]:.3f}" if ps[key] >= 0.001 else "< 0.001"
 
 
+def _pm(mean: dict, sd: dict, key: str, seeds: int) -> str:
+    """"0.7758 ± 0.0041" over several seeds, "0.7758" over one."""
+    return f"{mean[key]:.4f}" + (f" ± {sd[key]:.4f}" if seeds > 1 else "")
+
+
 def headline(r: dict) -> str:
-    """The table the README quotes: nDCG@10 and MRR@10, mean ± standard deviation over the seeds, the 95% interval
-    of the per-query mean over seeds, and the p-values against the first stage and the random arm."""
-    lines = ["| system | seeds | nDCG@10 | 95% CI | MRR@10 | 95% CI | p nDCG vs first stage | p MRR vs first stage "
+    """The table the README quotes: nDCG@10 and MRR@10, mean ± sample standard deviation over the seeds, the 95%
+    interval of the per-query mean over seeds, and the p-values against the first stage and the random arm."""
+    lines = ["Mean ± sample standard deviation (n - 1) over the seeds; the intervals and p-values are on each test "
+             "query's metric averaged over the seeds.", "",
+             "| system | seeds | nDCG@10 | 95% CI | MRR@10 | 95% CI | p nDCG vs first stage | p MRR vs first stage "
              "| p MRR vs random |",
              "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for n, m in r["seeds_mean"].items():
         ci, ps, sd = r["intervals"][n], r["p_values"].get(n, {}), r["seeds_std"][n]
         seeds = len(r["per_seed"][n])
-        pm = lambda key: f"{m[key]:.4f}" + (f" ± {sd[key]:.4f}" if seeds > 1 else "")
-        lines.append(f"| {n} | {seeds} | {pm('ndcg@10')} | {ci['ndcg@10'][0]:.3f}–{ci['ndcg@10'][1]:.3f} | "
-                     f"{pm('mrr@10')} | {ci['mrr@10'][0]:.3f}–{ci['mrr@10'][1]:.3f} | "
+        lines.append(f"| {n} | {seeds} | {_pm(m, sd, 'ndcg@10', seeds)} | "
+                     f"{ci['ndcg@10'][0]:.3f}–{ci['ndcg@10'][1]:.3f} | "
+                     f"{_pm(m, sd, 'mrr@10', seeds)} | {ci['mrr@10'][0]:.3f}–{ci['mrr@10'][1]:.3f} | "
                      f"{_p(ps, 'ndcg@10 vs first-stage')} | {_p(ps, 'mrr@10 vs first-stage')} | "
                      f"{_p(ps, 'mrr@10 vs random')} |")
     return "\n".join(lines)
@@ -160,12 +169,12 @@ def report(r: dict) -> str:
              f"{', '.join(map(str, b['seeds']))}" + _corpus_note(r) + ".",
              f"Machine: {r['machine']}.", "",
              "Each arm's row interpolates its re-ranker with the first stage (alpha from the model's tuning split); "
-             "', pure' rows are the re-ranker alone (alpha 1).", "", headline(r), "", "Every metric (mean ± standard "
-             "deviation over the seeds):", "",
+             "', pure' rows are the re-ranker alone (alpha 1).", "", headline(r), "", "Every metric (mean ± sample "
+             "standard deviation over the seeds):", "",
              "| system | " + " | ".join(keys) + " |", "| --- | " + " | ".join("---" for _ in keys) + " |"]
     for n, m in r["seeds_mean"].items():
         sd = r["seeds_std"][n]
-        cells = [f"{m[k]:.4f}" + (f" ± {sd[k]:.4f}" if len(r["per_seed"][n]) > 1 else "") for k in keys]
+        cells = [_pm(m, sd, k, len(r["per_seed"][n])) for k in keys]
         lines.append(f"| {n} | " + " | ".join(cells) + " |")
     lines += ["", "Per seed, nDCG@10 / MRR@10:", ""]
     for n, by_seed in r["per_seed"].items():
@@ -227,13 +236,15 @@ def report(r: dict) -> str:
     twins = [(n, kmeans_twin(n)) for n in r["seeds_mean"] if kmeans_twin(n) in r["seeds_mean"]]
     if twins:
         lines += ["", "The paper's open question on clustering: (f) with each clustering against k-means, (f) itself "
-                  "(mean ± standard deviation over the seeds; paired randomisation p against the k-means row):", "",
+                  "(mean ± sample standard deviation over the seeds; paired randomisation p against the k-means "
+                  "row):", "",
                   "| system | seeds | nDCG@10 | p nDCG@10 vs k-means | MRR@10 | p MRR@10 vs k-means |",
                   "| --- | --- | --- | --- | --- | --- |"]
         for n, twin in twins:
             m, sd, ps = r["seeds_mean"][n], r["seeds_std"][n], r["p_values"].get(n, {})
-            lines.append(f"| {n} | {len(r['per_seed'][n])} | {m['ndcg@10']:.4f} ± {sd['ndcg@10']:.4f} | "
-                         f"{_p(ps, f'ndcg@10 vs {twin}')} | {m['mrr@10']:.4f} ± {sd['mrr@10']:.4f} | "
+            seeds = len(r["per_seed"][n])
+            lines.append(f"| {n} | {seeds} | {_pm(m, sd, 'ndcg@10', seeds)} | "
+                         f"{_p(ps, f'ndcg@10 vs {twin}')} | {_pm(m, sd, 'mrr@10', seeds)} | "
                          f"{_p(ps, f'mrr@10 vs {twin}')} |")
     if r.get("training"):
         lines += ["", "Training (seconds, pairs/s, steps):", ""]

@@ -207,3 +207,18 @@ def test_against_reranks_only_the_first_stages_top_d_at_each_depth():
     assert by["3"]["ndcg@10"] == pytest.approx(1.0) == out["re-ranked"]["arm"]["ndcg@10"]
     assert out["alone"]["ndcg@10"] == pytest.approx((1 / np.log2(4) + 1.0) / 2)
     assert 0.0 < by["3"]["p ndcg@10"] <= 1.0
+
+
+def test_judge_gives_the_sample_spread_over_seeds_and_tests_the_per_query_means():
+    from hnm.results import headline, judge
+    qrels = {"q1": {"a": 1}, "q2": {"b": 1}}
+    first = {"q1": {"x": 2.0, "a": 1.0}, "q2": {"y": 2.0, "b": 1.0}}  # every relevant document at rank 2
+    # seed 0 lifts q1's and q2's relevant documents to rank 1, seed 1 neither: MRR@10 1.0 and 0.5
+    lifted = {"q1": {"a": 2.0, "x": 1.0}, "q2": {"b": 2.0, "y": 1.0}}
+    out = judge({"first-stage": {0: first}, "arm": {0: lifted, 1: first}}, qrels, resamples=200, top_k=10,
+                split={"within window": {"q1"}, "beyond window": {"q2"}})
+    assert out["seeds_mean"]["arm"]["mrr@10"] == pytest.approx(0.75)
+    assert out["seeds_std"]["arm"]["mrr@10"] == pytest.approx(0.5 / np.sqrt(2))  # n - 1, not n
+    assert out["seeds_std"]["first-stage"]["mrr@10"] == 0.0
+    assert out["intervals"]["arm"]["mrr@10"] == pytest.approx((0.75, 0.75))  # both queries' seed mean is 0.75
+    assert "| arm | 2 | " in headline(out) and "± 0.3536" in headline(out)
