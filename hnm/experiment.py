@@ -424,7 +424,7 @@ def _write_results(out: Path, data: Path, cfg: ExperimentConfig, corpus, corpus_
     results = judge(systems, test_qrels, cfg.resamples, b.top_k, {"within window": within, "beyond window": beyond})
     results["relevant_documents"] = {n: relevant_document_rr(r[min(r)], test_qrels, long_docs)
                                      for n, r in systems.items()}
-    results["claim"] = claim(results["seeds_mean"])
+    results["claim"] = claim(results["seeds_mean"], p_values=results["p_values"])
     alone, checked = _check_runs(out, cfg, first)
     if alone is not None and checked:
         results["check"] = {"first_stage": cfg.check, "seed": b.seeds[0],

@@ -30,19 +30,26 @@ def kmeans_twin(name: str) -> Optional[str]:
     return None
 
 
-def claim(mean: Dict[str, dict], metric: str = "mrr@10") -> Optional[dict]:
+def claim(mean: Dict[str, dict], metric: str = "mrr@10", p_values: Optional[Dict[str, dict]] = None) -> Optional[dict]:
     """The paper's claim on `metric`: ensemble > bm25 > random, and ensemble+ the best of the mining strategies
     (b) to (f) (interpolated systems; the passage and clustering variants of (f) answer other questions and are not
-    in the race); None when the configuration lacks one of the claim's arms."""
+    in the race); None when the configuration lacks one of the claim's arms. With judge()'s p-values, also the
+    two-sided p of each ordering the claim makes: ensemble against bm25, bm25 against random, and ensemble+ against
+    each other strategy."""
     needed = ("random", "bm25", "ensemble", "ensemble+")
     if not all(n in mean for n in needed):
         return None
     v = {n: mean[n][metric] for n in needed}
     trained = {n: mean[n][metric] for n in STRATEGIES if n in mean}
     best = max(trained, key=trained.get)
-    return {"metric": metric, "ensemble > bm25": v["ensemble"] > v["bm25"], "bm25 > random": v["bm25"] > v["random"],
-            "ensemble+ best": best == "ensemble+", "best arm": best,
-            "holds": v["ensemble"] > v["bm25"] > v["random"] and best == "ensemble+"}
+    out = {"metric": metric, "ensemble > bm25": v["ensemble"] > v["bm25"], "bm25 > random": v["bm25"] > v["random"],
+           "ensemble+ best": best == "ensemble+", "best arm": best,
+           "holds": v["ensemble"] > v["bm25"] > v["random"] and best == "ensemble+"}
+    if p_values:
+        pairs = [("ensemble", "bm25"), ("bm25", "random")] + [("ensemble+", n) for n in trained if n != "ensemble+"]
+        out["p"] = {f"{a} vs {b}": p_values[a][f"{metric} vs {b}"] for a, b in pairs
+                    if f"{metric} vs {b}" in p_values.get(a, {})}
+    return out
 
 
 def judge(systems: Dict[str, Dict[int, Run]], qrels: Qrels, resamples: int, top_k: int,
@@ -72,7 +79,8 @@ def judge(systems: Dict[str, Dict[int, Run]], qrels: Qrels, resamples: int, top_
             a = np.array([v[metric][q] for q in qs])
             ci = paired_bootstrap(a, np.zeros_like(a), n=resamples, seed=0)  # the mean's own interval
             intervals[n][metric] = (ci["low"], ci["high"])
-            for base in (*BASELINES, kmeans_twin(n)):
+            rivals = STRATEGIES if n in STRATEGIES else ()  # the claim's orderings, each pair tested
+            for base in (*BASELINES, kmeans_twin(n), *rivals):
                 if base in values and base != n:
                     c = np.array([values[base][metric][q] for q in qs])
                     pvalues.setdefault(n, {})[f"{metric} vs {base}"] = randomisation_test(a, c, n=resamples,
@@ -115,6 +123,11 @@ def against(alone: Run, reranked: Dict[str, Run], qrels: Qrels, resamples: int,
 
 def _p(ps: dict, key: str) -> str:
     return "–" if key not in ps else f"{ps[key]:.3f}" if ps[key] >= 0.001 else "< 0.001"
+
+
+def _p_phrase(p: float) -> str:
+    """"p = 0.123", or "p < 0.001"."""
+    return f"p = {p:.3f}" if p >= 0.001 else "p < 0.001"
 
 
 def _pm(mean: dict, sd: dict, key: str, seeds: int) -> str:
@@ -213,6 +226,9 @@ def report(r: dict) -> str:
                   f"{m['bm25'][c['metric']]:.4f}, random {m['random'][c['metric']]:.4f}; best strategy: "
                   f"{c['best arm']}. "
                   + ("The data show the claim." if c["holds"] else "The data do not show the claim.")]
+        if c.get("p"):
+            lines.append("Each ordering's two-sided paired randomisation p: "
+                         + "; ".join(f"{k}, {_p_phrase(x)}" for k, x in c["p"].items()) + ".")
     ch = r.get("check")
     if ch:
         name = ch["first_stage"]

@@ -89,8 +89,12 @@ def test_small_experiment_runs_every_arm_and_reports(tmp_path, monkeypatch):
     per_seed = results["per_seed"]["ensemble+, pure"]
     assert results["seeds_mean"]["ensemble+, pure"]["mrr@10"] == pytest.approx(
         (per_seed[0]["mrr@10"] + per_seed[1]["mrr@10"]) / 2)
-    assert set(results["p_values"]["ensemble+"]) == {"mrr@10 vs first-stage", "ndcg@10 vs first-stage",
-                                                     "mrr@10 vs random", "ndcg@10 vs random"}
+    # each strategy against the baselines and against every other strategy: the claim's orderings, each tested
+    assert set(results["p_values"]["ensemble+"]) == {f"{m} vs {b}" for m in ("mrr@10", "ndcg@10")
+                                                     for b in ("first-stage", "random", "bm25", "dense", "ensemble")}
+    assert set(results["claim"]["p"]) == {"ensemble vs bm25", "bm25 vs random", "ensemble+ vs random",
+                                          "ensemble+ vs bm25", "ensemble+ vs dense", "ensemble+ vs ensemble"}
+    assert results["claim"]["p"]["ensemble vs bm25"] == results["p_values"]["bm25"]["mrr@10 vs ensemble"]
     # alpha was tuned on each model's tuning queries and stored in its checkpoint
     for name, alpha in results["alphas"].items():
         assert 0.0 <= alpha <= 1.0
@@ -170,6 +174,12 @@ def test_claim_reads_the_papers_ordering():
     assert claim(arms(random=0.5, bm25=0.6)) is None
     variants = {**arms(random=0.5, bm25=0.6, ensemble=0.7, ensemble_plus=0.8), "ensemble+ gmm": {"mrr@10": 0.85}}
     assert claim(variants)["holds"]  # a clustering variant of (f) is not a rival strategy
+    p = {"ensemble": {"mrr@10 vs bm25": 0.04}, "bm25": {"mrr@10 vs random": 0.5},
+         "ensemble+": {"mrr@10 vs random": 0.01, "mrr@10 vs bm25": 0.2, "mrr@10 vs ensemble": 0.3}}
+    tested = claim(arms(random=0.5, bm25=0.6, ensemble=0.7, ensemble_plus=0.8), p_values=p)
+    assert tested["p"] == {"ensemble vs bm25": 0.04, "bm25 vs random": 0.5, "ensemble+ vs random": 0.01,
+                           "ensemble+ vs bm25": 0.2, "ensemble+ vs ensemble": 0.3}
+    assert "p" not in claim(arms(random=0.5, bm25=0.6, ensemble=0.7, ensemble_plus=0.8))
 
 
 def test_relevant_document_rr_splits_pairs_by_document_length():
