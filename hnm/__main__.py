@@ -312,14 +312,18 @@ def _cmd_tune(args) -> int:
 
 def _cmd_experiment(args) -> int:
     from dataclasses import replace
-    from hnm.experiment import BUDGETS, CLUSTERING_ARMS, ExperimentConfig, run_experiment
+    from hnm.experiment import BUDGETS, ExperimentConfig, choose_arms, run_experiment
     from hnm.results import report
     cfg = ExperimentConfig.load(args.config) if args.config else ExperimentConfig()
     overrides = {k: getattr(args, k) for k in ("train_split", "test_split", "first_stage", "loss") if getattr(args, k)}
     if args.budget:
         overrides["budget"] = BUDGETS[args.budget]
-    if args.clustering_arms:
-        overrides["arms"] = cfg.arms + tuple(a for a in CLUSTERING_ARMS if a not in cfg.arms)
+    try:
+        arms = choose_arms(cfg.arms, args.arms, args.clustering_arms)
+    except ValueError as e:
+        raise HnmError(f"--arms: {e}") from None
+    if arms != cfg.arms:
+        overrides["arms"] = arms
     cfg = replace(cfg, **overrides)
     out = args.out or Path("experiments") / f"{args.data.name}-{cfg.budget.name}"
     results = run_experiment(args.data, out, cfg, quiet=args.quiet, prepare=args.prepare)
@@ -624,9 +628,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", type=Path, required=True, help="a BEIR-layout folder")
     p.add_argument("--out", type=Path, help="the working and report folder (default experiments/NAME-BUDGET)")
     p.add_argument("--budget", choices=tuple(BUDGETS),
-                   help="small: a smoke run (default); full: the README's tables on a 2-core CPU (hours); gpu")
+                   help="small: a smoke run (default); full: the README's tables on a 2-core CPU (hours); gpu: three "
+                        "epochs of 15 negatives at 256 tokens, for one GPU")
     p.add_argument("--loss", choices=("softmax", "triplet", "bce"),
-                   help="the re-rankers' loss (default softmax; triplet is the paper's, one negative per example)")
+                   help="the re-rankers' loss (default triplet, the paper's, each mined negative its own example)")
     p.add_argument("--config", type=Path, help="a JSON file of arms and budget over the defaults")
     p.add_argument("--train-split", dest="train_split", help="the split mined and trained on (default train)")
     p.add_argument("--test-split", dest="test_split", help="the split judged (default test)")
@@ -635,6 +640,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--clustering-arms", dest="clustering_arms", action="store_true",
                    help="add the arms of the clustering question after the others: ensemble+ with agglomerative, "
                         "gmm and no clustering, every seed")
+    p.add_argument("--arms", help="only these arms, comma-separated names in the order of the work (e.g. "
+                                   "'ensemble+,random'); the first stage alone is always reported")
     p.add_argument("--prepare", action="store_true",
                    help="run only what needs the ensemble's encoders (the first stages, every arm's mining), then stop: "
                         "a copy of --out trains where only the start model is, e.g. a GPU machine")

@@ -232,3 +232,13 @@ def test_judge_gives_the_sample_spread_over_seeds_and_tests_the_per_query_means(
     assert out["seeds_std"]["first-stage"]["mrr@10"] == 0.0
     assert out["intervals"]["arm"]["mrr@10"] == pytest.approx((0.75, 0.75))  # both queries' seed mean is 0.75
     assert "| arm | 2 | " in headline(out) and "± 0.3536" in headline(out)
+
+
+def test_choose_arms_keeps_the_first_stage_and_the_named_order():
+    from hnm.experiment import ARMS, CLUSTERING_ARMS, choose_arms
+    assert choose_arms(ARMS) == ARMS
+    assert choose_arms(ARMS, clustering=True) == ARMS + CLUSTERING_ARMS
+    picked = choose_arms(ARMS, "random, ensemble+ gmm,ensemble+")
+    assert [a.name for a in picked] == ["first-stage", "random", "ensemble+ gmm", "ensemble+"]
+    with pytest.raises(ValueError, match="'nope'"):
+        choose_arms(ARMS, "random,nope")
