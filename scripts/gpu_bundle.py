@@ -12,8 +12,10 @@ no part resumes the experiments (they are resumable stage by stage) while the ma
         --clustering-arms --prepare
     python scripts/gpu_bundle.py pack --start all-MiniLM-L6-v2 \\
         --job scifact ../shared/data/scifact /work/cache/experiments/scifact-full "--budget full --clustering-arms"
-    # then, with the device tool, one call per part, back to back (a machine stays warm 30 s after a call):
-    #   carry [".dev/part-1-of-2"]                  command: python3 scripts/gpu_bundle.py keep .dev/part-1-of-2
+    # then, with the device tool, one call per part, back to back (a machine stays warm 30 s after a call); the
+    # first also checks the GPU paths on a tiny model (`check`), so that a fault shows before the long call:
+    #   carry [".dev/part-1-of-2", ".dev/tokenizer.json"]
+    #       command: python3 scripts/gpu_bundle.py keep .dev/part-1-of-2 && python3 scripts/gpu_bundle.py check
     #   carry [".dev/part-2-of-2", ".dev/bundle.json"]  command: python3 scripts/gpu_bundle.py run .dev/part-2-of-2 --minutes 9
 
 The experiment's arguments given to `pack` must be those it was prepared with (budget, splits, arms), or it mines
@@ -68,6 +70,7 @@ def pack(args) -> None:
         (dest / part).write_bytes(blob[i * PART_BYTES:(i + 1) * PART_BYTES])
     manifest = {"sha256": hashlib.sha256(blob).hexdigest(), "bytes": len(blob), "parts": parts, "jobs": jobs}
     (dest / "bundle.json").write_text(json.dumps(manifest, indent=1))
+    shutil.copy(model / "tokenizer.json", dest / "tokenizer.json")  # for `check`, which needs no weights
     exclude = ROOT / ".git" / "info" / "exclude"
     exclude.parent.mkdir(parents=True, exist_ok=True)
     if "/.dev/" not in (exclude.read_text() if exclude.exists() else ""):
@@ -132,6 +135,44 @@ def run(args) -> None:
                 tar.add(f, f"models/{f.parent.name}/{f.name}")
 
 
+def check(args) -> None:
+    """The GPU paths on a tiny random re-ranker (the tests' golden configuration, 2 layers of 32) and the tests' 40
+    rows: train in bfloat16 on the GPU with a stop and a resume, then score the same pairs on the GPU and on the CPU
+    in float32. Needs only a tokenizer.json; a fault here costs seconds, not the long call."""
+    sys.path.insert(0, str(ROOT))
+    import tempfile
+    from dataclasses import replace
+    import numpy as np
+    import torch
+    from hnm.distributed import Processes
+    from hnm.encoder import EncoderConfig
+    from hnm.reranker import CrossEncoder
+    from hnm.train import TrainConfig, train
+    fixtures = ROOT / "tests" / "fixtures"
+    golden = json.loads((fixtures / "train_golden.json").read_text())
+    print(f"torch {torch.__version__}, CUDA {torch.version.cuda}, {torch.cuda.get_device_name(0)}", flush=True)
+    Processes.start(args.device)
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        CrossEncoder.random(EncoderConfig(**golden["encoder"]), args.tokenizer, max_length=golden["max_length"],
+                            std=0.2).save(tmp / "start")
+        cfg = TrainConfig(**{**golden["train"], "max_steps": 40, "precision": "auto", "stop_after": 20})
+        train(fixtures / "train_rows.jsonl", tmp / "run", str(tmp / "start"), cfg, quiet=True)
+        summary = train(fixtures / "train_rows.jsonl", tmp / "run", str(tmp / "start"), replace(cfg, stop_after=None),
+                        resume=True, quiet=True)
+        model = CrossEncoder.from_checkpoint(tmp / "run" / "last")
+        rows = [json.loads(line) for line in (fixtures / "train_rows.jsonl").read_text().splitlines()]
+        queries = [r["query"] for r in rows for _ in r["negatives"]]
+        docs = [d for r in rows for d in r["negatives"]]
+        on_gpu = model.score(queries, docs, precision="float32")
+        on_cpu = model.to("cpu").score(queries, docs, precision="float32")
+    gap = float(np.abs(on_gpu - on_cpu).max())
+    print(f"trained 40 steps ({summary['precision']}, resumed at 20): last loss {summary['last_loss']:.4f}; "
+          f"{len(docs)} pairs scored, largest GPU-CPU difference {gap:.2e}", flush=True)
+    if not np.isfinite(summary["last_loss"]) or gap > 1e-3:
+        sys.exit("check failed")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="verb", required=True)
@@ -145,8 +186,11 @@ def main() -> None:
     a.add_argument("part", type=Path, nargs="?")
     a.add_argument("--minutes", type=float, default=9.0)
     a.add_argument("--device", default="cuda")
+    a = sub.add_parser("check", help="there: the GPU paths on a tiny model, in seconds (needs only a tokenizer)")
+    a.add_argument("--tokenizer", type=Path, default=ROOT / ".dev" / "tokenizer.json")
+    a.add_argument("--device", default="cuda")
     args = p.parse_args()
-    {"pack": pack, "keep": lambda a: keep(a.part), "run": run}[args.verb](args)
+    {"pack": pack, "keep": lambda a: keep(a.part), "run": run, "check": check}[args.verb](args)
 
 
 if __name__ == "__main__":
