@@ -8,19 +8,23 @@ that fit one call each; on the GPU machine `keep` stores a part, and `run` store
 sha256, and runs each experiment until a deadline, writing its report, results and runs into $OUT. A `run` with
 no part resumes the experiments (they are resumable stage by stage) while the machine is still the same.
 
-    python -m hnm experiment --data ../shared/data/scifact --budget full --out /work/cache/experiments/scifact-full \\
-        --clustering-arms --prepare
-    python scripts/gpu_bundle.py pack --start all-MiniLM-L6-v2 \\
-        --job scifact ../shared/data/scifact /work/cache/experiments/scifact-full "--budget full --clustering-arms"
+    python -m hnm experiment --data ../shared/data/scifact --budget gpu --arms ensemble+,random,ensemble,bm25,dense \\
+        --out /work/cache/experiments/scifact-gpu --prepare
+    python scripts/gpu_bundle.py pack --start all-MiniLM-L6-v2 --job scifact ../shared/data/scifact \\
+        /work/cache/experiments/scifact-gpu "--budget gpu --arms ensemble+,random,ensemble,bm25,dense"
     # then, with the device tool, one call per part, back to back (a machine stays warm 30 s after a call); the
     # first also checks the GPU paths on a tiny model (`check`), so that a fault shows before the long call:
     #   carry [".dev/part-1-of-2", ".dev/tokenizer.json"]
     #       command: python3 scripts/gpu_bundle.py keep .dev/part-1-of-2 && python3 scripts/gpu_bundle.py check
     #   carry [".dev/part-2-of-2", ".dev/bundle.json"]  command: python3 scripts/gpu_bundle.py run .dev/part-2-of-2 --minutes 9
 
+The tool sends the whole checkout with each call, and the runs committed under scripts/results/experiment_*/runs
+are about 57 MB: delete them from the working tree for the calls (`rm -r scripts/results/experiment_*/runs`) and
+bring them back from git after (`git checkout -- scripts/results`), with nothing uncommitted in them.
+
 The experiment's arguments given to `pack` must be those it was prepared with (budget, splits, arms), or it mines
 again, which needs the encoders that are not there; --start must be the budget's start model (all-MiniLM-L6-v2,
-91 MB, is two parts; the `gpu` budget's all-mpnet-base-v2, 438 MB, would be eight). `.dev/` is this checkout's own (in .git/info/exclude).
+91 MB, is two parts; all-mpnet-base-v2, 438 MB, would be ten, which is why the `gpu` budget starts from MiniLM). `.dev/` is this checkout's own (in .git/info/exclude).
 Not here: the experiment itself (hnm/experiment.py).
 """
 
@@ -38,7 +42,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 STORE = Path("/tmp/hnm-bundle")  # on the GPU machine: the parts, then the unpacked bundle
-PART_BYTES = 58 * 2 ** 20  # a part and the checkout (about 3 MB) under the call's 64 MiB
+PART_BYTES = 48 * 2 ** 20  # a part and the checkout (about 6 MB without the committed runs, see `pack`) under 64 MiB
 
 
 def pack(args) -> None:
