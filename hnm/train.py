@@ -252,7 +252,7 @@ def load_optimizer_state(folder: Path, model: CrossEncoder, optimizer: torch.opt
     for name, p in model.named_parameters():
         state = {k: tensors[f"{name}.{k}"] for k in ("step", "exp_avg", "exp_avg_sq") if f"{name}.{k}" in tensors}
         if state:
-            optimizer.state[p] = {k: v.to(p.device) if k != "step" else v for k, v in state.items()}
+            optimizer.state[p] = {k: v.to(p.device) for k, v in state.items()}  # fused AdamW: step too
 
 
 def _rng_state(device: torch.device) -> torch.Tensor:

@@ -3,10 +3,12 @@
 This workplace lends, to some sessions, a GPU machine (the `device` tool) that reaches no model hub and takes at
 most 64 MiB of files per call. Once an experiment's first stages and minings are done on the CPU (`hnm experiment
 --prepare`: they are the only stages that need the ensemble's encoders), the rest needs only the re-ranker's start
-model. `pack` puts those stages, the BEIR data and the start model's files in one tar.gz and cuts it into parts
+model. `pack` puts those stages, the BEIR data and the start model's files in one tar.xz and cuts it into parts
 that fit one call each; on the GPU machine `keep` stores a part, and `run` stores the last, joins them, checks the
 sha256, and runs each experiment until a deadline, writing its report, results and runs into $OUT. A `run` with
-no part resumes the experiments (they are resumable stage by stage) while the machine is still the same.
+no part resumes the experiments (they are resumable stage by stage) while the machine is still the same; a later
+lease goes on from what an earlier one finished once its runs and its models' done.json, alpha.json and
+tuning_queries.json are copied back into the prepared folder, since `pack` takes those records too.
 
     python -m hnm experiment --data ../shared/data/scifact --budget gpu --arms ensemble+,random,ensemble,bm25,dense \\
         --out /work/cache/experiments/scifact-gpu --prepare
@@ -42,7 +44,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 STORE = Path("/tmp/hnm-bundle")  # on the GPU machine: the parts, then the unpacked bundle
-PART_BYTES = 48 * 2 ** 20  # a part and the checkout (about 6 MB without the committed runs, see `pack`) under 64 MiB
+PART_BYTES = 56 * 2 ** 20  # a part and the checkout (about 4 MB without the committed runs: see above) under 64 MiB
 
 
 def pack(args) -> None:
@@ -53,7 +55,7 @@ def pack(args) -> None:
     dest.mkdir()
     buf = io.BytesIO()
     jobs = []
-    with tarfile.open(fileobj=buf, mode="w:gz", compresslevel=6) as tar:
+    with tarfile.open(fileobj=buf, mode="w:xz", preset=6) as tar:  # xz: mined rows carry their texts, 100 MB raw
         model = home() / "models" / args.start
         for f in sorted(model.iterdir()):
             if not f.name.endswith(".verified"):
@@ -65,6 +67,9 @@ def pack(args) -> None:
             tar.add(data, f"data/{name}")
             for sub in ("mined", "runs"):
                 tar.add(out / sub, f"exp/{name}/{sub}")
+            for f in sorted((out / "models").glob("*/*.json")):  # finished models' records: the run skips them
+                if f.name in ("done.json", "alpha.json", "tuning_queries.json"):
+                    tar.add(f, f"exp/{name}/models/{f.parent.name}/{f.name}")
             tar.add(out / "stage_times.json", f"exp/{name}/stage_times.json")
             jobs.append({"name": name, "args": extra.split()})
     blob = buf.getvalue()
@@ -99,7 +104,7 @@ def unpack(manifest: dict) -> Path:
     blob = b"".join((STORE / p).read_bytes() for p in manifest["parts"])
     if hashlib.sha256(blob).hexdigest() != manifest["sha256"]:
         sys.exit("the joined parts do not match bundle.json's sha256")
-    with tarfile.open(fileobj=io.BytesIO(blob), mode="r:gz") as tar:
+    with tarfile.open(fileobj=io.BytesIO(blob), mode="r:xz") as tar:
         tar.extractall(target, filter="data")
     (target / "unpacked").write_text("")
     return target
