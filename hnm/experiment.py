@@ -98,7 +98,7 @@ def choose_arms(arms: Tuple[Arm, ...], names: Optional[str] = None, clustering: 
 @dataclass(frozen=True)
 class Budget:
     """How much of everything. `small` is a smoke run (minutes); `full` the README's tables on a 2-core CPU; `gpu`
-    the same comparison with a bigger model and deeper lists for a machine with a GPU. Another setting is a
+    the same comparison with more negatives, epochs and tokens for a machine with a GPU. Another setting is a
     `budget` entry in a --config file."""
     name: str
     models: str  # the ensemble (and, first of them, the dense arm's model); also the hybrid first stage's
