@@ -26,7 +26,7 @@ bring them back from git after (`git checkout -- scripts/results`), with nothing
 
 The experiment's arguments given to `pack` must be those it was prepared with (budget, splits, arms), or it mines
 again, which needs the encoders that are not there; --start must be the budget's start model (all-MiniLM-L6-v2,
-91 MB, is two parts; all-mpnet-base-v2, 438 MB, would be ten, which is why the `gpu` budget starts from MiniLM). `.dev/` is this checkout's own (in .git/info/exclude).
+91 MB, is two parts; all-mpnet-base-v2, 438 MB, would be eight, which is why the `gpu` budget starts from MiniLM). `.dev/` is this checkout's own (in .git/info/exclude).
 Not here: the experiment itself (hnm/experiment.py).
 """
 
