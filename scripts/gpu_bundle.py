@@ -67,8 +67,8 @@ def pack(args) -> None:
             tar.add(data, f"data/{name}")
             for sub in ("mined", "runs"):
                 tar.add(out / sub, f"exp/{name}/{sub}")
-            for f in sorted((out / "models").glob("*/*.json")):  # finished models' records: the run skips them
-                if f.name in ("done.json", "alpha.json", "tuning_queries.json"):
+            for record in ("done.json", "alpha.json", "tuning_queries.json"):  # finished models': the run skips them
+                for f in sorted((out / "models").glob(f"*/{record}")):
                     tar.add(f, f"exp/{name}/models/{f.parent.name}/{f.name}")
             tar.add(out / "stage_times.json", f"exp/{name}/stage_times.json")
             jobs.append({"name": name, "args": extra.split()})
@@ -159,8 +159,9 @@ def check(args) -> None:
     from hnm.train import TrainConfig, train
     fixtures = ROOT / "tests" / "fixtures"
     golden = json.loads((fixtures / "train_golden.json").read_text())
-    print(f"torch {torch.__version__}, CUDA {torch.version.cuda}, {torch.cuda.get_device_name(0)}", flush=True)
-    Processes.start(args.device)
+    device = Processes.start(args.device).device
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "the CPU"
+    print(f"torch {torch.__version__}, CUDA {torch.version.cuda}, {name}", flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         CrossEncoder.random(EncoderConfig(**golden["encoder"]), args.tokenizer, max_length=golden["max_length"],
