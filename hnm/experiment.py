@@ -14,10 +14,12 @@ agglomerative clustering, a Gaussian mixture, or no clustering at all.
 Each trained model re-ranks the first stage's top k of every test query, and is reported twice: pure (alpha 1)
 and interpolated with the first stage, alpha x z(re-ranker) + (1 - alpha) x z(first stage), alpha chosen on the
 model's own tuning split (the held-out tenth of the training queries, train.py) and stored in its checkpoint
-(twostage.py). Nothing is tuned on the test split. With several seeds, every metric is given as the mean and
-standard deviation over them and per seed; intervals and paired randomisation tests are computed on each test
-query's metric averaged over the seeds. Each arm's first-seed model also re-ranks BM25's top k of the test queries
-alone (ExperimentConfig.check): whether the re-ranker by itself beats BM25 on BM25's own candidates.
+(twostage.py). Nothing is tuned on the test split. The pure rows are read against a floor: the same candidates in
+SHUFFLES seeded random orders (results.FLOOR), what a re-ranker that learned nothing would score. With several
+seeds, every metric is given as the mean and standard deviation over them and per seed; intervals and paired
+randomisation tests are computed on each test query's metric averaged over the seeds. Each arm's first-seed model
+also re-ranks BM25's top k of the test queries alone (ExperimentConfig.check): whether the re-ranker by itself
+beats BM25 on BM25's own candidates.
 
 Every stage writes its result under OUT and is skipped when the result is there (mining and training also resume
 from their own checkpoints), so a long experiment can be split across sittings. The work goes seed by seed, arm by
@@ -47,7 +49,7 @@ from hnm.firststage import FirstStageConfig, retrieve
 from hnm.metrics import Run, rank_documents, read_trec_run, write_trec_run
 from hnm.negatives import MineConfig
 from hnm.reranker import CrossEncoder
-from hnm.results import against, claim, judge, report
+from hnm.results import FLOOR, against, claim, judge, report
 from hnm.svg import bars
 from hnm.train import TrainConfig, kept_checkpoint, train
 from hnm.twostage import interpolate, rerank, store_alpha, tune_alpha
@@ -390,9 +392,22 @@ def _same_config(out: Path, cfg: ExperimentConfig) -> None:
     current().barrier()
 
 
+SHUFFLES = 20  # seeded random orders of the first stage's candidates: the floor a pure re-ranker is read against
+
+
+def shuffled(run: Run, seed: int) -> Run:
+    """The run's candidates of each query in a random order (seeded): what a re-ranker that learned nothing scores."""
+    rng = np.random.default_rng(seed)
+    return {q: dict(zip(sorted(docs), rng.permutation(len(docs)).astype(float).tolist()))
+            for q, docs in sorted(run.items())}
+
+
 def _systems(out: Path, cfg: ExperimentConfig, first: Run) -> Dict[str, Dict[int, Run]]:
-    """Every finished run: {label: {seed: run}}, each re-ranked arm twice, interpolated (its label) and pure."""
+    """Every finished run: {label: {seed: run}}, each re-ranked arm twice, interpolated (its label) and pure, and the
+    first stage's top k shuffled (SHUFFLES seeds), the floor for the pure rows."""
     systems: Dict[str, Dict[int, Run]] = {"first-stage": {0: first}}
+    top = {q: dict(rank_documents(docs, cfg.budget.top_k)) for q, docs in first.items()}
+    systems[FLOOR] = {seed: shuffled(top, seed) for seed in range(SHUFFLES)}
     for arm in cfg.arms:
         for mode in ("truncate", "passages") if arm.passages else ("truncate",):
             label = arm.name if mode == "truncate" else f"{arm.name} / MaxP"
@@ -464,7 +479,7 @@ def _write_results(out: Path, data: Path, cfg: ExperimentConfig, corpus, corpus_
     with atomic_write(out / "report.md") as f:
         f.write(report(results))
     m, ci = results["seeds_mean"], results["intervals"]
-    shown = [n for n in m if not n.endswith(", pure")]
+    shown = [n for n in m if not n.endswith(", pure") and n != FLOOR]
     with atomic_write(out / "chart.svg") as f:
         f.write(bars({n: m[n]["ndcg@10"] for n in shown}, {n: ci[n]["ndcg@10"][0] for n in shown},
                      {n: ci[n]["ndcg@10"][1] for n in shown}, f"nDCG@10 on {Path(data).name} {cfg.test_split}, "

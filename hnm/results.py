@@ -16,6 +16,7 @@ from hnm.data import Qrels
 from hnm.metrics import Run, evaluate, paired_bootstrap, per_query, randomisation_test, rank_documents
 
 BASELINES = ("first-stage", "random")  # every system is tested against these
+FLOOR = "first-stage, shuffled"  # the first stage's candidates in random orders: each pure row is tested against it
 
 
 STRATEGIES = ("random", "bm25", "dense", "ensemble", "ensemble+")  # the paper's mining strategies, (b) to (f)
@@ -80,7 +81,8 @@ def judge(systems: Dict[str, Dict[int, Run]], qrels: Qrels, resamples: int, top_
             ci = paired_bootstrap(a, np.zeros_like(a), n=resamples, seed=0)  # the mean's own interval
             intervals[n][metric] = (ci["low"], ci["high"])
             rivals = STRATEGIES if n in STRATEGIES else ()  # the claim's orderings, each pair tested
-            for base in (*BASELINES, kmeans_twin(n), *rivals):
+            floor = FLOOR if n.endswith(", pure") else None
+            for base in (*BASELINES, kmeans_twin(n), floor, *rivals):
                 if base in values and base != n:
                     c = np.array([values[base][metric][q] for q in qs])
                     pvalues.setdefault(n, {})[f"{metric} vs {base}"] = randomisation_test(a, c, n=resamples,

@@ -13,8 +13,8 @@ from safetensors.torch import save_file
 from conftest import require_model
 from hnm.data import bundled_cranfield, load_beir, write_jsonl
 from hnm.encoder import EncoderConfig, build_encoder
-from hnm.experiment import ARMS, Budget, ExperimentConfig, run_experiment, work_order
-from hnm.metrics import evaluate, read_trec_run
+from hnm.experiment import ARMS, SHUFFLES, Budget, ExperimentConfig, run_experiment, shuffled, work_order
+from hnm.metrics import evaluate, rank_documents, read_trec_run
 from hnm.results import claim, report
 from hnm.twostage import stored_alpha
 
@@ -78,8 +78,16 @@ def test_small_experiment_runs_every_arm_and_reports(tmp_path, monkeypatch):
     assert {k: v for k, v in json.loads((out / "stage_times.json").read_text()).items() if k in prepared} == prepared
 
     arms = {a.name for a in ARMS} | {"ensemble+ passages / MaxP"}
-    labels = arms | {f"{n}, pure" for n in arms - {"first-stage"}}
+    labels = arms | {f"{n}, pure" for n in arms - {"first-stage"}} | {"first-stage, shuffled"}
     assert set(results["seeds_mean"]) == labels
+    # the floor: the first stage's own top k in SHUFFLES seeded orders
+    first = read_trec_run(out / "runs" / "first-stage.test.trec")
+    assert set(results["per_seed"]["first-stage, shuffled"]) == set(range(SHUFFLES))
+    m = [evaluate(shuffled({q: dict(rank_documents(d, 5)) for q, d in first.items()}, s), load_beir(data, "test")[2])
+         for s in range(SHUFFLES)]
+    assert results["seeds_mean"]["first-stage, shuffled"]["mrr@10"] == pytest.approx(np.mean([x["mrr@10"] for x in m]))
+    assert all(("ndcg@10 vs first-stage, shuffled" in ps) == n.endswith(", pure")
+               for n, ps in results["p_values"].items())
     for name, m in results["seeds_mean"].items():
         assert 0.0 <= m["mrr@10"] <= 1.0 and 0.0 <= m["ndcg@10"] <= 1.0
         lo, hi = results["intervals"][name]["mrr@10"]
@@ -110,7 +118,7 @@ def test_small_experiment_runs_every_arm_and_reports(tmp_path, monkeypatch):
     for label in labels:
         assert f"| {label} |" in text
     assert (out / "chart.svg").read_text().startswith("<svg")
-    m = {n: v["mrr@10"] for n, v in results["seeds_mean"].items() if not n.endswith(", pure")}
+    m = {n: v["mrr@10"] for n, v in results["seeds_mean"].items() if not n.endswith((", pure", ", shuffled"))}
     holds = m["ensemble"] > m["bm25"] > m["random"] and max(m, key=lambda n: (n != "first-stage", m[n])) == "ensemble+"
     assert results["claim"]["holds"] == holds
     assert ("The data show the claim." if holds else "The data do not show the claim.") in text
@@ -154,6 +162,16 @@ def test_small_experiment_runs_every_arm_and_reports(tmp_path, monkeypatch):
     # OUT keeps the configuration it was made with: another one is refused, not mixed in
     with pytest.raises(ValueError, match="another configuration .*loss"):
         run_experiment(data, out, replace(cfg, loss="softmax"), quiet=True)
+
+
+def test_shuffled_keeps_each_querys_candidates_in_a_seeded_order():
+    run = {"q1": {f"d{i}": float(i) for i in range(30)}, "q2": {"a": 2.0, "b": 1.0}}
+    once, again, other = shuffled(run, 0), shuffled(run, 0), shuffled(run, 1)
+    assert once == again and once != other
+    assert all(set(once[q]) == set(run[q]) and sorted(once[q].values()) == list(map(float, range(len(run[q]))))
+               for q in run)
+    orders = [[d for d, _ in rank_documents(shuffled(run, s)["q1"])] for s in range(5)]
+    assert len({tuple(o) for o in orders}) == 5
 
 
 def test_work_goes_seed_by_seed():
