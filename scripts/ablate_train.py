@@ -81,7 +81,8 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", type=Path, required=True)
     p.add_argument("--train-split", default="train")
-    p.add_argument("--work", type=Path, required=True, help="caches: mined rows, models, runs (outside the repo)")
+    p.add_argument("--work", type=Path, help="caches: mined rows, models, runs (outside the repo); needed unless "
+                   "--report")
     p.add_argument("--start", default="all-MiniLM-L6-v2")
     p.add_argument("--first-stage", default="hybrid")
     p.add_argument("--models", default=MineConfig.models, help="the ensemble: mining and the hybrid first stage")
@@ -93,11 +94,21 @@ def main() -> None:
     p.add_argument("--levers", nargs="*", help="names of LEVERS to run (default all, in order)")
     p.add_argument("--train-queries", type=int, help="at most this many training queries (smoke runs)")
     p.add_argument("--output", type=Path, help="JSON to write (default scripts/results/ablation_<data>.json)")
+    p.add_argument("--report", action="store_true",
+                   help="only write the Markdown table again from the JSON of --output, training nothing")
     p.add_argument("--quiet", action="store_true")
     args = p.parse_args()
+    output = args.output or HERE / "results" / f"ablation_{args.data.resolve().name}.json"
+    if args.report:
+        landed = json.loads(output.read_text())
+        for k in ("train_split", "first_stage", "top_k", "max_length", "epochs"):
+            setattr(args, k, landed[k])
+        write_table(landed["variants"], output.with_suffix(".md"), args)
+        return
+    if args.work is None:
+        p.error("--work is needed to train (only --report goes without it)")
     precision = resolve_precision(args.precision)
     args.work.mkdir(parents=True, exist_ok=True)
-    output = args.output or HERE / "results" / f"ablation_{args.data.resolve().name}.json"
     corpus, queries, qrels = load_beir(args.data, args.train_split)
     if args.train_queries:
         qrels = dict(list(qrels.items())[:args.train_queries])
@@ -248,15 +259,19 @@ def write_report(results: dict, output: Path, args) -> None:
                "tuning_share": args.tuning_share, "machine": machine_line(), "variants": results}
     with atomic_write(output) as f:
         json.dump(payload, f, indent=1)
+    write_table(results, output.with_suffix(".md"), args)
+
+
+def write_table(results: dict, path: Path, args) -> None:
     n = next(iter(results.values()))["tuning_queries"]
-    with atomic_write(output.with_suffix(".md")) as f:
+    with atomic_write(path) as f:
         f.write(f"# Training recipe ablation on {args.data.resolve().name} ({args.train_split}), tuning split of "
                 f"{n} held-out training queries\n\nFirst stage {args.first_stage}, top {args.top_k} re-ranked; base: "
                 f"softmax over 1 + 7 at {args.max_length} tokens, {args.epochs} epoch(s); machines: "
                 f"{machines_and_precisions(results)}. Steps are of 4 examples (a triplet lever's example is one pair of "
-                f"pairs, the others' 1 + n documents); minutes and pairs/s are wall-clock on a machine that other work "
-                f"shared at times (the base's 2.0 pairs/s ran beside the test suite; alone, a MiniLM lever at 128 "
-                f"tokens runs at 6.5 to 8.5 on the AMD EPYC and about 21.5 on the Intel Xeon).\n\n{table(results)}\n")
+                f"pairs, the others' 1 + n documents); minutes and pairs/s are wall-clock, on machines that other "
+                f"work shared at times: compare speeds only between rows of one machine, and a row far slower than "
+                f"its neighbours ran beside other work.\n\n{table(results)}\n")
 
 
 if __name__ == "__main__":
