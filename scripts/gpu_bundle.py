@@ -5,7 +5,8 @@ most 64 MiB of files per call. Once an experiment's first stages and minings are
 --prepare`: they are the only stages that need the ensemble's encoders), the rest needs only the re-ranker's start
 model. `pack` puts those stages, the BEIR data and the start model's files in one tar.xz and cuts it into parts
 that fit one call each; on the GPU machine `keep` stores a part, and `run` stores the last, joins them, checks the
-sha256, and runs each experiment until a deadline, writing its report, results and runs into $OUT. A `run` with
+sha256, profiles one training step of the budget's shape (`profile`: is the host's tokenising or the device the
+bound?), and runs each experiment until a deadline, writing its report, results and runs into $OUT. A `run` with
 no part resumes the experiments (they are resumable stage by stage) while the machine is still the same; a later
 lease goes on from what an earlier one finished once its runs and its models' done.json, alpha.json and
 tuning_queries.json are copied back into the prepared folder, since `pack` takes those records too.
@@ -77,7 +78,8 @@ def pack(args) -> None:
     parts = [f"part-{i + 1}-of-{n}" for i in range(n)]
     for i, part in enumerate(parts):
         (dest / part).write_bytes(blob[i * PART_BYTES:(i + 1) * PART_BYTES])
-    manifest = {"sha256": hashlib.sha256(blob).hexdigest(), "bytes": len(blob), "parts": parts, "jobs": jobs}
+    manifest = {"sha256": hashlib.sha256(blob).hexdigest(), "bytes": len(blob), "parts": parts, "jobs": jobs,
+                "start": args.start}
     (dest / "bundle.json").write_text(json.dumps(manifest, indent=1))
     shutil.copy(model / "tokenizer.json", dest / "tokenizer.json")  # for `check`, which needs no weights
     exclude = ROOT / ".git" / "info" / "exclude"
@@ -120,6 +122,9 @@ def run(args) -> None:
     out = Path(os.environ.get("OUT", STORE / "out"))
     out.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "HNM_HOME": str(x / "home"), "PYTHONUNBUFFERED": "1"}
+    if manifest.get("start") and not args.no_profile:  # where a step's time goes, before the long jobs (seconds)
+        subprocess.run([sys.executable, __file__, "profile", "--start", manifest["start"], "--data",
+                        str(x / "data" / manifest["jobs"][0]["name"]), "--device", args.device], cwd=ROOT, env=env)
     for job in manifest["jobs"]:
         left = deadline - time.monotonic()
         if left < 30:
@@ -183,6 +188,65 @@ def check(args) -> None:
         sys.exit("check failed")
 
 
+def profile(args) -> None:
+    """Where a training step and a re-ranking batch of the `gpu` budget's shape spend their time on this machine:
+    tokenising (on the host), the forward and backward pass, the optimiser step, each timed with the device
+    synchronised, as the median over --steps steps after two of warm-up. Pairs are the data's first queries with
+    their judged documents, cut at --max-length. Says whether the host's tokenising or the device bounds the work."""
+    sys.path.insert(0, str(ROOT))
+    import statistics
+    import torch
+    from hnm.data import document_text, load_beir
+    from hnm.distributed import Processes
+    from hnm.reranker import CrossEncoder
+    device = Processes.start(args.device).device
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    corpus, queries, qrels = load_beir(args.data, "train")
+    pairs = [(queries[q], document_text(corpus[d])) for q in sorted(qrels) for d in sorted(qrels[q]) if d in corpus]
+    model = CrossEncoder.from_encoder(args.start, quiet=True)
+    model.set_max_length(args.max_length)
+    model.to(device).train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-6, fused=True)
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16)
+    times = {"tokenise": [], "to device": [], "forward + backward": [], "optimiser": []}
+    for step in range(args.steps + 2):
+        batch = [pairs[(step * args.pairs + i) % len(pairs)] for i in range(args.pairs)]
+        t = [time.perf_counter()]
+        b = model.tokenize([q for q, _ in batch], [d for _, d in batch])
+        t.append(time.perf_counter())
+        ids, mask, types = (x.to(device) for x in (b.input_ids, b.attention_mask, b.token_type_ids))
+        sync()
+        t.append(time.perf_counter())
+        with autocast:
+            logits = model(ids, mask, types)
+        logits.float().view(-1, 2).log_softmax(-1)[:, 0].mean().neg().backward()
+        sync()
+        t.append(time.perf_counter())
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        sync()
+        t.append(time.perf_counter())
+        if step >= 2:
+            for (name, kept), a, z in zip(times.items(), t, t[1:]):
+                kept.append(1000 * (z - a))
+    model.eval()
+    n = min(len(pairs), 1024)
+    t0 = time.perf_counter()
+    model.tokenize([q for q, _ in pairs[:n]], [d for _, d in pairs[:n]])
+    tokenise = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    model.score([q for q, _ in pairs[:n]], [d for _, d in pairs[:n]], batch_size=128, precision="bfloat16")
+    sync()
+    scoring = time.perf_counter() - t0
+    ms = {name: statistics.median(v) for name, v in times.items()}
+    where = torch.cuda.get_device_name(device) if device.type == "cuda" else "the CPU"
+    print(f"profile, {args.start} on {where}, {os.cpu_count()} host cores, {args.pairs} pairs a step at "
+          f"{args.max_length} tokens (median of {args.steps} steps, ms): "
+          + ", ".join(f"{k} {v:.1f}" for k, v in ms.items())
+          + f"; {sum(ms.values()):.1f} a step, {args.pairs / sum(ms.values()) * 1000:.0f} pairs/s. Re-ranking {n} "
+          f"pairs: {n / scoring:.0f} pairs/s, of which tokenising alone would allow {n / tokenise:.0f}.", flush=True)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="verb", required=True)
@@ -196,11 +260,19 @@ def main() -> None:
     a.add_argument("part", type=Path, nargs="?")
     a.add_argument("--minutes", type=float, default=9.0)
     a.add_argument("--device", default="cuda")
+    a.add_argument("--no-profile", action="store_true", help="skip the profile of a step before the jobs")
+    a = sub.add_parser("profile", help="there (or here): where a gpu-budget training step spends its time")
+    a.add_argument("--start", default="all-MiniLM-L6-v2")
+    a.add_argument("--data", type=Path, required=True, help="a BEIR folder whose train split gives the pairs")
+    a.add_argument("--pairs", type=int, default=32, help="pairs a step (the gpu budget: 16 triplets, 32 pairs)")
+    a.add_argument("--max-length", type=int, default=256)
+    a.add_argument("--steps", type=int, default=10)
+    a.add_argument("--device", default="cuda")
     a = sub.add_parser("check", help="there: the GPU paths on a tiny model, in seconds (needs only a tokenizer)")
     a.add_argument("--tokenizer", type=Path, default=ROOT / ".dev" / "tokenizer.json")
     a.add_argument("--device", default="cuda")
     args = p.parse_args()
-    {"pack": pack, "keep": lambda a: keep(a.part), "run": run, "check": check}[args.verb](args)
+    {"pack": pack, "keep": lambda a: keep(a.part), "run": run, "check": check, "profile": profile}[args.verb](args)
 
 
 if __name__ == "__main__":
