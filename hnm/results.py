@@ -184,7 +184,10 @@ def report(r: dict) -> str:
              f"{', '.join(map(str, b['seeds']))}" + _corpus_note(r) + ".",
              f"Machine: {r['machine']}.", "",
              "Each arm's row interpolates its re-ranker with the first stage (alpha from the model's tuning split); "
-             "', pure' rows are the re-ranker alone (alpha 1).", "", headline(r), "", "Every metric (mean ± sample "
+             "', pure' rows are the re-ranker alone (alpha 1)"
+             + (f"; '{FLOOR}' is the first stage's top {b['top_k']} in {len(r['per_seed'][FLOOR])} seeded random "
+                "orders, the floor the pure rows are tested against" if FLOOR in r["per_seed"] else "")
+             + ".", "", headline(r), "", "Every metric (mean ± sample "
              "standard deviation over the seeds):", "",
              "| system | " + " | ".join(keys) + " |", "| --- | " + " | ".join("---" for _ in keys) + " |"]
     for n, m in r["seeds_mean"].items():
