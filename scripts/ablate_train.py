@@ -151,7 +151,7 @@ def main() -> None:
             t0 = time.monotonic()
             summary = train(rows, folder, start or args.start, tcfg, resume=(folder / "last").exists(),
                             quiet=args.quiet)
-            train_seconds = max(time.monotonic() - t0, logged_seconds(folder))  # a resumed run: every sitting
+            train_seconds = time.monotonic() - t0  # a resumed run's last sitting: made whole just below
             t0 = time.monotonic()
             tuning, pure = rerank_tuning(folder, first, queries, corpus, args.top_k, precision, args.quiet)
             rerank_seconds = time.monotonic() - t0
