@@ -119,9 +119,11 @@ def main() -> None:
                        precision=precision, save_every=150)  # a stop loses at most 150 steps
     fcfg = FirstStageConfig(kind=args.first_stage, top_k=args.top_k, models=args.models, precision=precision)
     first_path = args.work / "first-stage.trec"
-    if not first_path.exists():
-        write_trec_run(first_path, retrieve(corpus, {q: queries[q] for q in qrels}, fcfg, args.quiet), "first")
-    first = read_trec_run(first_path)
+
+    def first_stage():  # built only when a row needs re-ranking: rows restored from the record do not
+        if not first_path.exists():
+            write_trec_run(first_path, retrieve(corpus, {q: queries[q] for q in qrels}, fcfg, args.quiet), "first")
+        return read_trec_run(first_path)
 
     names = args.levers or list(LEVERS)
     unknown = [part for n in names for part in n.split(" & ") if part not in LEVERS]
@@ -148,6 +150,7 @@ def main() -> None:
             if not rows.exists():
                 mine(corpus, queries, qrels, mcfg, rows, EmbedConfig(precision=precision), quiet=args.quiet)
             folder = args.work / "models" / slug
+            first = first_stage()
             t0 = time.monotonic()
             summary = train(rows, folder, start or args.start, tcfg, resume=(folder / "last").exists(),
                             quiet=args.quiet)
@@ -175,6 +178,7 @@ def main() -> None:
             with atomic_write(done) as f:
                 json.dump(row, f, indent=1)
         if "per_query" not in row:  # recorded before per-query values were kept: re-rank once from the saved model
+            first = first_stage()
             tuning, pure = rerank_tuning(args.work / "models" / slug, first, queries, corpus, args.top_k, precision,
                                          args.quiet)
             row["per_query"] = _per_query(pure, {q: first[q] for q in tuning}, {q: qrels[q] for q in tuning})
