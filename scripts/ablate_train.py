@@ -22,6 +22,7 @@ the winners together.
 """
 
 import argparse
+import functools
 import json
 import sys
 import time
@@ -120,7 +121,8 @@ def main() -> None:
     fcfg = FirstStageConfig(kind=args.first_stage, top_k=args.top_k, models=args.models, precision=precision)
     first_path = args.work / "first-stage.trec"
 
-    def first_stage():  # built only when a row needs re-ranking: rows restored from the record do not
+    @functools.cache
+    def first_stage():  # built and read once, when a row first needs re-ranking; restored rows need none
         if not first_path.exists():
             write_trec_run(first_path, retrieve(corpus, {q: queries[q] for q in qrels}, fcfg, args.quiet), "first")
         return read_trec_run(first_path)
