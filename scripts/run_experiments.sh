@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # The README's experiments, in the background, resumable: SciFact and Cranfield on the `full` budget with the
-# clustering arms, then the training-recipe ablation (SciFact's, whole and restored from the record, then the rest of Cranfield's;
-# the recipe itself was chosen from SciFact's committed rows, scripts/results/recipe.md). Stage caches live outside
-# the repository ($HNM_WORK, default /work/cache/experiments); every two minutes the report, results and chart,
-# and the small record of each finished model, are copied into scripts/results/, so what has landed can be committed while the rest runs. Rerun the same
-# command to pick up where it stopped: from the caches, or, where they are gone, from the committed record.
+# clustering arms, then the training-recipe ablation (SciFact's, whole and restored from the record, then the rest
+# of Cranfield's; the recipe itself was chosen from SciFact's committed rows, scripts/results/recipe.md). Stage
+# caches live outside the repository ($HNM_WORK, default /work/cache/experiments); every two minutes the report,
+# results and chart, and the small record of each finished model, are copied into scripts/results/, so what has
+# landed can be committed while the rest runs. Rerun the same command to pick up where it stopped: from the caches,
+# or, where they are gone, from the committed record.
 #
 #   nohup scripts/run_experiments.sh > /work/cache/experiments.log 2>&1 &
 set -euo pipefail
@@ -39,7 +40,10 @@ restore() {  # a fresh machine (or wiped caches): start from the record the repo
 
 # the experiment rewrites its report after every model; publish it as it goes
 watch() {
-  while sleep 120; do publish "$WORK/scifact-$BUDGET" experiment_scifact; publish "$WORK/cranfield-$BUDGET" experiment_cranfield; done
+  while sleep 120; do
+    publish "$WORK/scifact-$BUDGET" experiment_scifact
+    publish "$WORK/cranfield-$BUDGET" experiment_cranfield
+  done
 }
 watch &
 WATCHER=$!
@@ -61,19 +65,20 @@ python -m hnm experiment --data ../shared/data/cranfield --train-split train_80 
   --budget "$BUDGET" --clustering-arms --out "$WORK/cranfield-$BUDGET" --quiet
 publish "$WORK/cranfield-$BUDGET" experiment_cranfield
 # SciFact's table first. Its last two rows, the experiment's own recipe (the triplet over 7 mined negatives) and the
-# start model (MPNet), landed on 2026-12-04 in float32 like the others: the call now restores every row from the record
-# (no first stage is built for restored rows) and rewrites the table. Then Cranfield's, in bfloat16 (every row alike
-# on any CPU, a third of float32's time on one with AVX512-BF16: about 15 minutes a MiniLM lever on two cores).
+# start model (MPNet), landed on 2026-12-04 in float32 like the others: the call now restores every row from the
+# record (no first stage is built for restored rows) and rewrites the table. Then Cranfield's, in bfloat16 (every
+# row alike on any CPU, a third of float32's time on one with AVX512-BF16: about 15 minutes a MiniLM lever on two
+# cores).
 # Its order: the base, the experiment's own recipe (the triplet over 7 mined negatives), the start model (MPNet, the
 # dearest lever, several times a MiniLM one), the recipe's triplet over 15, then the levers that test the README's
 # reading of Cranfield (its mined negatives score almost as close as the positives): the share of random negatives
 # and the top ranks skipped; then the rest in LEVERS' order.
-python scripts/ablate_train.py --data ../shared/data/scifact --work "$WORK/ablation-scifact" --precision float32 --quiet \
-  --levers "loss: triplet over 7 mined negatives (the experiment's)" "start: all-mpnet-base-v2"
+python scripts/ablate_train.py --data ../shared/data/scifact --work "$WORK/ablation-scifact" --precision float32 \
+  --quiet --levers "loss: triplet over 7 mined negatives (the experiment's)" "start: all-mpnet-base-v2"
 CRANFIELD_FIRST=("base" "loss: triplet over 7 mined negatives (the experiment's)" "start: all-mpnet-base-v2"
                  "loss: triplet, 1 negative (the paper)" "no random negatives" "half random negatives"
                  "skip the top 5 ranks")
 mapfile -t CRANFIELD_REST < <(python -c "import sys; sys.path.insert(0, 'scripts'); from ablate_train import LEVERS
 first = sys.argv[1:]; print(*[n for n in LEVERS if n not in first], sep=chr(10))" "${CRANFIELD_FIRST[@]}")
-python scripts/ablate_train.py --data ../shared/data/cranfield --train-split train_80 --work "$WORK/ablation-cranfield" \
-  --precision bfloat16 --quiet --levers "${CRANFIELD_FIRST[@]}" "${CRANFIELD_REST[@]}"
+python scripts/ablate_train.py --data ../shared/data/cranfield --train-split train_80 \
+  --work "$WORK/ablation-cranfield" --precision bfloat16 --quiet --levers "${CRANFIELD_FIRST[@]}" "${CRANFIELD_REST[@]}"
