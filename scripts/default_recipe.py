@@ -3,7 +3,8 @@
     python scripts/default_recipe.py --data ../shared/data/scifact --work /work/cache/default-recipe-scifact
 
 What a user runs, in the package's own functions: mine the training queries with the default ensemble, 15 negatives
-a query of which a quarter random (the mining the ablation measured the recipe on, scripts/results/recipe.md); train
+a query of which a quarter random (the mining the ablation measured the recipe on, scripts/results/recipe.md: the
+experiment's arm (f), ensemble+; `--arm random` mines another of the experiment's arms the same way); train
 one re-ranker per seed with TrainConfig's defaults (the paper's triplet, each mined negative its own example, one
 epoch, 128 tokens; a tenth of the queries held out); for each first stage (BM25, the hybrid), choose alpha on those
 held-out queries (as `hnm tune` does, on the first stage's top k); then retrieve the test queries' top k and re-rank
@@ -16,8 +17,8 @@ alone cut to the first stage's top 10, 20 and 50 (its scores of the documents th
 "does the pure re-ranker beat BM25 on BM25's top k". Nothing is chosen on the test split.
 
 Every stage is cached under --work (mined rows, each seed's model with resumable checkpoints, first-stage runs,
-re-ranked runs), so a killed run resumes; the table and JSON (scripts/results/default_recipe_<data>.{md,json}) are
-rewritten after each seed.
+re-ranked runs), so a killed run resumes; the table and JSON (scripts/results/default_recipe_<data>.{md,json}, with
+_<arm> before the suffix for an arm other than ensemble+) are rewritten after each seed.
 """
 
 import argparse
@@ -30,7 +31,7 @@ import numpy as np
 
 from hnm.data import atomic_write, load_beir
 from hnm.embed import EmbedConfig
-from hnm.experiment import machine_line
+from hnm.experiment import ARMS, machine_line
 from hnm.firststage import FirstStageConfig, retrieve
 from hnm.metrics import per_query, randomisation_test, rank_documents, read_trec_run, write_trec_run
 from hnm.miner import run as mine
@@ -42,7 +43,8 @@ from hnm.twostage import choose_alpha, interpolate, rerank
 from ablate_train import logged_seconds  # scripts/ is on the path of a script run from it
 
 HERE = Path(__file__).resolve().parent
-MINING = {"num_negatives": 15, "random_share": 0.25}  # the ablation's, on which the recipe was chosen
+NEGATIVES = 15  # a query: the ablation's mining, on which the recipe was chosen
+MINED_ARMS = {a.name: a.mine for a in ARMS if a.mine is not None and not a.passages}
 METRICS = ("ndcg@10", "mrr@10")
 DEPTHS = (10, 20, 50)
 
@@ -91,6 +93,8 @@ def main() -> None:
     p.add_argument("--train-split", default="train")
     p.add_argument("--test-split", default="test")
     p.add_argument("--work", type=Path, required=True, help="caches (outside the repository)")
+    p.add_argument("--arm", choices=list(MINED_ARMS), default="ensemble+",
+                   help="the experiment's arm whose mining to use, with 15 negatives (default ensemble+, the paper's)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--first-stages", nargs="+", default=["bm25", "hybrid"])
     p.add_argument("--top-k", type=int, default=20, help="documents re-ranked per query (tuning and test)")
@@ -101,14 +105,15 @@ def main() -> None:
     p.add_argument("--output", type=Path, help="JSON to write (default scripts/results/default_recipe_<data>.json)")
     p.add_argument("--quiet", action="store_true")
     args = p.parse_args()
-    output = args.output or HERE / "results" / f"default_recipe_{args.data.resolve().name}.json"
+    arm = "" if args.arm == "ensemble+" else f"_{args.arm}"
+    output = args.output or HERE / "results" / f"default_recipe_{args.data.resolve().name}{arm}.json"
     args.work.mkdir(parents=True, exist_ok=True)
     corpus, queries, train_qrels = load_beir(args.data, args.train_split)
     _, test_queries, test_qrels = load_beir(args.data, args.test_split)
     queries = {**queries, **test_queries}  # each split's load keeps its own queries
 
     rows = args.work / "rows.jsonl"
-    mcfg = MineConfig(**MINING)
+    mcfg = MineConfig(**{**MINED_ARMS[args.arm], "num_negatives": NEGATIVES})
     if not rows.exists():
         mine(corpus, queries, train_qrels, mcfg, rows, EmbedConfig(precision=args.embed_precision), quiet=args.quiet)
     tcfg = TrainConfig(seed=0, precision=args.precision, max_steps=args.max_steps, save_every=150)
@@ -163,7 +168,7 @@ def main() -> None:
 
         report = {"data": str(args.data.resolve().name), "train_split": args.train_split,
                   "test_split": args.test_split, "top_k": args.top_k, "precision": args.precision,
-                  "embed_precision": args.embed_precision, "mine": {**MINING}, "train": asdict(tcfg),
+                  "embed_precision": args.embed_precision, "arm": args.arm, "mine": asdict(mcfg), "train": asdict(tcfg),
                   "seeds": {str(s): v for s, v in seeds.items()}, "alphas": alphas, "rerank_timing": timing,
                   "first_stages": {}}
         for kind in args.first_stages:
@@ -180,9 +185,10 @@ def main() -> None:
 
 
 def write_table(r: dict, path: Path) -> None:
-    lines = [f"# The default recipe on {r['data']} {r['test_split']}, {len(r['seeds'])} seed(s)", "",
-             f"Mined {r['train_split']} with the default ensemble, {r['mine']['num_negatives']} negatives a query, "
-             f"{r['mine']['random_share']:g} of them random; `hnm train`'s defaults ({r['train']['loss']}, "
+    lines = [f"# The default recipe on {r['data']} {r['test_split']}, arm {r['arm']}, {len(r['seeds'])} seed(s)", "",
+             f"Mined {r['train_split']} with strategy {r['mine']['strategy']} (the experiment's arm {r['arm']}), "
+             f"{r['mine']['num_negatives']} negatives a query, {r['mine']['random_share']:g} of them random; "
+             f"`hnm train`'s defaults ({r['train']['loss']}, "
              f"{r['train']['epochs']} epoch, {r['train']['max_length']} tokens, batch {r['train']['batch_size']}, "
              f"lr {r['train']['lr']:g}), {r['precision']}; alpha tuned per first stage on each model's held-out "
              f"training queries; the first stage's top {r['top_k']} re-ranked. p: paired randomisation test on "
