@@ -92,7 +92,7 @@ def main() -> None:
     p.add_argument("--data", type=Path, required=True)
     p.add_argument("--train-split", default="train")
     p.add_argument("--test-split", default="test")
-    p.add_argument("--work", type=Path, required=True, help="caches (outside the repository)")
+    p.add_argument("--work", type=Path, help="caches (outside the repository); needed unless --report")
     p.add_argument("--arm", choices=list(MINED_ARMS), default="ensemble+",
                    help="the experiment's arm whose mining to use, with 15 negatives (default ensemble+, the paper's)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
@@ -103,10 +103,16 @@ def main() -> None:
     p.add_argument("--max-steps", type=int, help="smoke runs only: cut training short")
     p.add_argument("--resamples", type=int, default=10000)
     p.add_argument("--output", type=Path, help="JSON to write (default scripts/results/default_recipe_<data>.json)")
+    p.add_argument("--report", action="store_true", help="only write the Markdown table again from the JSON")
     p.add_argument("--quiet", action="store_true")
     args = p.parse_args()
     arm = "" if args.arm == "ensemble+" else f"_{args.arm}"
     output = args.output or HERE / "results" / f"default_recipe_{args.data.resolve().name}{arm}.json"
+    if args.report:
+        write_table(json.loads(output.read_text()), output.with_suffix(".md"))
+        return
+    if args.work is None:
+        p.error("--work is needed to train (only --report goes without it)")
     args.work.mkdir(parents=True, exist_ok=True)
     corpus, queries, train_qrels = load_beir(args.data, args.train_split)
     _, test_queries, test_qrels = load_beir(args.data, args.test_split)
@@ -203,8 +209,9 @@ def write_table(r: dict, path: Path) -> None:
             cells = []
             for m in METRICS:
                 v = row[m]
+                p = v["p vs alone"]
                 cells += [f"{v['mean']:.4f} ± {v['sd']:.4f}", ", ".join(f"{x:.4f}" for x in v["per_seed"].values()),
-                          f"{v['p vs alone']:.3f}"]
+                          "< 0.001" if p < 0.001 else f"{p:.3f}"]
             lines.append(f"| {kind} | {name} | " + " | ".join(cells) + " |")
     lines += ["", "| seed | steps | training s | pairs/s | alpha per first stage |", "| --- | --- | --- | --- | --- |"]
     for seed, v in r["seeds"].items():
