@@ -166,7 +166,7 @@ def main() -> None:
                 return read_trec_run(path)
             tune_first = first_stage(kind, tuning_qrels, folder / f"tuning-{kind}-first-top{args.top_k}.trec")
             tuned = scored(tune_first, f"tuning-{kind}")
-            alpha, curve = choose_alpha(tuned, tune_first, tuning_qrels)
+            alpha, _ = choose_alpha(tuned, tune_first, tuning_qrels)
             alphas[f"seed {seed} {kind}"] = alpha
             reranked = scored(test_first[kind], f"{args.test_split}-{kind}")
             pure[kind][seed] = reranked
