@@ -66,23 +66,57 @@ def cut(run: dict, first: dict, depth: int) -> dict:
     return {q: {d: x for d, x in scores.items() if d in tops.get(q, ())} for q, scores in run.items()}
 
 
-def summarise(alone: dict, systems: dict, qrels: dict, resamples: int) -> dict:
+def arm_systems(work: Path, kind: str, first: dict, train_qrels: dict, top_k: int, split: str) -> tuple:
+    """An arm's systems on one first stage, from the runs cached in its --work folder: name -> {seed: run} for the
+    re-ranker alone, interpolated with the alpha chosen on that seed's tuning queries, and alone cut to the first
+    stage's top d; and {seed: alpha}."""
+    systems, alphas = {"pure": {}, "interpolated (tuned alpha)": {}}, {}
+    for folder in sorted(work.glob("seed-*"), key=lambda f: int(f.name.split("-")[1])):
+        test = folder / f"{split}-{kind}-top{top_k}.trec"
+        if not test.exists():
+            continue
+        seed = int(folder.name.split("-")[1])
+        tune_first = read_trec_run(folder / f"tuning-{kind}-first-top{top_k}.trec")
+        tuned = read_trec_run(folder / f"tuning-{kind}-top{top_k}.trec")
+        alphas[seed], _ = choose_alpha(tuned, tune_first, {q: train_qrels[q] for q in tune_first})
+        pure = read_trec_run(test)
+        systems["pure"][seed] = pure
+        systems["interpolated (tuned alpha)"][seed] = interpolate(pure, first, alphas[seed])
+        for d in DEPTHS:
+            if d < top_k:
+                systems.setdefault(f"pure on the top {d}", {})[seed] = cut(pure, first, d)
+    return systems, alphas
+
+
+def averaged_values(by_seed: dict, qrels: dict, qs: list) -> tuple:
+    """{seed: run} -> each metric's value per seed (the mean over queries), and per query (the mean over seeds)."""
+    values = {s: per_query_values(r, qrels) for s, r in by_seed.items()}
+    per_seed = {m: {str(s): float(np.mean([v[m].get(q, 0.0) for q in qs])) for s, v in values.items()}
+                for m in METRICS}
+    per_q = {m: np.array([np.mean([v[m].get(q, 0.0) for v in values.values()]) for q in qs]) for m in METRICS}
+    return per_seed, per_q
+
+
+def summarise(alone: dict, systems: dict, qrels: dict, resamples: int, rival: dict = None,
+              rival_name: str = "") -> dict:
     """systems: name -> {seed: run}. Mean, sd and per-seed values of each metric, and p against `alone` on each
-    query's value averaged over the seeds."""
+    query's value averaged over the seeds; with `rival` (another arm's systems), p against its same system too."""
     base = per_query_values(alone, qrels)
     qs = sorted(base["ndcg@10"])
     out = {"alone": {m: float(np.mean([base[m][q] for q in qs])) for m in METRICS}, "systems": {}}
     for name, by_seed in systems.items():
-        values = {s: per_query_values(r, qrels) for s, r in by_seed.items()}
+        per_seed, per_q = averaged_values(by_seed, qrels, qs)
+        theirs = averaged_values(rival[name], qrels, qs)[1] if rival and rival.get(name) else None
         row = {}
         for m in METRICS:
-            per_seed = {str(s): float(np.mean([v[m].get(q, 0.0) for q in qs])) for s, v in values.items()}
-            averaged = np.array([np.mean([v[m].get(q, 0.0) for v in values.values()]) for q in qs])
-            row[m] = {"mean": float(np.mean(list(per_seed.values()))),
-                      "sd": float(np.std(list(per_seed.values()), ddof=1)) if len(per_seed) > 1 else 0.0,
-                      "per_seed": per_seed,
-                      "p vs alone": randomisation_test(averaged, np.array([base[m][q] for q in qs]), n=resamples,
+            seeds = list(per_seed[m].values())
+            row[m] = {"mean": float(np.mean(seeds)), "sd": float(np.std(seeds, ddof=1)) if len(seeds) > 1 else 0.0,
+                      "per_seed": per_seed[m],
+                      "p vs alone": randomisation_test(per_q[m], np.array([base[m][q] for q in qs]), n=resamples,
                                                        seed=0)}
+            if theirs is not None:
+                row[m][f"p vs {rival_name}"] = randomisation_test(per_q[m], theirs[m], n=resamples, seed=0)
+                row[m][f"{rival_name} mean, {len(rival[name])} seed(s)"] = float(theirs[m].mean())
         out["systems"][name] = row
     return out
 
@@ -103,6 +137,8 @@ def main() -> None:
     p.add_argument("--max-steps", type=int, help="smoke runs only: cut training short")
     p.add_argument("--resamples", type=int, default=10000)
     p.add_argument("--output", type=Path, help="JSON to write (default scripts/results/default_recipe_<data>.json)")
+    p.add_argument("--versus", type=Path, help="another arm's --work folder: p of each system against the same "
+                   "system of that arm, over the seeds it has finished")
     p.add_argument("--report", action="store_true", help="only write the Markdown table again from the JSON")
     p.add_argument("--quiet", action="store_true")
     args = p.parse_args()
@@ -130,8 +166,9 @@ def main() -> None:
 
     test_first = {k: first_stage(k, test_qrels, args.work / f"{args.test_split}-{k}-top{args.top_k}.trec")
                   for k in args.first_stages}
-    seeds, pure, mixed, alphas, timing = {}, {k: {} for k in args.first_stages}, {k: {} for k in args.first_stages}, \
-        {}, {}
+    rival_name = json.loads((args.versus / "rows.jsonl.stats.json").read_text())["config"]["strategy"] \
+        if args.versus else ""
+    seeds, alphas, timing = {}, {}, {}
     for seed in args.seeds:
         folder = args.work / f"seed-{seed}"
         done = folder / "done.json"
@@ -165,32 +202,33 @@ def main() -> None:
                 timing[f"seed {seed} {name}"] = json.loads(path.with_suffix(".json").read_text())
                 return read_trec_run(path)
             tune_first = first_stage(kind, tuning_qrels, folder / f"tuning-{kind}-first-top{args.top_k}.trec")
-            tuned = scored(tune_first, f"tuning-{kind}")
-            alpha, _ = choose_alpha(tuned, tune_first, tuning_qrels)
-            alphas[f"seed {seed} {kind}"] = alpha
-            reranked = scored(test_first[kind], f"{args.test_split}-{kind}")
-            pure[kind][seed] = reranked
-            mixed[kind][seed] = interpolate(reranked, test_first[kind], alpha)
+            scored(tune_first, f"tuning-{kind}")
+            scored(test_first[kind], f"{args.test_split}-{kind}")
 
         report = {"data": str(args.data.resolve().name), "train_split": args.train_split,
                   "test_split": args.test_split, "top_k": args.top_k, "precision": args.precision,
                   "embed_precision": args.embed_precision, "arm": args.arm, "mine": asdict(mcfg), "train": asdict(tcfg),
                   "seeds": {str(s): v for s, v in seeds.items()}, "alphas": alphas, "rerank_timing": timing,
-                  "first_stages": {}}
+                  "versus": rival_name or None, "first_stages": {}}
         for kind in args.first_stages:
             first = test_first[kind]
-            systems = {"pure": pure[kind], "interpolated (tuned alpha)": mixed[kind]}
-            for d in DEPTHS:
-                if d < args.top_k:
-                    systems[f"pure on the top {d}"] = {s: cut(r, first, d) for s, r in pure[kind].items()}
-            report["first_stages"][kind] = summarise(first, systems, test_qrels, args.resamples)
+            systems, tuned = arm_systems(args.work, kind, first, train_qrels, args.top_k, args.test_split)
+            alphas.update({f"seed {s} {kind}": a for s, a in tuned.items()})
+            rival = arm_systems(args.versus, kind, first, train_qrels, args.top_k, args.test_split)[0] \
+                if args.versus else None
+            report["first_stages"][kind] = summarise(first, systems, test_qrels, args.resamples, rival, rival_name)
         with atomic_write(output) as f:
             json.dump(report, f, indent=1)
         write_table(report, output.with_suffix(".md"))
         print(f"seed {seed} done: {output}", flush=True)
 
 
+def _p(p: float) -> str:
+    return "< 0.001" if p < 0.001 else f"{p:.3f}"
+
+
 def write_table(r: dict, path: Path) -> None:
+    rival = r.get("versus")
     lines = [f"# The default recipe on {r['data']} {r['test_split']}, arm {r['arm']}, {len(r['seeds'])} seed(s)", "",
              f"Mined {r['train_split']} with strategy {r['mine']['strategy']} (the experiment's arm {r['arm']}), "
              f"{r['mine']['num_negatives']} negatives a query, {r['mine']['random_share']:g} of them random; "
@@ -198,20 +236,25 @@ def write_table(r: dict, path: Path) -> None:
              f"{r['train']['epochs']} epoch, {r['train']['max_length']} tokens, batch {r['train']['batch_size']}, "
              f"lr {r['train']['lr']:g}), {r['precision']}; alpha tuned per first stage on each model's held-out "
              f"training queries; the first stage's top {r['top_k']} re-ranked. p: paired randomisation test on "
-             "per-query values averaged over the seeds, against the first stage alone. Machine: "
+             "per-query values averaged over the seeds, against the first stage alone"
+             + (f" and against the same system of arm {rival} (over the seeds it has)" if rival else "") + ". Machine: "
              f"{next(iter(r['seeds'].values()))['machine']}.", ""]
-    lines += ["| first stage | system | nDCG@10 mean ± sd | per seed | p | MRR@10 mean ± sd | per seed | p |",
-              "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    head = ["nDCG@10 mean ± sd", "per seed", "p vs alone"] + ([f"p vs {rival}"] if rival else [])
+    head += [h.replace("nDCG@10", "MRR@10") for h in head]
+    lines += ["| first stage | system | " + " | ".join(head) + " |", "| --- " * (len(head) + 2) + "|"]
+    dash = ["–"] * (len(head) // 2 - 1)
     for kind, s in r["first_stages"].items():
         a = s["alone"]
-        lines.append(f"| {kind} | alone | {a['ndcg@10']:.4f} | – | – | {a['mrr@10']:.4f} | – | – |")
+        lines.append(f"| {kind} | alone | " + " | ".join([f"{a['ndcg@10']:.4f}", *dash, f"{a['mrr@10']:.4f}", *dash])
+                     + " |")
         for name, row in s["systems"].items():
             cells = []
             for m in METRICS:
                 v = row[m]
-                p = v["p vs alone"]
                 cells += [f"{v['mean']:.4f} ± {v['sd']:.4f}", ", ".join(f"{x:.4f}" for x in v["per_seed"].values()),
-                          "< 0.001" if p < 0.001 else f"{p:.3f}"]
+                          _p(v["p vs alone"])]
+                if rival:
+                    cells.append(_p(v[f"p vs {rival}"]) if f"p vs {rival}" in v else "–")
             lines.append(f"| {kind} | {name} | " + " | ".join(cells) + " |")
     lines += ["", "| seed | steps | training s | pairs/s | alpha per first stage |", "| --- | --- | --- | --- | --- |"]
     for seed, v in r["seeds"].items():
