@@ -82,6 +82,9 @@ python scripts/ablate_train.py --data ../shared/data/scifact --work "$WORK/ablat
 python scripts/default_recipe.py --data ../shared/data/scifact --work "$WORK/default-recipe-scifact" --quiet
 python scripts/default_recipe.py --data ../shared/data/scifact --work "$WORK/default-recipe-scifact-random" \
   --arm random --quiet
+# (f)'s table again, each system with its p against random's (nothing is trained or re-ranked again)
+python scripts/default_recipe.py --data ../shared/data/scifact --work "$WORK/default-recipe-scifact" \
+  --versus "$WORK/default-recipe-scifact-random" --quiet
 CRANFIELD_FIRST=("base" "loss: triplet over 7 mined negatives (the experiment's)" "start: all-mpnet-base-v2"
                  "loss: triplet, 1 negative (the paper)" "no random negatives" "half random negatives"
                  "skip the top 5 ranks")
