@@ -13,8 +13,9 @@ it. The `full` experiment mines 7 negatives a query for its arms; this is the re
 Reported per first stage: the first stage alone; the re-ranker alone (alpha 1) and interpolated with the tuned alpha,
 each as mean, sample standard deviation and per-seed values of nDCG@10 and MRR@10; p-values of the paired
 randomisation test, on each query's metric averaged over the seeds, against the first stage alone; and the re-ranker
-alone cut to the first stage's top 10, 20 and 50 (its scores of the documents there), against the first stage alone:
-"does the pure re-ranker beat BM25 on BM25's top k". Nothing is chosen on the test split.
+alone cut to the first stage's top 10, 20 and 50 below k (its scores of the documents there), against the first
+stage alone: "does the pure re-ranker beat BM25 on BM25's top k". With --versus (another arm's --work folder), each
+system's p against the same system of that arm, over the seeds it has. Nothing is chosen on the test split.
 
 Every stage is cached under --work (mined rows, each seed's model with resumable checkpoints, first-stage runs,
 re-ranked runs), so a killed run resumes; the table and JSON (scripts/results/default_recipe_<data>.{md,json}, with
