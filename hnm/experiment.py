@@ -82,6 +82,12 @@ CLUSTERING_ARMS = tuple(Arm(f"ensemble+ {c}", {"strategy": "ensemble", "relative
                                                 "clustering": c}) for c in ("agglomerative", "gmm", "none"))
 
 
+def arm_mine_config(arm: Arm, models: str, negatives: int) -> MineConfig:
+    """The mining of `arm`: an arm names what it changes from a plain top-k miner, so the random share is 0 unless
+    it says otherwise, whatever `hnm mine`'s defaults are (they are the default recipe's, a quarter random)."""
+    return MineConfig(**{"models": models, "num_negatives": negatives, "random_share": 0.0, **arm.mine})
+
+
 def choose_arms(arms: Tuple[Arm, ...], names: Optional[str] = None, clustering: bool = False) -> Tuple[Arm, ...]:
     """The arms of a run: `arms`, then the clustering arms if asked; with `names` (comma-separated), only the named
     ones in that order, after the first stage alone, which every report keeps. An unknown name is an error."""
@@ -329,7 +335,7 @@ def run_experiment(data: Path, out: Path, cfg: ExperimentConfig = ExperimentConf
     # re-rank the test queries; the report after each. An arm is mined only when its first model is due, so that
     # the passages arm's long embedding does not hold back the others.
     def mined(arm: Arm) -> Path:
-        mine_cfg = MineConfig(**{"models": b.models, "num_negatives": b.negatives, **arm.mine})
+        mine_cfg = arm_mine_config(arm, b.models, b.negatives)
         rows = out / "mined" / f"{arm.name}.jsonl"
         stages.timed(f"mine {arm.name}", rows.exists(),
                      lambda: _mine(arm, mine_cfg, corpus, queries, train_qrels, rows, precision, quiet))

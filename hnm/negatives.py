@@ -68,8 +68,10 @@ class MineConfig:
     min_score: Optional[float] = None  # floor: candidates below it are not negatives (nor flagged)
     max_score: Optional[float] = None  # absolute ceiling: candidates above are flagged
     sampling: str = "top"  # top: the best-ranked eligible candidates; random: uniform among the eligible ones
-    num_negatives: int = 4  # per query
-    random_share: float = 0.0  # share of num_negatives drawn uniformly from the corpus instead
+    # per query, and the share of them drawn uniformly from the corpus instead: the default recipe's mining, which
+    # `hnm train`'s defaults were chosen on (15 a query, a quarter random; README, "The default recipe")
+    num_negatives: int = 15
+    random_share: float = 0.25
     min_grade: int = 1  # judgments with at least this grade are positives
     seed: int = 42
     chunk_size: int = 256  # queries per chunk: bounds memory, and the work a killed run loses

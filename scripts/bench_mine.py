@@ -38,7 +38,8 @@ def child_hnm() -> dict:
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         stats = run(corpus, queries, qrels, MineConfig(strategy="dense", models=MODEL, max_rank=WINDOW,
-                                                       relative_ceiling=RATIO, num_negatives=NEG),
+                                                       relative_ceiling=RATIO, num_negatives=NEG,
+                                                       random_share=0.0),
                     Path(tmp) / "mined.jsonl", EmbedConfig(batch_size=BATCH, cache=False), quiet=True)
     return {"seconds": time.perf_counter() - t0, "rows": stats["queries"],
             "rows_filled": stats["queries"] - stats["queries_with_too_few_negatives"]}

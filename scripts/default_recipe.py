@@ -32,7 +32,7 @@ import numpy as np
 
 from hnm.data import atomic_write, load_beir
 from hnm.embed import EmbedConfig
-from hnm.experiment import ARMS, machine_line
+from hnm.experiment import ARMS, arm_mine_config, machine_line
 from hnm.firststage import FirstStageConfig, retrieve
 from hnm.metrics import per_query, randomisation_test, rank_documents, read_trec_run, write_trec_run
 from hnm.miner import run as mine
@@ -45,7 +45,7 @@ from ablate_train import logged_seconds  # scripts/ is on the path of a script r
 
 HERE = Path(__file__).resolve().parent
 NEGATIVES = 15  # a query: the ablation's mining, on which the recipe was chosen
-MINED_ARMS = {a.name: a.mine for a in ARMS if a.mine is not None and not a.passages}
+MINED_ARMS = {a.name: a for a in ARMS if a.mine is not None and not a.passages}
 METRICS = ("ndcg@10", "mrr@10")
 DEPTHS = (10, 20, 50)
 
@@ -156,7 +156,7 @@ def main() -> None:
     queries = {**queries, **test_queries}  # each split's load keeps its own queries
 
     rows = args.work / "rows.jsonl"
-    mcfg = MineConfig(**{**MINED_ARMS[args.arm], "num_negatives": NEGATIVES})
+    mcfg = arm_mine_config(MINED_ARMS[args.arm], MineConfig.models, NEGATIVES)
     if not rows.exists():
         mine(corpus, queries, train_qrels, mcfg, rows, EmbedConfig(precision=args.embed_precision), quiet=args.quiet)
     tcfg = TrainConfig(seed=0, precision=args.precision, max_steps=args.max_steps, save_every=150)

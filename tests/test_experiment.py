@@ -260,3 +260,14 @@ def test_choose_arms_keeps_the_first_stage_and_the_named_order():
     assert [a.name for a in picked] == ["first-stage", "random", "ensemble+ gmm", "ensemble+"]
     with pytest.raises(ValueError, match="'nope'"):
         choose_arms(ARMS, "random,nope")
+
+
+def test_only_the_arms_that_ask_for_random_negatives_get_them():
+    # `hnm mine` defaults to the recipe's quarter of random negatives; the experiment's (b) to (e) must not inherit it
+    from hnm.experiment import arm_mine_config
+    from hnm.negatives import MineConfig
+    assert MineConfig().random_share == 0.25
+    shares = {a.name: arm_mine_config(a, "m", 7).random_share for a in ARMS if a.mine is not None}
+    assert shares == {"ensemble+": 0.25, "random": 0.0, "ensemble": 0.0, "bm25": 0.0, "dense": 0.0,
+                      "ensemble+ passages": 0.25}
+    assert {arm_mine_config(a, "m", 7).num_negatives for a in ARMS if a.mine is not None} == {7}
