@@ -228,11 +228,18 @@ def _p(p: float) -> str:
     return "< 0.001" if p < 0.001 else f"{p:.3f}"
 
 
+def drawn(mine: dict) -> str:
+    """How a mining's negatives were drawn, in words: the random strategy's are all random, whatever its share."""
+    if mine["strategy"] == "random":
+        return "all drawn uniformly from the corpus"
+    return f"{mine['random_share']:g} of them drawn uniformly from the corpus, the rest the top eligible candidates"
+
+
 def write_table(r: dict, path: Path) -> None:
     rival = r.get("versus")
     lines = [f"# The default recipe on {r['data']} {r['test_split']}, arm {r['arm']}, {len(r['seeds'])} seed(s)", "",
              f"Mined {r['train_split']} with strategy {r['mine']['strategy']} (the experiment's arm {r['arm']}), "
-             f"{r['mine']['num_negatives']} negatives a query, {r['mine']['random_share']:g} of them random; "
+             f"{r['mine']['num_negatives']} negatives a query, {drawn(r['mine'])}; "
              f"`hnm train`'s defaults ({r['train']['loss']}, "
              f"{r['train']['epochs']} epoch, {r['train']['max_length']} tokens, batch {r['train']['batch_size']}, "
              f"lr {r['train']['lr']:g}), {r['precision']}; alpha tuned per first stage on each model's held-out "
