@@ -169,7 +169,7 @@ def main() -> None:
                   for k in args.first_stages}
     rival_name = json.loads((args.versus / "rows.jsonl.stats.json").read_text())["config"]["strategy"] \
         if args.versus else ""
-    seeds, alphas, timing = {}, {}, {}
+    seeds, timing = {}, {}
     for seed in args.seeds:
         folder = args.work / f"seed-{seed}"
         done = folder / "done.json"
@@ -209,15 +209,19 @@ def main() -> None:
         report = {"data": str(args.data.resolve().name), "train_split": args.train_split,
                   "test_split": args.test_split, "top_k": args.top_k, "precision": args.precision,
                   "embed_precision": args.embed_precision, "arm": args.arm, "mine": asdict(mcfg), "train": asdict(tcfg),
-                  "seeds": {str(s): v for s, v in seeds.items()}, "alphas": alphas, "rerank_timing": timing,
+                  "seeds": {str(s): v for s, v in seeds.items()}, "alphas": {}, "rerank_timing": timing,
                   "versus": rival_name or None, "first_stages": {}}
+        tuned = {}
         for kind in args.first_stages:
             first = test_first[kind]
-            systems, tuned = arm_systems(args.work, kind, first, train_qrels, args.top_k, args.test_split)
-            alphas.update({f"seed {s} {kind}": a for s, a in tuned.items()})
+            systems, tuned[kind] = arm_systems(args.work, kind, first, train_qrels, args.top_k, args.test_split)
             rival = arm_systems(args.versus, kind, first, train_qrels, args.top_k, args.test_split)[0] \
                 if args.versus else None
             report["first_stages"][kind] = summarise(first, systems, test_qrels, args.resamples, rival, rival_name)
+        # seed by seed, whatever order the seeds finished in, so that a resumed run writes the same file
+        for s in sorted({s for by_seed in tuned.values() for s in by_seed}):
+            report["alphas"].update({f"seed {s} {kind}": tuned[kind][s] for kind in args.first_stages
+                                     if s in tuned[kind]})
         with atomic_write(output) as f:
             json.dump(report, f, indent=1)
         write_table(report, output.with_suffix(".md"))
