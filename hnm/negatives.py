@@ -69,7 +69,8 @@ class MineConfig:
     max_score: Optional[float] = None  # absolute ceiling: candidates above are flagged
     sampling: str = "top"  # top: the best-ranked eligible candidates; random: uniform among the eligible ones
     # per query, and the share of them drawn uniformly from the corpus instead: the default recipe's mining, which
-    # `hnm train`'s defaults were chosen on (15 a query, a quarter random; README, "The default recipe")
+    # `hnm train`'s defaults were chosen on (15 a query, a quarter random; README, "Mining" and "SciFact, the
+    # default recipe on two cores")
     num_negatives: int = 15
     random_share: float = 0.25
     min_grade: int = 1  # judgments with at least this grade are positives
