@@ -58,8 +58,9 @@ def test_readme_worked_example_runs(tmp_path):
     assert len(rows) == 5 and all(len(r["negative_ids"]) == 2 for r in rows)
     by_query = {r["query_id"]: r for r in rows}
     # what the README promises: the hard negatives are the topical siblings (storage pages for a storage question)
-    # ingest chunks by default, so negatives are chunk ids (site/restore.html#0): compare their pages
+    # ingest chunks by default, so negatives are chunk ids (site/restore.html#0): compare their pages; both of q1's
+    # may be chunks of one page, so its pages are a subset of the storage siblings
     def pages(ids):
         return [i.split("#")[0] for i in ids]
-    assert set(pages(by_query["q1"]["negative_ids"])) == {"site/restore.html", "site/backup-retention.html"}
+    assert set(pages(by_query["q1"]["negative_ids"])) <= {"site/restore.html", "site/backup-retention.html"}
     assert pages(by_query["q4"]["negative_ids"])[0] == "site/roles.html"
