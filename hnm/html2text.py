@@ -240,7 +240,7 @@ class _TextExtractor(HTMLParser):
 
     def _add(self, fragment: str, code: bool) -> None:
         self.current.append(fragment)
-        self.current_code |= code and not fragment.isspace()
+        self.current_code |= code and bool(fragment.strip())  # a bare line break of a <pre> is no code
 
 
 def html_to_text(html: str) -> Page:
