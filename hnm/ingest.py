@@ -24,11 +24,12 @@ is embedded. `ingest(sources, output)` does that in three steps:
    atomically. A boilerplate line is navigation, never a line of a code example (html2text.py).
 
 An aggregate page is a copy of other pages laid end to end, a site's print-everything page: it holds at least
-`aggregate_pages` other pages, and those pages sit in distinct places of it, one after another, filling most of it.
-Each held page is placed where it matches best (the window of its own length holding most of its shingles); the
-windows, merged, must cover at least `aggregate_distinct` of their summed lengths and `aggregate_cover` of the page.
-Holding pages is not enough: reference pages of one kind (a tool's commands) share most of their option text, so a
-long command page holds several shorter ones, but they all match the same place in it, and it is kept.
+`aggregate_pages` other pages, and those pages sit in distinct places of it, one after another. Each held page is
+placed where it matches best (the window of its own length holding most of its shingles); merged, the windows must
+cover at least `aggregate_distinct` of their summed lengths, so the page is at least about as long as the pages it
+holds put together. Holding pages is not enough: reference pages of one kind (a tool's commands) share most of
+their option text, so a long command page holds several shorter ones, but they all match the same place in it (on
+a real book of 104 files, at most 0.65 of their summed lengths against 1.0 for its print-all page), and it is kept.
 
 Corpus rows: {"_id", "title", "text", "source"[, "url"]}, the URL after redirects for fetched pages; chunks add
 "parent_id", "start", "end" with text == parent's cleaned text[start:end]. Document ids are readable: host and path
@@ -92,7 +93,6 @@ class IngestConfig:
     containment: float = 0.8  # share of a page's shingles found in another page from which it is "contained"
     aggregate_pages: int = 3  # an aggregate (a print-all page) holds at least this many other pages ...
     aggregate_distinct: float = 0.8  # ... in places that overlap little: merged, they cover this share of their sum
-    aggregate_cover: float = 0.5  # ... and fill at least this share of it
     keep_aggregates: bool = False  # keep aggregate pages in the corpus (they repeat the pages they hold)
 
     def __post_init__(self):
@@ -102,9 +102,8 @@ class IngestConfig:
         if self.min_chars < 0 or self.aggregate_pages < 2:
             raise ValueError(f"need min_chars >= 0 and aggregate_pages >= 2, got {self.min_chars} and "
                              f"{self.aggregate_pages}")
-        if not 0 < self.aggregate_distinct <= 1 or not 0 < self.aggregate_cover <= 1:
-            raise ValueError(f"aggregate_distinct and aggregate_cover must be in (0, 1], got "
-                             f"{self.aggregate_distinct} and {self.aggregate_cover}")
+        if not 0 < self.aggregate_distinct <= 1:
+            raise ValueError(f"aggregate_distinct must be in (0, 1], got {self.aggregate_distinct}")
 
 
 @dataclass(frozen=True)
@@ -345,13 +344,13 @@ def containments(texts: Sequence[str], k: int, threshold: float) -> List[Tuple[i
     return out
 
 
-def aggregates(texts: Sequence[str], holds: Sequence[Tuple[int, int, float]], k: int, pages: int, distinct: float,
-               cover: float) -> Dict[int, List[int]]:
+def aggregates(texts: Sequence[str], holds: Sequence[Tuple[int, int, float]], k: int, pages: int,
+               distinct: float) -> Dict[int, List[int]]:
     """{j: the texts it holds} for each text j that is an aggregate: it holds (`holds`, from containments) at least
-    `pages` others, and their best-matching windows in it, merged, cover `distinct` of their summed lengths and
-    `cover` of it (see the module docstring).
+    `pages` others, and their best-matching windows in it, merged, cover `distinct` of their summed lengths (see the
+    module docstring).
 
-    A print-all page of chapters A, B, C: their windows are its three thirds -> merged 1.0 of their sum, 1.0 of it.
+    A print-all page of chapters A, B, C: their windows are its three thirds -> merged, 1.0 of their sum.
     A command page holding three others by their shared option list: three windows over that list -> about 1/3.
     """
     held: Dict[int, List[int]] = {}
@@ -377,7 +376,7 @@ def aggregates(texts: Sequence[str], holds: Sequence[Tuple[int, int, float]], k:
         for a, b in sorted(windows):  # the length of the union of the windows
             merged += max(0, b - max(a, end))
             end = max(end, b)
-        if merged >= distinct * sum(b - a for a, b in windows) and merged >= cover * len(sequence):
+        if merged >= distinct * sum(b - a for a, b in windows):
             found[j] = inside
     return found
 
@@ -452,7 +451,7 @@ def _write(todo: List[Source], state: Dict[str, dict], output: Path, errors: Pat
     holds = containments([d["text"] for _, d in kept], config.shingle, config.containment)
     report.contained = [(kept[i][0].doc_id, kept[j][0].doc_id, round(c, 4)) for i, j, c in holds]
     copies = aggregates([d["text"] for _, d in kept], holds, config.shingle, config.aggregate_pages,
-                        config.aggregate_distinct, config.aggregate_cover)
+                        config.aggregate_distinct)
     report.aggregates = [(kept[j][0].doc_id, len(inside)) for j, inside in sorted(copies.items())]
     if not config.keep_aggregates:
         kept = [pair for j, pair in enumerate(kept) if j not in copies]

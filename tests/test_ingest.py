@@ -315,11 +315,11 @@ def test_aggregates_worked_example():
     texts = [a, b, c, f"{a} {b} {c}"]  # three pages and their print-all page
     holds = ingest_module.containments(texts, 5, 0.8)
     assert sorted(holds) == [(0, 3, 1.0), (1, 3, 1.0), (2, 3, 1.0)]
-    assert ingest_module.aggregates(texts, holds, 5, 3, 0.8, 0.5) == {3: [0, 1, 2]}
+    assert ingest_module.aggregates(texts, holds, 5, 3, 0.8) == {3: [0, 1, 2]}
     siblings = [f"{x} {shared}" for x in (a[:40], a[:80], a[:120], a)]  # one option list, intros growing
     holds = ingest_module.containments(siblings, 5, 0.8)
     assert [i for i, j, _ in holds if j == 3] == [0, 1, 2]  # the longest holds three ...
-    assert ingest_module.aggregates(siblings, holds, 5, 3, 0.8, 0.5) == {}  # ... all in the same place
+    assert ingest_module.aggregates(siblings, holds, 5, 3, 0.8) == {}  # ... all in the same place
 
 def test_sources_expand_in_order_with_unique_readable_ids(tmp_path):
     for folder in ("one/site", "two/site"):
