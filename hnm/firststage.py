@@ -28,51 +28,29 @@ Letters: Q queries of a block, N documents, k the depth kept.
 """
 
 import json
-from dataclasses import dataclass
-from typing import Dict, List
+from typing import Dict
 
 import numpy as np
 
+from hnm.config import FirstStageConfig, parse_members
 from hnm.data import document_text
 from hnm.distributed import current
 from hnm.embed import EmbedConfig
 from hnm.ensemble import RRF_K, fuse_zscore
 from hnm.metrics import Run
 from hnm.progress import Progress
+from hnm.search import best_k
 
-KINDS = ("bm25", "dense", "ensemble", "hybrid")
-HYBRID_FUSIONS = ("zscore", "rrf")
-
-
-@dataclass(frozen=True)
-class FirstStageConfig:
-    kind: str = "bm25"  # bm25, dense (the first of `models`), ensemble (all of them) or hybrid (BM25 + ensemble)
-    top_k: int = 100  # documents kept per query
-    models: str = "all-MiniLM-L6-v2,all-mpnet-base-v2"  # NAME[:WEIGHT],... of weights.lock: dense, ensemble, hybrid
-    fusion: str = "zscore"  # of the hybrid: zscore over the corpus, or rrf over both top-`depth` lists
-    bm25_weight: float = 0.5  # w of the hybrid: the BM25 side's share
-    depth: int = 1000  # of each system's list for rrf
-    precision: str = "float32"  # of the encoders (embed.py); part of the embedding cache key
-    block: int = 256  # queries scored at once by the hybrid
-
-    def __post_init__(self):
-        if self.kind not in KINDS:
-            raise ValueError(f"first stage {self.kind!r} is not one of {', '.join(KINDS)}")
-        if self.fusion not in HYBRID_FUSIONS:
-            raise ValueError(f"hybrid fusion {self.fusion!r} is not one of {', '.join(HYBRID_FUSIONS)}")
-        if not 0.0 <= self.bm25_weight <= 1.0:
-            raise ValueError(f"bm25_weight is a share in [0, 1], not {self.bm25_weight}")
-        if min(self.top_k, self.depth, self.block) < 1:
-            raise ValueError("top_k, depth and block must be at least 1")
+def _columns(scores: np.ndarray) -> np.ndarray:
+    """(Q, N) -> (Q, N) read-only view of each entry's column index, the ids best_k breaks ties by."""
+    return np.broadcast_to(np.arange(scores.shape[1]), scores.shape)
 
 
 def rrf_rows(scores: np.ndarray, depth: int) -> np.ndarray:
     """(Q, N) -> 1 / (RRF_K + rank) for each row's top `depth` documents (rank 1 the best), 0 for the others.
     [[0.1, 0.9, 0.5]], depth 2 -> [[0, 1/61, 1/62]]."""
     depth = min(depth, scores.shape[1])
-    top = np.argpartition(-scores, depth - 1, axis=1)[:, :depth]  # (Q, depth), unordered
-    order = np.argsort(-np.take_along_axis(scores, top, axis=1), axis=1, kind="stable")
-    top = np.take_along_axis(top, order, axis=1)  # (Q, depth), best first
+    _, top = best_k(scores, _columns(scores), depth)  # (Q, depth), best first, ties by column
     out = np.zeros_like(scores, dtype=np.float64)
     np.put_along_axis(out, top, 1.0 / (RRF_K + np.arange(1, depth + 1))[None, :], axis=1)
     return out
@@ -86,21 +64,11 @@ def fuse_hybrid(bm25: np.ndarray, dense: np.ndarray, cfg: FirstStageConfig) -> n
     return w * rrf_rows(bm25, cfg.depth) + (1.0 - w) * rrf_rows(dense, cfg.depth)
 
 
-def _top(scores: np.ndarray, k: int) -> List[np.ndarray]:
-    """(Q, N) -> per row the indices of its k best, best first (ties by index)."""
-    k = min(k, scores.shape[1])
-    top = np.argpartition(-scores, k - 1, axis=1)[:, :k]
-    out = []
-    for row, idx in zip(scores, top):
-        out.append(idx[np.lexsort((idx, -row[idx]))])
-    return out
-
-
 def retrieve(corpus: Dict[str, dict], queries: Dict[str, str], cfg: FirstStageConfig = FirstStageConfig(),
              quiet: bool = False) -> Run:
     """The top_k documents of each query {qid: text} by the first stage `cfg.kind` (the module docstring)."""
     from hnm.bm25 import BM25Index
-    from hnm.ensemble import Ensemble, parse_members
+    from hnm.ensemble import Ensemble
     from hnm.search import topk
     doc_ids, qids, texts = list(corpus), list(queries), list(queries.values())
     index = BM25Index.from_corpus(corpus, quiet=quiet) if cfg.kind in ("bm25", "hybrid") else None
@@ -123,7 +91,8 @@ def retrieve(corpus: Dict[str, dict], queries: Dict[str, str], cfg: FirstStageCo
             sparse = index.scores([index.analyser(t) for t in texts[rows]])  # (Q, N)
             dense = ensemble.queries[rows] @ ensemble.docs.T  # (Q, N) weighted mean cosines
             fused = fuse_hybrid(sparse.astype(np.float64), dense.astype(np.float64), cfg)
-            ranked = [[[doc_ids[j], float(row[j])] for j in top] for row, top in zip(fused, _top(fused, k))]
+            top_s, top_i = best_k(fused, _columns(fused), k)  # (Q, k) each
+            ranked = [[[doc_ids[j], s] for j, s in zip(r, sc)] for r, sc in zip(top_i.tolist(), top_s.tolist())]
         else:
             scores, ids = topk(ensemble.queries[rows], ensemble.docs, k)  # (Q, k) each
             ranked = [[[doc_ids[j], s] for j, s in zip(r, sc)] for r, sc in zip(ids.tolist(), scores.tolist())]

@@ -37,12 +37,12 @@ import requests
 import torch
 from safetensors.torch import load_file
 
+from hnm.config import ARCHITECTURES
 from hnm.errors import WeightsError
 from hnm.progress import Progress
 
 DEFAULT_LOCK = Path(__file__).resolve().parents[1] / "weights.lock"
 DEFAULT_HUB = "https://huggingface.co"
-ARCHITECTURES = ("bert", "mpnet")
 POOLINGS = ("mean", "cls", "max")
 
 

@@ -12,7 +12,8 @@ from hnm import miner
 from hnm.agglomerative import AgglomerativeConfig, agglomerative, distances, nn_chain
 from hnm.ensemble import Ensemble, Member, PassageEnsemble
 from hnm.gmm import GMMConfig, em, gaussian_mixture
-from hnm.negatives import CLUSTERINGS, Candidates, ClusterView, MineConfig
+from hnm.config import CLUSTERINGS
+from hnm.negatives import Candidates, ClusterView, MineConfig
 
 REF = np.load(FIXTURES / "clustering.npz", allow_pickle=False)
 
@@ -281,7 +282,7 @@ def test_same_seed_same_clusters_other_seed_other_clusters(clustering):
 
 
 def test_clustering_bad_values_give_clear_errors(tmp_path):
-    with pytest.raises(ValueError, match="unknown clustering 'spectral'; choose one of kmeans, agglomerative, gmm"):
+    with pytest.raises(ValueError, match="clustering: must be one of kmeans, agglomerative, gmm, none, not 'spectral'"):
         MineConfig(clustering="spectral")
     with pytest.raises(ValueError, match="applies to the ensemble strategy only"):
         MineConfig(strategy="dense", clustering="gmm")
