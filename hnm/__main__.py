@@ -601,7 +601,10 @@ def _run(args) -> int:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as e:  # --help, or a bad flag, already printed
+        return e.code
     if "TORCHELASTIC_RUN_ID" in os.environ:  # under torchrun: a rank's traceback goes into torchrun's failure report
         from torch.distributed.elastic.multiprocessing.errors import record
         return record(_run)(args)

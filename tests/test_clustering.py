@@ -290,7 +290,7 @@ def test_clustering_bad_values_give_clear_errors(tmp_path):
         MineConfig(clustering="none", fusion="zscore")
     with pytest.raises(ValueError, match="'mean' fusion"):
         MineConfig(clustering="none", models="all-MiniLM-L6-v2,bm25")
-    with pytest.raises(ValueError, match="unknown linkage"):
+    with pytest.raises(ValueError, match="linkage: must be one of ward, average"):
         MineConfig(clustering="agglomerative", linkage="complete")
     ens = two_model_ensemble(3, n_docs=40)
     with pytest.raises(ValueError, match="raise agglomerative_sample"):

@@ -25,7 +25,7 @@ def test_fusions_by_hand():
     assert np.allclose(only_bm25, rrf_rows(bm25, 3))
     with pytest.raises(ValueError, match="fusion: must be one of zscore, rrf"):
         FirstStageConfig(fusion="max")
-    with pytest.raises(ValueError, match="share"):
+    with pytest.raises(ValueError, match="bm25_weight: must be at most 1"):
         FirstStageConfig(bm25_weight=1.5)
 
 
