@@ -237,8 +237,8 @@ def _check_max_length(start: str, max_length: Optional[int]) -> None:
     if not (folder / "config.json").is_file():
         from hnm import weights
         folder = weights.fetch(start)
-    limit = json.loads((folder / "config.json").read_text(encoding="utf-8"))["max_position_embeddings"]
-    if max_length > limit:
+    limit = json.loads((folder / "config.json").read_text(encoding="utf-8")).get("max_position_embeddings")
+    if isinstance(limit, int) and max_length > limit:
         raise HnmError(f"--max-length: {start} has {limit} position embeddings, so at most {limit}, not {max_length}")
 
 
