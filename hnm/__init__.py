@@ -1,26 +1,35 @@
 """hnm: ensemble hard-negative mining for retrieval training (arXiv 2411.02404), written from scratch.
 
-The public API, one module per concept (see the README's layout table):
+The public API, one module per concept (see the README's layout table), loaded on first use: `import hnm` imports
+neither torch nor NumPy, and `hnm.TrainConfig` or `from hnm import train` imports only the module that holds it.
 """
 
-from hnm.bm25 import BM25Config, BM25Index
-from hnm.data import load_beir
-from hnm.embed import EmbedConfig, Embedder
-from hnm.ensemble import Ensemble, Member, PassageEnsemble
-from hnm.experiment import ExperimentConfig, run_experiment
-from hnm.kmeans import KMeansConfig, kmeans
-from hnm.metrics import evaluate, paired_bootstrap, randomisation_test, read_trec_run, write_trec_run
-from hnm.negatives import MineConfig
-from hnm.miner import run as mine
-from hnm.firststage import FirstStageConfig, retrieve
-from hnm.twostage import EvalConfig, choose_alpha, interpolate, rerank
-from hnm.reranker import CrossEncoder
-from hnm.search import topk
-from hnm.train import TrainConfig, train
-from hnm.weights import fetch, read_lock
+import importlib
 
 __version__ = "0.1.0"
-__all__ = ["BM25Config", "BM25Index", "load_beir", "EmbedConfig", "Embedder", "Ensemble", "Member",
-           "PassageEnsemble", "ExperimentConfig", "run_experiment", "KMeansConfig", "kmeans", "evaluate",
-           "paired_bootstrap", "randomisation_test", "read_trec_run", "write_trec_run", "MineConfig", "mine",
-           "FirstStageConfig", "retrieve", "EvalConfig", "choose_alpha", "interpolate", "rerank", "CrossEncoder", "topk", "TrainConfig", "train", "fetch", "read_lock"]
+
+_WHERE = {  # public name -> "module" or "module:attribute" when the names differ
+    "BM25Config": "config", "EmbedConfig": "config", "EvalConfig": "config", "ExperimentConfig": "config",
+    "FirstStageConfig": "config", "MineConfig": "config", "TrainConfig": "config", "Member": "config",
+    "BM25Index": "bm25", "load_beir": "data", "Embedder": "embed", "Ensemble": "ensemble",
+    "PassageEnsemble": "ensemble", "run_experiment": "experiment", "KMeansConfig": "kmeans", "kmeans": "kmeans",
+    "evaluate": "metrics", "paired_bootstrap": "metrics", "randomisation_test": "metrics",
+    "read_trec_run": "metrics", "write_trec_run": "metrics", "mine": "miner:run", "retrieve": "firststage",
+    "choose_alpha": "twostage", "interpolate": "twostage", "rerank": "twostage", "CrossEncoder": "reranker",
+    "topk": "search", "train": "train", "fetch": "weights", "read_lock": "weights",
+}
+__all__ = list(_WHERE)
+
+
+def __getattr__(name: str):
+    """hnm.NAME of the public API: its module is imported now, once (the name is then cached in this module)."""
+    if name not in _WHERE:
+        raise AttributeError(f"module 'hnm' has no attribute {name!r}")
+    module, _, attribute = _WHERE[name].partition(":")
+    value = getattr(importlib.import_module(f"hnm.{module}"), attribute or name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(list(globals()) + __all__)

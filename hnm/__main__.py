@@ -1,38 +1,116 @@
 """The command line: `python -m hnm <verb> ...`, one argparse sub-command per verb, each calling one public function.
 
-Defaults come from the dataclasses next to the code they configure; this file only translates flags.
+Flags come from two places, each declared once:
+- a setting of a stage is a field of its configuration dataclass (config.py): `_fields(p, TrainConfig)` adds a flag
+  for each field with a help, its name, type, choices, default and help taken from the field, and its range checked
+  as argparse reads it (config.problem, the rule the dataclass itself applies); `_fields(p, EvalConfig, "top_k")`
+  takes only the fields named. A new field in config.py is therefore a new flag of every verb that takes its class.
+- a flag that is not a setting (--data, --output, --quiet, --device, ...) is an entry of SHARED, added by
+  `_flag(p, "data", required=True)` with what the verb changes.
+`_config(TrainConfig, args)` then builds the configuration from the parsed flags.
+
+A bad flag is one line, `hnm VERB: error: --FLAG: why`, exit status 2, before any work: argparse's own errors, the
+ranges of the fields, and the combinations __post_init__ checks (raised as HnmError by `_config`).
+
+To add a verb: write `_cmd_NAME(args) -> int`, importing what it runs inside the function (so that --help and
+`import hnm` never import torch), and `_verb_NAME(sub)`, which calls `_verb(sub, NAME, _cmd_NAME, help, description)`
+and adds its flags with `_fields` and `_flag`; then append `_verb_NAME` to VERBS (the order of `--help`).
 """
 
 import argparse
 import os
 import sys
+from dataclasses import fields
 from pathlib import Path
-from typing import List, Optional
+from typing import Callable, List, Optional, Tuple, get_args
 
+from hnm.config import (BUDGETS, DEVICES_HELP, BM25Config, ChunkConfig, EmbedConfig, EvalConfig, ExperimentConfig,
+                        FetchConfig, FirstStageConfig, FitConfig, IngestConfig, MineConfig, TrainConfig, problem)
 from hnm.errors import HnmError
 
 
-def _quiet(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--quiet", action="store_true", help="no progress bars on stderr")
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors in hnm's form, `hnm VERB: error: --flag: why` (exit status 2)."""
+
+    def error(self, message: str):
+        verb = self.prog.split()[-1] if self.prog != "python -m hnm" else ""
+        self.exit(2, f"hnm{' ' + verb if verb else ''}: error: {message.removeprefix('argument ')}\n")
 
 
-def _device(p: argparse.ArgumentParser) -> None:
-    from hnm.distributed import DEVICES_HELP
-    p.add_argument("--device", default="auto",
-                   help=f"where the models run: {DEVICES_HELP} (default auto). Under `torchrun --nproc_per_node N "
-                        f"-m hnm ...` the work is shared among the N processes and rank 0 writes the outputs")
+def _number(kind: type, meta) -> Callable[[str], float]:
+    """The argparse type of a numeric field: its text parsed as `kind` and checked by the field's rules."""
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {'a whole number' if kind is int else 'a number'}")
+        why = problem(value, meta)
+        if why:
+            raise argparse.ArgumentTypeError(why)
+        return value
+    return parse
 
 
-def _count(text: str) -> int:
-    """argparse type: a whole number, 0 or more."""
-    if not text.isdigit():
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of 0 or more")
-    return int(text)
+def _fields(p: argparse.ArgumentParser, cls: type, *names: str, unset: bool = False, skip: Tuple[str, ...] = (),
+            prefix: str = "") -> None:
+    """A flag for each field of `cls` that has a help (or only those of `names`, less those of `skip`), as the module
+    docstring says. unset: every default None, so that only the flags given override a configuration read from a
+    file. prefix: --PREFIXNAME (dest PREFIX_NAME), for a verb that takes two classes with a field of the same name
+    (fit: --mine-seed and --train-seed)."""
+    chosen = [f for f in fields(cls) if "help" in f.metadata and (not names or f.name in names)
+              and f.name not in skip]
+    assert not names or len(chosen) == len(names) - len(set(skip) & set(names)), \
+        f"{cls.__name__} has no flag among {names}"
+    for f in chosen:
+        meta = f.metadata
+        kind = next(t for t in (get_args(f.type) or (f.type,)) if t is not type(None))
+        flag = "--" + prefix + f.name.replace("_", "-") if prefix else meta.get("flag", "--" + f.name.replace("_", "-"))
+        dest = prefix.replace("-", "_") + f.name
+        if kind is bool:
+            p.add_argument(flag if not f.default else "--no-" + flag[2:], dest=dest, default=None if unset else
+                           f.default, action="store_false" if f.default else "store_true", help=meta["help"])
+            continue
+        shown = "" if f.default is None or "(default" in meta["help"] else f" (default {f.default})"
+        p.add_argument(flag, dest=dest, default=None if unset else f.default, choices=meta.get("choices"),
+                       type=_number(kind, meta) if kind in (int, float) else kind, help=meta["help"] + shown)
 
 
-def _streams(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--streams", type=_count, default=0,
-                   help="batches encoded at once, torch's threads shared among them (default 0: 2 when it has 2 or more)")
+def _config(cls: type, args: argparse.Namespace, prefixed: Tuple[str, ...] = (), prefix: str = "", **fixed):
+    """`cls` from the flags of its fields that were given a value (those of `prefixed` read from PREFIX_NAME), and
+    `fixed`; a combination that __post_init__ refuses (say skip_top >= max_rank) is a one-line error before any
+    work."""
+    given = {}
+    for f in fields(cls):
+        value = getattr(args, (prefix.replace("-", "_") if f.name in prefixed else "") + f.name, None)
+        if "help" in f.metadata and value is not None:
+            given[f.name] = value
+    try:
+        return cls(**{**given, **fixed})
+    except ValueError as e:
+        raise HnmError(str(e)) from None
+
+
+SHARED = {  # the flags that are not settings of a stage, each verb taking them with its own changes
+    "data": dict(type=Path, help="BEIR folder: corpus.jsonl, queries.jsonl, qrels/"),
+    "split": dict(help="judgments to use, qrels/<split>.tsv"),
+    "strict": dict(action="store_true", help="judgments naming a query or document that is not there are errors "
+                                             "(default: counted, named on stderr, and the run goes on)"),
+    "output": dict(type=Path, help="where to write"),
+    "model": dict(help="a model name from weights.lock"),
+    "reranker": dict(type=Path, help="checkpoint folder (hnm train's best or last)"),
+    "quiet": dict(action="store_true", help="no progress bars on stderr"),
+    "device": dict(default="auto", help=f"where the models run: {DEVICES_HELP} (default auto). Under `torchrun "
+                                        f"--nproc_per_node N -m hnm ...` the work is shared among the N processes "
+                                        f"and rank 0 writes the outputs"),
+}
+
+
+def _flag(p: argparse.ArgumentParser, name: str, *aliases: str, **changes) -> None:
+    """--NAME of SHARED, with the verb's changes (a default other than None or False is shown in the help)."""
+    spec = {**SHARED[name], **changes}
+    if spec.get("default") not in (None, False) and "(default" not in spec["help"]:
+        spec["help"] += f" (default {spec['default']})"
+    p.add_argument(f"--{name}", *aliases, **spec)
 
 
 def _cmd_weights(args) -> int:
@@ -62,11 +140,10 @@ def _cmd_weights(args) -> int:
 def _cmd_embed(args) -> int:
     import numpy as np
     from hnm.data import atomic_write, document_text, read_jsonl
-    from hnm.embed import EmbedConfig, Embedder
+    from hnm.embed import Embedder
     rows = [(rec["_id"], document_text(rec) if args.kind == "document" else rec["text"])
             for _, rec in read_jsonl(args.input, required=("_id", "text"))]
-    embedder = Embedder.load(args.model, EmbedConfig(batch_size=args.batch_size, precision=args.precision,
-                                                     cache=not args.no_cache, streams=args.streams), quiet=args.quiet)
+    embedder = Embedder.load(args.model, _config(EmbedConfig, args), quiet=args.quiet)
     vectors = embedder.encode([text for _, text in rows], kind=args.kind, quiet=args.quiet)
     ids_path = args.output.with_suffix(".ids.txt")
     if _writer():
@@ -95,16 +172,10 @@ def _cmd_demo(args) -> int:
 
 
 def _cmd_bm25(args) -> int:
-    from hnm.bm25 import BM25Config, BM25Index
+    from hnm.bm25 import BM25Index
     from hnm.data import load_beir
     from hnm.metrics import evaluate, write_trec_run
-    if args.top_k < 1:
-        raise HnmError(f"--top-k must be at least 1, got {args.top_k}")
-    given = {name: getattr(args, name) for name in ("variant", "k1", "b", "delta") if getattr(args, name) is not None}
-    try:
-        config = BM25Config(**given, stopwords=not args.no_stopwords, stem=not args.no_stem)
-    except ValueError as e:
-        raise HnmError(str(e)) from None
+    config = _config(BM25Config, args)
     corpus, queries, qrels = load_beir(args.data, args.split, args.strict)
     run = BM25Index.from_corpus(corpus, config, quiet=args.quiet).run(queries, args.top_k)
     output = args.output or Path(f"bm25.{Path(args.data).resolve().name}.{args.split}.trec")
@@ -124,20 +195,12 @@ def _cmd_bm25(args) -> int:
 
 def _cmd_mine(args) -> int:
     from hnm.data import bundled_cranfield, load_beir
-    from hnm.embed import EmbedConfig
-    from hnm.negatives import MineConfig
     from hnm.miner import run, table
     data = args.data or bundled_cranfield()
     split = args.split or ("train_80" if args.data is None else "train")
-    fields = {f: getattr(args, f) for f in MineConfig.__dataclass_fields__ if getattr(args, f, None) is not None}
-    try:
-        cfg = MineConfig(**fields)
-    except ValueError as e:  # a combination argparse cannot check, before any data is read
-        raise HnmError(str(e)) from None
+    cfg = _config(MineConfig, args)
     corpus, queries, qrels = load_beir(data, split, args.strict)
-    stats = run(corpus, queries, qrels, cfg, args.output,
-                EmbedConfig(batch_size=args.batch_size, precision=args.precision, streams=args.streams), args.format,
-                args.quiet)
+    stats = run(corpus, queries, qrels, cfg, args.output, _config(EmbedConfig, args), args.format, args.quiet)
     print(f"mined {data} ({split}) with strategy {cfg.strategy}, encoders in {stats['precision']}"
           + (" (auto)" if args.precision == "auto" else "") + f" -> {args.output}")
     print(table(stats))
@@ -146,17 +209,11 @@ def _cmd_mine(args) -> int:
 
 
 def _cmd_ingest(args) -> int:
-    from hnm.chunk import ChunkConfig, load_tokenizer
-    from hnm.ingest import FetchConfig, IngestConfig, ingest
-    try:
-        fetch = FetchConfig(connect_timeout=min(args.timeout, FetchConfig.connect_timeout), read_timeout=args.timeout,
-                            retries=args.retries, max_bytes=args.max_bytes, delay=args.delay)
-        config = IngestConfig(fetch=fetch, chunk=ChunkConfig(args.chunk, args.max_tokens, args.stride),
-                              near_dup_threshold=args.near_dup_threshold, retry_failed=args.retry_failed,
-                              min_chars=args.min_chars, keep_aggregates=args.keep_aggregates)
-    except ValueError as e:
-        raise HnmError(str(e)) from None
-    tokenizer = load_tokenizer(args.model) if args.chunk != "none" else None
+    from hnm.chunk import load_tokenizer
+    from hnm.ingest import ingest
+    fetch = _config(FetchConfig, args, connect_timeout=min(args.read_timeout, FetchConfig.connect_timeout))
+    config = _config(IngestConfig, args, fetch=fetch, chunk=_config(ChunkConfig, args))
+    tokenizer = load_tokenizer(args.model) if config.chunk.mode != "none" else None
     r = ingest(args.sources, args.output, config, tokenizer, args.errors, quiet=args.quiet)
     errors = args.errors or args.output.with_suffix(".errors.jsonl")
     print(f"sources: {r.ok} ok, {r.failed} failed (reasons in {errors}); {r.resumed} finished by an earlier run")
@@ -175,23 +232,31 @@ def _cmd_ingest(args) -> int:
     print(f"boilerplate lines removed: {sum(map(len, r.boilerplate.values()))}")
     for site, lines in r.boilerplate.items():
         print(f"  {site}: " + "; ".join(repr(line[:60]) for line in lines))
-    how = "" if args.chunk == "none" else f" ({args.chunk}, at most {config.chunk.max_tokens} tokens)"
+    how = "" if config.chunk.mode == "none" else f" ({config.chunk.mode}, at most {config.chunk.max_tokens} tokens)"
     print(f"corpus: {r.documents} documents, {r.chunks} rows{how} -> {args.output}")
     return 0 if r.documents else 1
 
 
-def _train_config(args):
-    from hnm.train import TrainConfig
-    given = {f: getattr(args, f) for f in TrainConfig.__dataclass_fields__ if getattr(args, f, None) is not None}
-    try:
-        return TrainConfig(**given)
-    except ValueError as e:
-        raise HnmError(str(e)) from None
+def _check_max_length(start: str, max_length: Optional[int]) -> None:
+    """--max-length within the start model's position embeddings (reranker.set_max_length's rule), before any
+    work: a checkpoint folder's config.json, or the config.json of the weights.lock model (fetched if need be)."""
+    import json
+    folder = Path(start)
+    if max_length is None:
+        return
+    if not (folder / "config.json").is_file():
+        from hnm import weights
+        folder = weights.fetch(start)
+    limit = json.loads((folder / "config.json").read_text(encoding="utf-8")).get("max_position_embeddings")
+    if isinstance(limit, int) and max_length > limit:
+        raise HnmError(f"--max-length: {start} has {limit} position embeddings, so at most {limit}, not {max_length}")
 
 
 def _cmd_train(args) -> int:
     from hnm.train import train
-    s = train(args.rows, args.output, args.start, _train_config(args), resume=args.resume, quiet=args.quiet)
+    cfg = _config(TrainConfig, args)
+    _check_max_length(args.start, cfg.max_length)
+    s = train(args.rows, args.output, args.start, cfg, resume=args.resume, quiet=args.quiet)
     best = s["best"]
     print(f"trained {s['steps']} of {s['total_steps']} steps on {s['examples']} examples "
           f"({len(s['skipped_rows'])} rows skipped) in {s['seconds']:.1f} s, {s['pairs_per_s']:.1f} pairs/s; "
@@ -203,32 +268,45 @@ def _cmd_train(args) -> int:
     return 0
 
 
+def _alpha_said(checkpoint: Path, stage: FirstStageConfig, given: Optional[float]) -> float:
+    """The alpha a re-ranker gets after this first stage (twostage.alpha_for), a fallback said on stderr."""
+    from hnm.twostage import alpha_for
+    alpha, why = alpha_for(checkpoint, stage, given)
+    if why.startswith("not tuned"):
+        print(f"note: {checkpoint}: {why}", file=sys.stderr)
+    return alpha
+
+
 def _cmd_rerank(args) -> int:
     import time
     from hnm.metrics import read_trec_run, write_trec_run
-    from hnm.twostage import interpolate, metrics_of, read_collection, rerank
+    from hnm.pages import best_chunks, expand_pages, page_of, page_qrels
     from hnm.reranker import CrossEncoder
+    from hnm.twostage import interpolate, metrics_of, read_collection, rerank_pages
+    cfg = _config(EvalConfig, args)
     corpus, queries = read_collection(args.data)
     run = read_trec_run(args.run)
     model = CrossEncoder.from_checkpoint(args.reranker)
-    alpha = _alpha(args.alpha, args.reranker)
+    alpha = _alpha_said(args.reranker, cfg.retrieval(), cfg.alpha)
+    pages = page_of(corpus)
+    rows = best_chunks(expand_pages(run, corpus), pages, cfg.top_k, per_page=len(corpus))  # the run's top k pages
     started = time.perf_counter()
     try:
-        pure = rerank(model, run, queries, corpus, args.top_k, args.batch_size, args.precision, args.quiet)
+        first, pure = rerank_pages(model, rows, queries, corpus, cfg.batch_size, cfg.precision, args.quiet)
     except ValueError as e:
-        raise HnmError(str(e)) from None
+        raise HnmError(f"{args.run}: {e}") from None
     seconds = time.perf_counter() - started
-    new = interpolate(pure, run, alpha)
+    new = interpolate(pure, first, alpha)
     if _writer():
         write_trec_run(args.output, new, tag="hnm-rerank")
-    pairs = sum(map(len, new.values()))
+    pairs = sum(map(len, rows.values()))
     print(f"re-ranked {pairs} pairs of {len(new)} queries in {seconds:.1f} s ({pairs / seconds:.1f} pairs/s), "
           f"alpha {alpha:g} -> {args.output}")
     if args.split:
         from hnm.data import read_qrels
         from hnm.twostage import REPORTED
-        qrels = read_qrels(Path(args.data) / "qrels" / f"{args.split}.tsv")
-        for name, r in (("given run", run), ("re-ranked", new)):
+        qrels = page_qrels(read_qrels(Path(args.data) / "qrels" / f"{args.split}.tsv"), pages)
+        for name, r in (("given run", first), ("re-ranked", new)):
             m = metrics_of(r, qrels)
             print(f"  {name:<10} " + "  ".join(f"{k} {m[k]:.4f}" for k in REPORTED) + f"  ({m['queries']} queries)")
     return 0
@@ -238,26 +316,24 @@ def _cmd_evaluate(args) -> int:
     import json
     import re
     from hnm.data import atomic_write, load_beir
-    from hnm.metrics import write_trec_run
     from hnm.firststage import retrieve
-    from hnm.twostage import EvalConfig, compare, interpolate, rerank, table
+    from hnm.metrics import write_trec_run
+    from hnm.pages import page_of, page_qrels, to_pages
     from hnm.reranker import CrossEncoder
-    given = {f: getattr(args, f) for f in EvalConfig.__dataclass_fields__ if getattr(args, f, None) is not None}
-    try:
-        cfg = EvalConfig(**given)
-    except ValueError as e:
-        raise HnmError(str(e)) from None
+    from hnm.twostage import compare, interpolate, rerank_pages, table
+    cfg = _config(EvalConfig, args)
     corpus, queries, qrels = load_beir(args.data, args.split, args.strict)
-    first = retrieve(corpus, queries, cfg.retrieval(), args.quiet)
+    rows = retrieve(corpus, queries, cfg.retrieval(), args.quiet)
+    first = to_pages(rows, page_of(corpus))  # a page scores as its best chunk; the corpus's own rows otherwise
     systems = {cfg.first_stage: first}
     for ckpt in args.reranker:
         model = CrossEncoder.from_checkpoint(ckpt)
-        pure = rerank(model, first, queries, corpus, cfg.top_k, cfg.batch_size, cfg.precision, args.quiet)
-        alpha = _alpha(cfg.alpha, ckpt)
+        _, pure = rerank_pages(model, rows, queries, corpus, cfg.batch_size, cfg.precision, args.quiet)
+        alpha = _alpha_said(ckpt, cfg.retrieval(), cfg.alpha)
         if alpha < 1.0:
             systems[f"{cfg.first_stage}+rerank:{ckpt}:alpha={alpha:g}"] = interpolate(pure, first, alpha)
         systems[f"{cfg.first_stage}+rerank:{ckpt}"] = pure
-    report = compare(systems, qrels, cfg.resamples, cfg.seed)
+    report = compare(systems, page_qrels(qrels, page_of(corpus)), cfg.resamples, cfg.seed)
     print(f"{args.data}, split {args.split}, first stage {cfg.first_stage} top {cfg.top_k}")
     print(table(report))
     for name, run in systems.items():
@@ -273,22 +349,11 @@ def _cmd_evaluate(args) -> int:
     return 0
 
 
-def _alpha(given, checkpoint) -> float:
-    """--alpha when given, else the alpha stored in the checkpoint by `hnm tune`, else 1 (pure re-ranking)."""
-    from hnm.twostage import stored_alpha
-    if given is not None:
-        if not 0.0 <= given <= 1.0:
-            raise HnmError(f"--alpha is a weight in [0, 1], not {given}")
-        return given
-    stored = stored_alpha(checkpoint)
-    return 1.0 if stored is None else stored
-
-
 def _cmd_tune(args) -> int:
     import json
     from hnm.data import load_beir
     from hnm.firststage import retrieve
-    from hnm.twostage import EvalConfig, tune_alpha
+    from hnm.twostage import stage_key, tune_alpha
     queries_file = args.queries or Path(args.reranker).resolve().parent / "tuning_queries.json"
     if not queries_file.is_file():
         raise HnmError(f"{queries_file}: no tuning queries; give --queries (a JSON list of query ids, as hnm train "
@@ -297,22 +362,91 @@ def _cmd_tune(args) -> int:
     tuning = [q for q in json.loads(queries_file.read_text(encoding="utf-8")) if q in qrels]
     if not tuning:
         raise HnmError(f"{queries_file}: none of its queries is judged in {args.data} split {args.split}")
-    cfg = EvalConfig(first_stage=args.first_stage, top_k=args.top_k, models=args.models, precision=args.precision)
+    cfg = _config(EvalConfig, args)
     picked = {q: queries[q] for q in tuning}
-    first = retrieve(corpus, picked, cfg.retrieval(), args.quiet)
-    tuned = tune_alpha(args.reranker, first, picked, corpus, {q: qrels[q] for q in tuning}, cfg.first_stage,
-                       cfg.top_k, cfg.batch_size, cfg.precision, args.quiet)
+    rows = retrieve(corpus, picked, cfg.retrieval(), args.quiet)
+    tuned = tune_alpha(args.reranker, rows, picked, corpus, {q: qrels[q] for q in tuning}, cfg.retrieval(),
+                       cfg.batch_size, cfg.precision, args.quiet)
     curve = tuned["curve"]
     print(f"nDCG@10 on {len(tuning)} tuning queries, first stage {cfg.first_stage} top {cfg.top_k}:")
     print("  " + "  ".join(f"{float(a):g}: {v:.4f}" for a, v in curve.items()))
     print(f"alpha {tuned['alpha']:g} (first stage alone {curve['0.0']:.4f}, re-ranker alone {curve['1.0']:.4f}) "
-          f"-> {Path(args.reranker) / 'config.json'}")
+          f"for {stage_key(cfg.retrieval())} -> {Path(args.reranker) / 'config.json'}")
+    return 0
+
+
+def _search_queries(args) -> Optional[List[str]]:
+    """The queries given on the command line or in --queries (queries.jsonl, or one a line); None: read stdin."""
+    if args.query:
+        return args.query
+    if args.queries is None:
+        return None
+    from hnm.data import read_queries, text_lines
+    if args.queries.suffix in (".jsonl", ".gz"):
+        return list(read_queries(args.queries).values())
+    if not args.queries.is_file():
+        raise FileNotFoundError(f"{args.queries}: no such file")
+    return [line.strip() for _, line in text_lines(args.queries) if line.strip()]
+
+
+def _print_hits(hits, fmt: str) -> None:
+    import json
+    if fmt == "jsonl":
+        for h in hits:
+            print(json.dumps(h.as_dict(), ensure_ascii=False))
+    else:
+        if hits:
+            print(hits[0].query)
+        for h in hits:
+            print(f"{h.rank:3d}  {h.score:8.4f}  {h.doc_id}  {h.title}\n       {h.snippet}")
+    sys.stdout.flush()
+
+
+def _cmd_search(args) -> int:
+    from hnm.searcher import Searcher, read_search_corpus
+    cfg = _config(EvalConfig, args, top_k=args.candidates)
+    queries = _search_queries(args)
+    searcher = Searcher(read_search_corpus(args.data), cfg.retrieval(), args.reranker, quiet=args.quiet,
+                        batch_size=cfg.batch_size, precision=cfg.precision, alpha=cfg.alpha)
+    if searcher.model is not None and searcher.alpha_note.startswith("not tuned"):
+        print(f"note: {args.reranker}: {searcher.alpha_note}", file=sys.stderr)
+    if queries is not None:
+        for hits in searcher.search(queries, args.top_k):
+            _print_hits(hits, args.format)
+        return 0
+    interactive = sys.stdin.isatty()
+    while True:  # one query a line: a person typing, or a pipe
+        if interactive:
+            print("query> ", end="", file=sys.stderr, flush=True)
+        line = sys.stdin.readline()
+        if not line:
+            return 0
+        if line.strip():
+            _print_hits(searcher.search([line.strip()], args.top_k)[0], args.format)
+
+
+def _cmd_fit(args) -> int:
+    from dataclasses import replace
+    from hnm.fit import fit
+    mine = _config(MineConfig, args, prefixed=("margin", "seed", "fusion"), prefix="mine-")
+    train = _config(TrainConfig, args, prefixed=("margin", "seed"), prefix="train-")
+    evaluation = _config(EvalConfig, args, prefixed=("fusion",), prefix="hybrid-", models=mine.models,
+                         batch_size=EvalConfig.batch_size, seed=EvalConfig.seed)
+    stage = replace(evaluation.retrieval(), top_k=args.top_k)  # one set of encoders, and one precision, throughout
+    embed = _config(EmbedConfig, args, prefixed=("batch_size", "streams"), prefix="embed-", precision=stage.precision)
+    cfg = _config(FitConfig, args, mine=mine, train=train, stage=stage, embed=embed)
+    report = fit(args.data, args.output, cfg, quiet=args.quiet)
+    if "stopped" in report:
+        return 0
+    from hnm.fit import report_markdown
+    print(report_markdown(report), end="")
+    print(f"report: {args.output / 'report.md'}; re-ranker: {report['checkpoint']}")
     return 0
 
 
 def _cmd_experiment(args) -> int:
     from dataclasses import replace
-    from hnm.experiment import BUDGETS, ExperimentConfig, choose_arms, run_experiment
+    from hnm.experiment import choose_arms, run_experiment
     from hnm.results import report
     cfg = ExperimentConfig.load(args.config) if args.config else ExperimentConfig()
     overrides = {k: getattr(args, k) for k in ("train_split", "test_split", "first_stage", "loss") if getattr(args, k)}
@@ -335,308 +469,222 @@ def _cmd_experiment(args) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m hnm",
-        description="Ensemble hard-negative mining and cross-encoder re-ranking, from scratch.")
-    sub = parser.add_subparsers(dest="verb", metavar="VERB", required=True)
+# ---------------------------------------------------------------------------------------------------- the parser
 
-    p = sub.add_parser("weights", help="list, fetch or verify the models of weights.lock",
-                       description="List the models of weights.lock, fetch them (cache, hub, then mirror; every "
-                                   "file checked by sha256) or re-hash the cached files.")
+
+def _verb(sub, name: str, func, help: str, description: str) -> argparse.ArgumentParser:
+    p = sub.add_parser(name, help=help, description=description)
+    p.set_defaults(func=func)
+    return p
+
+
+def _verb_weights(sub) -> None:
+    p = _verb(sub, "weights", _cmd_weights, "list, fetch or verify the models of weights.lock",
+              "List the models of weights.lock, fetch them (cache, hub, then mirror; every file checked by sha256) "
+              "or re-hash the cached files.")
     p.add_argument("action", choices=("list", "fetch", "verify"), help="what to do")
     p.add_argument("names", nargs="*", help="model names from weights.lock (fetch and verify)")
-    _quiet(p)
-    p.set_defaults(func=_cmd_weights)
+    _flag(p, "quiet")
 
-    from hnm.embed import EmbedConfig
-    p = sub.add_parser("embed", help="embed a JSON-lines file of texts with one model",
-                       description="Embed each line's text ({'_id', 'text'[, 'title']}) and save an (N, D) float32 "
-                                   ".npy in input order, with the row ids in a .ids.txt beside it.")
-    p.add_argument("--model", required=True, help="a model name from weights.lock")
+
+def _verb_embed(sub) -> None:
+    p = _verb(sub, "embed", _cmd_embed, "embed a JSON-lines file of texts with one model",
+              "Embed each line's text ({'_id', 'text'[, 'title']}) and save an (N, D) float32 .npy in input order, "
+              "with the row ids in a .ids.txt beside it.")
+    _flag(p, "model", required=True)
     p.add_argument("--input", type=Path, required=True, help="JSON lines with '_id' and 'text' (a BEIR corpus works)")
-    p.add_argument("--output", type=Path, required=True, help="where to write the vectors (.npy)")
+    _flag(p, "output", required=True, help="where to write the vectors (.npy)")
     p.add_argument("--kind", choices=("document", "query"), default="document",
                    help="which prefix of the model to use; documents also get their title prepended")
-    p.add_argument("--batch-size", type=int, default=EmbedConfig.batch_size, help="texts per forward pass")
-    p.add_argument("--precision", choices=("float32", "bfloat16", "auto"), default=EmbedConfig.precision,
-                   help="bfloat16 autocast: cosine ~0.9999 to float32; faster only on CPUs with bf16 instructions; "
-                        "auto: bfloat16 where the hardware has it (default float32)")
-    _streams(p)
-    p.add_argument("--no-cache", action="store_true", help="neither read nor write the embedding cache")
-    _device(p)
-    _quiet(p)
-    p.set_defaults(func=_cmd_embed)
+    _fields(p, EmbedConfig)
+    _flag(p, "device")
+    _flag(p, "quiet")
 
-    p = sub.add_parser("demo", help="embed the bundled demo sentences and print their cosine similarities",
-                       description="Embed a few bundled sentences and print their similarity table.")
-    p.add_argument("--model", default="all-MiniLM-L6-v2", help="a model name from weights.lock")
-    _quiet(p)
-    p.set_defaults(func=_cmd_demo)
 
-    # defaults stay None here so that BM25Config's apply; hnm.bm25 is imported only when the verb runs
-    p = sub.add_parser("bm25", help="BM25 retrieval over a BEIR folder: metrics and a TREC run",
-                       description="Index a BEIR folder's corpus with BM25 (lower-case, Lucene's stop words, Porter "
-                                   "stems), retrieve the top k documents for each query of a split, print the "
-                                   "metrics against its judgments and write a TREC run file.")
-    p.add_argument("--data", type=Path, required=True, help="BEIR folder: corpus.jsonl, queries.jsonl, qrels/")
-    p.add_argument("--split", default="test", help="judgments to use, qrels/<split>.tsv (default test)")
-    p.add_argument("--strict", action="store_true",
-                   help="judgments naming a query or document that is not there are errors (default: counted, "
-                        "named on stderr, and the run goes on)")
-    p.add_argument("--variant", choices=("robertson", "lucene", "atire", "bm25l", "bm25+"),
-                   help="scoring variant (default lucene)")
-    p.add_argument("--k1", type=float, help="term-frequency saturation (default 1.5)")
-    p.add_argument("--b", type=float, help="length normalisation, 0 to 1 (default 0.75)")
-    p.add_argument("--delta", type=float, help="tf floor of bm25l and bm25+ (default 0.5)")
-    p.add_argument("--no-stopwords", action="store_true", help="keep stop words")
-    p.add_argument("--no-stem", action="store_true", help="do not stem")
-    p.add_argument("--top-k", type=int, default=100, help="documents retrieved per query (default 100)")
-    p.add_argument("--output", type=Path,
-                   help="TREC run file to write (default bm25.<data folder name>.<split>.trec here)")
-    _quiet(p)
-    p.set_defaults(func=_cmd_bm25)
-    from hnm.agglomerative import LINKAGES
-    from hnm.negatives import CLUSTERINGS, MineConfig, STRATEGIES
-    d = MineConfig()
-    p = sub.add_parser("mine", help="mine hard negatives for judged queries (default: bundled Cranfield)",
-                       description="Mine hard negatives with an ensemble of encoders and k-means clusters (the "
-                                   "paper), or a baseline strategy through the same code path. Writes one JSON "
-                                   "line per query, a review file of likely false negatives, statistics and an "
-                                   "SVG of the score histograms. A killed run resumes when rerun.")
-    p.add_argument("--data", type=Path, help="a BEIR-layout folder (default: the bundled Cranfield collection)")
-    p.add_argument("--split", help="the qrels split to mine (default: train_80 for the bundled data, else train)")
-    p.add_argument("--strict", action="store_true",
-                   help="judgments naming a query or document that is not there are errors (default: counted, "
-                        "named on stderr, and the run goes on)")
-    p.add_argument("--output", type=Path, default=Path("mined.jsonl"), help="the rows file (default mined.jsonl)")
+def _verb_demo(sub) -> None:
+    p = _verb(sub, "demo", _cmd_demo, "embed the bundled demo sentences and print their cosine similarities",
+              "Embed a few bundled sentences and print their similarity table.")
+    _flag(p, "model", default="all-MiniLM-L6-v2")
+    _flag(p, "quiet")
+
+
+def _verb_bm25(sub) -> None:
+    p = _verb(sub, "bm25", _cmd_bm25, "BM25 retrieval over a BEIR folder: metrics and a TREC run",
+              "Index a BEIR folder's corpus with BM25 (lower-case, Lucene's stop words, Porter stems), retrieve the "
+              "top k documents for each query of a split, print the metrics against its judgments and write a TREC "
+              "run file.")
+    _flag(p, "data", required=True)
+    _flag(p, "split", default="test")
+    _flag(p, "strict")
+    _fields(p, BM25Config)
+    _fields(p, FirstStageConfig, "top_k")
+    _flag(p, "output", help="TREC run file to write (default bm25.<data folder name>.<split>.trec here)")
+    _flag(p, "quiet")
+
+
+def _verb_mine(sub) -> None:
+    p = _verb(sub, "mine", _cmd_mine, "mine hard negatives for judged queries (default: bundled Cranfield)",
+              "Mine hard negatives with an ensemble of encoders and k-means clusters (the paper), or a baseline "
+              "strategy through the same code path. Writes one JSON line per query, a review file of likely false "
+              "negatives, statistics and an SVG of the score histograms. A killed run resumes when rerun.")
+    _flag(p, "data", help="a BEIR-layout folder (default: the bundled Cranfield collection)")
+    _flag(p, "split", help="the qrels split to mine (default: train_80 for the bundled data, else train)")
+    _flag(p, "strict")
+    _flag(p, "output", default=Path("mined.jsonl"), help="the rows file")
     p.add_argument("--format", choices=("jsonl", "triplets", "ntuple"), default="jsonl",
                    help="also export the flat triplet or n-tuple layout beside the rows file")
-    p.add_argument("--strategy", choices=STRATEGIES, help=f"how candidates are found (default {d.strategy})")
-    p.add_argument("--models", help=f"ensemble members NAME[:WEIGHT],... ; 'bm25' may join (default {d.models})")
-    p.add_argument("--fusion", choices=("mean", "zscore", "rrf"), help=f"score fusion (default {d.fusion})")
-    p.add_argument("--n-clusters", dest="n_clusters", type=int, help="k of k-means (default round(sqrt(N)))")
-    p.add_argument("--clustering", choices=CLUSTERINGS,
-                   help="how the ensemble strategy groups documents: kmeans (the paper's), agglomerative (fitted on "
-                        "a sample, see --agglomerative-sample), gmm (diagonal Gaussian mixture), or none (the "
-                        f"ensemble's exact top over the whole corpus) (default {d.clustering})")
-    p.add_argument("--linkage", choices=LINKAGES,
-                   help=f"agglomerative: ward (Euclidean) or average (cosine distance) (default {d.linkage})")
-    p.add_argument("--agglomerative-sample", dest="agglomerative_sample", type=int,
-                   help="agglomerative is fitted on at most this many documents; its float64 distance matrix takes "
-                        f"8 n^2 bytes (default {d.agglomerative_sample}: 128 MiB)")
-    p.add_argument("--n-probe", dest="n_probe", type=int, help=f"nearest clusters searched (default {d.n_probe})")
-    p.add_argument("--skip-top", dest="skip_top", type=int, help=f"top candidates skipped (default {d.skip_top})")
-    p.add_argument("--max-rank", dest="max_rank", type=int, help=f"candidates considered (default {d.max_rank})")
-    p.add_argument("--relative-ceiling", dest="relative_ceiling", type=float,
-                   help=f"keep candidates below this x the reference positive's score (default {d.relative_ceiling})")
-    p.add_argument("--ceiling-from", dest="ceiling_from", choices=("strongest", "median", "weakest"),
-                   help=f"the reference among a query's positives' scores (default {d.ceiling_from})")
-    p.add_argument("--margin", type=float, help="also keep only candidates this far below the reference positive")
-    p.add_argument("--min-score", dest="min_score", type=float, help="floor: candidates below are not negatives")
-    p.add_argument("--max-score", dest="max_score", type=float, help="absolute ceiling: candidates above are flagged")
-    p.add_argument("--sampling", choices=("top", "random"), help=f"among eligible candidates (default {d.sampling})")
-    p.add_argument("--num-negatives", dest="num_negatives", type=int, help=f"per query (default {d.num_negatives})")
-    p.add_argument("--random-share", dest="random_share", type=float,
-                   help=f"share of negatives drawn at random from the corpus (default {d.random_share})")
-    p.add_argument("--min-grade", dest="min_grade", type=int, help=f"grade of a positive (default {d.min_grade})")
-    p.add_argument("--seed", type=int, help=f"random seed (default {d.seed})")
-    p.add_argument("--chunk-size", dest="chunk_size", type=int, help=f"queries per chunk (default {d.chunk_size})")
-    p.add_argument("--batch-size", type=int, default=EmbedConfig.batch_size, help="texts per encoder pass")
-    p.add_argument("--precision", choices=("float32", "bfloat16", "auto"), default=EmbedConfig.precision,
-                   help="encoder precision")
-    _streams(p)
-    _device(p)
-    _quiet(p)
-    p.set_defaults(func=_cmd_mine)
+    _fields(p, MineConfig)
+    _fields(p, EmbedConfig, "batch_size", "precision", "streams")
+    _flag(p, "device")
+    _flag(p, "quiet")
 
-    from hnm.chunk import MODES, ChunkConfig
-    from hnm.ingest import FetchConfig, IngestConfig
-    p = sub.add_parser("ingest", help="fetch and clean web pages and files into a de-duplicated, chunked corpus",
-                       description="Fetch URLs and read local .html, .txt and .md files; clean the HTML to text, "
-                                   "remove boilerplate lines repeated across a site, drop exact and near "
-                                   "duplicates, cut chunks by the model's tokenizer, and write a BEIR corpus. "
-                                   "Failed sources go to an errors file; a killed run resumes when rerun.")
+
+def _verb_ingest(sub) -> None:
+    p = _verb(sub, "ingest", _cmd_ingest, "fetch and clean web pages and files into a de-duplicated, chunked corpus",
+              "Fetch URLs and read local .html, .txt and .md files; clean the HTML to text, remove boilerplate lines "
+              "repeated across a site, drop exact and near duplicates, cut chunks by the model's tokenizer, and "
+              "write a BEIR corpus. Failed sources go to an errors file; a killed run resumes when rerun.")
     p.add_argument("sources", nargs="+", metavar="SOURCES",
                    help="URLs, folders of .html/.txt/.md files, or files listing URLs one a line")
-    p.add_argument("-o", "--output", type=Path, required=True, help="the corpus to write (JSON lines)")
+    _flag(p, "output", "-o", required=True, help="the corpus to write (JSON lines)")
     p.add_argument("--errors", type=Path, help="failed sources, JSON lines {source, reason} "
                                                "(default: the output with suffix .errors.jsonl)")
-    p.add_argument("--chunk", choices=MODES, default=ChunkConfig.mode,
-                   help=f"token windows, sentences packed up to --max-tokens, or whole documents "
-                        f"(default {ChunkConfig.mode})")
-    p.add_argument("--model", default="all-MiniLM-L6-v2",
-                   help="whose tokenizer counts tokens: a model of weights.lock or a tokenizer.json path")
-    p.add_argument("--max-tokens", type=int, default=ChunkConfig.max_tokens,
-                   help=f"tokens per chunk, special tokens not counted (default {ChunkConfig.max_tokens})")
-    p.add_argument("--stride", type=int, help="tokens from one window's start to the next (default 3/4 of "
-                                              "--max-tokens)")
-    p.add_argument("--timeout", type=float, default=FetchConfig.read_timeout,
-                   help=f"seconds without a byte before an attempt fails (default {FetchConfig.read_timeout:g}); "
-                        f"also caps the connect timeout ({FetchConfig.connect_timeout:g})")
-    p.add_argument("--retries", type=int, default=FetchConfig.retries,
-                   help=f"attempts per URL on 5xx, timeouts and connection errors (default {FetchConfig.retries})")
-    p.add_argument("--max-bytes", type=int, default=FetchConfig.max_bytes,
-                   help=f"larger pages are refused (default {FetchConfig.max_bytes:,})")
-    p.add_argument("--delay", type=float, default=FetchConfig.delay,
-                   help=f"seconds between two requests to one host (default {FetchConfig.delay:g})")
-    p.add_argument("--near-dup-threshold", type=float, default=IngestConfig.near_dup_threshold,
-                   help=f"Jaccard similarity of 5-word shingle sets from which a page is a near duplicate "
-                        f"(default {IngestConfig.near_dup_threshold})")
-    p.add_argument("--retry-failed", action="store_true", help="on a rerun, try the sources that failed again")
-    p.add_argument("--min-chars", dest="min_chars", type=int, default=IngestConfig.min_chars,
-                   help=f"pages with less text are dropped (default {IngestConfig.min_chars})")
-    p.add_argument("--keep-aggregates", dest="keep_aggregates", action="store_true",
-                   help=f"keep pages that hold {IngestConfig.aggregate_pages} or more other pages (a site's "
-                        f"print-all page); by default they are dropped and listed")
-    _quiet(p)
-    p.set_defaults(func=_cmd_ingest)
-    from hnm.train import TrainConfig
-    t = TrainConfig()
-    p = sub.add_parser("train", help="train a cross-encoder re-ranker on mined rows (torchrun for several processes)",
-                       description="Fine-tune a cross-encoder on the rows of `hnm mine`: each positive with groups "
-                                   "of --negatives negatives; by default the paper's triplet loss, each mined "
-                                   "negative its own triplet (the ablation's best recipe). Writes "
-                                   "OUTPUT/log.jsonl, OUTPUT/last (checkpoint, resumable) and OUTPUT/best (best "
-                                   "held-out MRR@10). "
-                                   "Run it under `torchrun --nproc_per_node N -m hnm train ...` for DDP.")
+    _fields(p, ChunkConfig)
+    _flag(p, "model", default="all-MiniLM-L6-v2",
+          help="whose tokenizer counts tokens: a model of weights.lock or a tokenizer.json path")
+    _fields(p, FetchConfig)
+    _fields(p, IngestConfig)
+    _flag(p, "quiet")
+
+
+def _verb_train(sub) -> None:
+    p = _verb(sub, "train", _cmd_train, "train a cross-encoder re-ranker on mined rows (torchrun for several processes)",
+              "Fine-tune a cross-encoder on the rows of `hnm mine`: each positive with groups of --negatives "
+              "negatives; by default the paper's triplet loss, each mined negative its own triplet (the ablation's "
+              "best recipe). Writes OUTPUT/log.jsonl, OUTPUT/last (checkpoint, resumable) and OUTPUT/best (best "
+              "held-out MRR@10). Run it under `torchrun --nproc_per_node N -m hnm train ...` for DDP.")
     p.add_argument("--rows", type=Path, required=True, help="mined rows, JSON lines (hnm mine's output)")
-    p.add_argument("--output", type=Path, required=True, help="folder for the log and the checkpoints")
+    _flag(p, "output", required=True, help="folder for the log and the checkpoints")
     # not --start: torchrun would take that for an abbreviation of its own --start-method
-    p.add_argument("--model", dest="start", default="all-MiniLM-L6-v2",
-                   help="start from an encoder of weights.lock (with a new head) or a re-ranker checkpoint folder")
+    _flag(p, "model", dest="start", default="all-MiniLM-L6-v2",
+          help="start from an encoder of weights.lock (with a new head) or a re-ranker checkpoint folder")
     p.add_argument("--resume", action="store_true", help="continue from OUTPUT/last with the same flags")
-    p.add_argument("--loss", choices=("softmax", "triplet", "bce", "margin_mse"),
-                   help=f"training loss (default {t.loss}; the paper's is triplet, with --negatives 1; margin_mse "
-                        f"distils the mined rows' ensemble scores alone)")
-    p.add_argument("--distill", type=float,
-                   help=f"weight of MarginMSE on the rows' ensemble scores added to the loss (default {t.distill})")
-    p.add_argument("--teacher-scale", dest="teacher_scale", type=float,
-                   help=f"the ensemble's scores are multiplied by this for MarginMSE (default {t.teacher_scale})")
-    p.add_argument("--margin", type=float, help=f"of the triplet loss (default {t.margin})")
-    p.add_argument("--negatives", type=int, help=f"negatives per example (default {t.negatives})")
-    p.add_argument("--batch-size", dest="batch_size", type=int,
-                   help=f"examples per micro-batch per process, each 1 + negatives pairs (default {t.batch_size})")
-    p.add_argument("--grad-accum", dest="grad_accum", type=int,
-                   help=f"micro-batches per optimiser step (default {t.grad_accum})")
-    p.add_argument("--epochs", type=int, help=f"passes over the examples (default {t.epochs})")
-    p.add_argument("--max-steps", dest="max_steps", type=int, help="optimiser steps in all; replaces --epochs")
-    p.add_argument("--lr", type=float, help=f"peak learning rate (default {t.lr})")
-    p.add_argument("--weight-decay", dest="weight_decay", type=float,
-                   help=f"AdamW weight decay, not on biases and LayerNorm (default {t.weight_decay})")
-    p.add_argument("--warmup", type=float, help=f"share of steps warming up, then linear decay (default {t.warmup})")
-    p.add_argument("--max-grad-norm", dest="max_grad_norm", type=float,
-                   help=f"gradient clipping norm (default {t.max_grad_norm})")
-    p.add_argument("--seed", type=int, help=f"data order, held-out rows, new head, dropout (default {t.seed})")
-    p.add_argument("--precision", choices=("float32", "bfloat16", "auto"),
-                   help=f"bfloat16: autocast; auto: bfloat16 where the hardware has it (default {t.precision})")
-    p.add_argument("--max-length", dest="max_length", type=int, help=f"tokens per pair (default {t.max_length})")
-    p.add_argument("--head", choices=("pooler", "linear", "mean"), help=f"head of a new model (default {t.head})")
-    p.add_argument("--eval-fraction", dest="eval_fraction", type=float,
-                   help=f"share of queries held out for evaluation (default {t.eval_fraction})")
-    p.add_argument("--eval-every", dest="eval_every", type=int,
-                   help=f"steps between evaluations; 0: at the end only (default {t.eval_every})")
-    p.add_argument("--save-every", dest="save_every", type=int,
-                   help=f"steps between checkpoints (default {t.save_every})")
-    p.add_argument("--stop-after", dest="stop_after", type=int,
-                   help="end this invocation after this step, checkpointed; go on later with --resume")
-    _device(p)
-    _quiet(p)
-    p.set_defaults(func=_cmd_train)
+    _fields(p, TrainConfig)
+    _flag(p, "device")
+    _flag(p, "quiet")
 
-    from hnm.twostage import EvalConfig, FIRST_STAGES
-    e = EvalConfig()
-    p = sub.add_parser("rerank", help="re-rank a TREC run file with a trained cross-encoder",
-                       description="Score the top k documents of each query of a TREC run with a re-ranker "
-                                   "checkpoint and write them, re-ordered, as a new TREC run.")
-    p.add_argument("--data", type=Path, required=True, help="BEIR folder with the corpus and queries of the run")
+
+STAGE = ("first_stage", "models", "fusion", "bm25_weight", "embed_precision")  # one first stage, in every verb
+
+
+def _verb_rerank(sub) -> None:
+    p = _verb(sub, "rerank", _cmd_rerank, "re-rank a TREC run file with a trained cross-encoder",
+              "Score the top k documents (or pages) of each query of a TREC run with a re-ranker checkpoint, "
+              "interpolate with the run's scores by the alpha the checkpoint was tuned with for the first stage "
+              "named by the first-stage flags, and write them, re-ordered, as a new TREC run. On a chunked corpus "
+              "a page scores as its best chunk.")
+    _flag(p, "data", required=True, help="BEIR folder with the corpus and queries of the run")
     p.add_argument("--run", type=Path, required=True, help="TREC run file to re-rank")
-    p.add_argument("--reranker", type=Path, required=True, help="checkpoint folder (hnm train's best or last)")
-    p.add_argument("--output", type=Path, required=True, help="TREC run file to write")
-    p.add_argument("--top-k", dest="top_k", type=int, default=e.top_k,
-                   help=f"documents re-ranked per query; the rest are dropped (default {e.top_k})")
-    p.add_argument("--split", help="also print the metrics of both runs against qrels/<split>.tsv")
-    p.add_argument("--batch-size", dest="batch_size", type=int, default=e.batch_size, help="pairs per pass")
-    p.add_argument("--precision", choices=("float32", "bfloat16", "auto"), default=e.precision,
-                   help="re-ranker precision")
-    p.add_argument("--alpha", type=float, help="weight of the re-ranker against the run's scores, each standardised "
-                                               "per query (default: the checkpoint's tuned alpha, else 1: pure)")
-    _device(p)
-    _quiet(p)
-    p.set_defaults(func=_cmd_rerank)
+    _flag(p, "reranker", required=True)
+    _flag(p, "output", required=True, help="TREC run file to write")
+    _flag(p, "split", help="also print the metrics of both runs against qrels/<split>.tsv")
+    _fields(p, EvalConfig, "top_k", "batch_size", "precision", "alpha", *STAGE)
+    _flag(p, "device")
+    _flag(p, "quiet")
 
-    p = sub.add_parser("evaluate", help="first stage, optional re-ranking, metrics and paired tests",
-                       description="Retrieve the top k of each query with BM25, a dense model or the ensemble, "
-                                   "re-rank them with each --reranker, print MRR@10, P@1, P@10, nDCG@10 and R@100, "
-                                   "compare every two systems (paired bootstrap and randomisation test on nDCG@10 "
-                                   "and MRR@10), and write the TREC runs and evaluate.json.")
-    p.add_argument("--data", type=Path, required=True, help="BEIR folder: corpus.jsonl, queries.jsonl, qrels/")
-    p.add_argument("--split", default="test", help="judgments to use, qrels/<split>.tsv (default test)")
-    p.add_argument("--strict", action="store_true",
-                   help="judgments naming a query or document that is not there are errors (default: counted, "
-                        "named on stderr, and the run goes on)")
-    p.add_argument("--first-stage", dest="first_stage", choices=FIRST_STAGES,
-                   help=f"first-stage retrieval (default {e.first_stage})")
-    p.add_argument("--top-k", dest="top_k", type=int, help=f"documents retrieved and re-ranked (default {e.top_k})")
-    p.add_argument("--reranker", type=Path, nargs="*", default=[], help="re-ranker checkpoint folders")
-    p.add_argument("--models", help=f"NAME[:WEIGHT],... for dense (the first) and ensemble (default {e.models})")
-    p.add_argument("--batch-size", dest="batch_size", type=int, help=f"pairs per pass (default {e.batch_size})")
-    p.add_argument("--precision", choices=("float32", "bfloat16", "auto"),
-                   help=f"re-ranker precision (default {e.precision})")
-    p.add_argument("--embed-precision", dest="embed_precision", choices=("float32", "bfloat16", "auto"),
-                   help=f"precision of the first stage's encoders (default {e.embed_precision})")
-    p.add_argument("--fusion", choices=("zscore", "rrf"), help=f"of the hybrid first stage (default {e.fusion})")
-    p.add_argument("--bm25-weight", dest="bm25_weight", type=float,
-                   help=f"BM25's share in the hybrid first stage (default {e.bm25_weight})")
-    p.add_argument("--alpha", type=float, help="weight of the re-ranker against the first stage, each standardised "
-                                               "per query; 1: pure re-ranking (default: the checkpoint's tuned "
-                                               "alpha, else 1); systems with alpha < 1 are reported beside pure")
-    p.add_argument("--resamples", type=int, help=f"of the paired tests (default {e.resamples})")
-    p.add_argument("--seed", type=int, help=f"of the paired tests (default {e.seed})")
+
+def _verb_evaluate(sub) -> None:
+    p = _verb(sub, "evaluate", _cmd_evaluate, "first stage, optional re-ranking, metrics and paired tests",
+              "Retrieve the top k of each query with BM25, a dense model, the ensemble or the hybrid, re-rank them "
+              "with each --reranker, print MRR@10, P@1, P@10, nDCG@10 and R@100 per page, compare every two "
+              "systems (paired bootstrap and randomisation test on nDCG@10 and MRR@10), and write the TREC runs "
+              "and evaluate.json.")
+    _flag(p, "data", required=True)
+    _flag(p, "split", default="test")
+    _flag(p, "strict")
+    _flag(p, "reranker", nargs="*", default=[], help="re-ranker checkpoint folders")
+    _fields(p, EvalConfig)
     p.add_argument("--output-dir", dest="output_dir", type=Path, default=Path("."),
                    help="where the TREC runs and evaluate.json go (default here)")
-    _device(p)
-    _quiet(p)
-    p.set_defaults(func=_cmd_evaluate)
-    p = sub.add_parser("tune", help="choose a re-ranker's interpolation weight alpha on its tuning queries",
-                       description="Retrieve the first stage's top k for the tuning queries (held out of training: "
-                                   "OUTPUT/tuning_queries.json of hnm train), re-rank them, pick the alpha of "
-                                   "alpha x z(re-ranker) + (1 - alpha) x z(first stage) with the best nDCG@10 "
-                                   "(steps of 0.05), and store it in the checkpoint's config.json, where rerank "
-                                   "and evaluate read it.")
-    p.add_argument("--data", type=Path, required=True, help="the BEIR folder the re-ranker was trained on")
-    p.add_argument("--split", default="train", help="judgments of the tuning queries (default train)")
-    p.add_argument("--reranker", type=Path, required=True, help="checkpoint folder (hnm train's best or last)")
+    _flag(p, "device")
+    _flag(p, "quiet")
+
+
+def _verb_tune(sub) -> None:
+    p = _verb(sub, "tune", _cmd_tune, "choose a re-ranker's interpolation weight alpha on its tuning queries",
+              "Retrieve the first stage's top k for the tuning queries (held out of training: "
+              "OUTPUT/tuning_queries.json of hnm train), re-rank them, pick the alpha of alpha x z(re-ranker) + "
+              "(1 - alpha) x z(first stage) with the best nDCG@10 (steps of 0.05), and store it in the checkpoint's "
+              "config.json for this first stage and its settings, where rerank, evaluate and search read it.")
+    _flag(p, "data", required=True, help="the BEIR folder the re-ranker was trained on")
+    _flag(p, "split", default="train", help="judgments of the tuning queries")
+    _flag(p, "reranker", required=True)
     p.add_argument("--queries", type=Path, help="JSON list of tuning query ids (default: tuning_queries.json "
                                                 "beside the checkpoint)")
-    p.add_argument("--first-stage", dest="first_stage", choices=FIRST_STAGES, default=e.first_stage,
-                   help=f"the first stage the re-ranker will follow (default {e.first_stage})")
-    p.add_argument("--top-k", dest="top_k", type=int, default=e.top_k, help=f"documents re-ranked (default {e.top_k})")
-    p.add_argument("--models", default=e.models, help="encoders of the dense, ensemble and hybrid first stages")
-    p.add_argument("--precision", choices=("float32", "bfloat16", "auto"), default=e.precision,
-                   help="re-ranker precision")
-    _device(p)
-    _quiet(p)
-    p.set_defaults(func=_cmd_tune)
+    _fields(p, EvalConfig, "top_k", "batch_size", "precision", *STAGE)
+    _flag(p, "device")
+    _flag(p, "quiet")
 
-    from hnm.experiment import BUDGETS
-    p = sub.add_parser("experiment", help="the paper's comparison: one re-ranker trained on each strategy's negatives",
-                       description="Mine with each arm's strategy, train the same re-ranker on each, re-rank the same "
-                                   "first-stage top k of the test queries, and report metrics with bootstrap "
-                                   "intervals and paired tests, the long-document comparison and stage timings. "
-                                   "Every stage is cached under --out; a rerun resumes.")
-    p.add_argument("--data", type=Path, required=True, help="a BEIR-layout folder")
+
+def _verb_search(sub) -> None:
+    p = _verb(sub, "search", _cmd_search, "search a corpus: queries in, pages out, optionally re-ranked",
+              "Retrieve each query's best pages with the first stage, re-rank the top --candidates with --reranker "
+              "(interpolated by the alpha it was tuned with for this first stage), and print rank, score, page id, "
+              "title and a snippet (--format text) or one JSON object per hit (--format jsonl: query, rank, doc_id, "
+              "score, title, snippet, chunk_id on a chunked corpus). Queries come from the command line, from "
+              "--queries FILE, or one a line from standard input. The index is built on the first call and reused: "
+              "BM25's under $HNM_HOME/bm25, the document vectors in the embedding cache.")
+    _flag(p, "data", required=True, help="a folder with corpus.jsonl (hnm ingest writes one)")
+    p.add_argument("query", nargs="*", help="queries to answer (none: --queries, or standard input)")
+    p.add_argument("--queries", type=Path, help="a queries.jsonl, or a text file of one query a line")
+    _flag(p, "reranker", help="a re-ranker checkpoint folder (hnm fit's OUT/model/best, hnm train's best)")
+    p.add_argument("--top-k", dest="top_k", type=_number(int, {"ge": 1}), default=10,
+                   help="pages shown per query (default 10)")
+    p.add_argument("--candidates", type=_number(int, {"ge": 1}), default=20,
+                   help="first-stage pages re-ranked per query (default 20, as fit tunes alpha)")
+    p.add_argument("--format", choices=("text", "jsonl"), default="text", help="how hits are printed (default text)")
+    _fields(p, EvalConfig, "batch_size", "precision", "alpha", *STAGE)
+    _flag(p, "device")
+    _flag(p, "quiet")
+
+
+def _verb_fit(sub) -> None:
+    p = _verb(sub, "fit", _cmd_fit, "the default recipe on one folder: split, mine, train, tune, test, report",
+              "Split the judged queries (test: qrels/<test-split>.tsv, else a seeded share), mine hard negatives "
+              "for the training queries, train the re-ranker, tune alpha for the first stage on the held-out "
+              "tuning queries, evaluate on the test queries against the first stage alone with paired tests, and "
+              "write OUTPUT/report.md. Every stage is kept in OUTPUT; a rerun resumes. Mining and training take "
+              "every flag of hnm mine and hnm train; where both have one of a name it is --mine-NAME and "
+              "--train-NAME. --models names the encoders of mining and of the first stage.")
+    _flag(p, "data", required=True, help="a folder: corpus.jsonl, queries.jsonl, qrels/<split>.tsv")
+    _flag(p, "output", required=True, help="the working and report folder")
+    _fields(p, FitConfig)
+    _fields(p, MineConfig, skip=("margin", "seed", "fusion"))
+    _fields(p, MineConfig, "margin", "seed", "fusion", prefix="mine-")
+    _fields(p, TrainConfig, skip=("margin", "seed"))
+    _fields(p, TrainConfig, "margin", "seed", prefix="train-")
+    _fields(p, EvalConfig, "first_stage", "bm25_weight", "embed_precision")
+    _fields(p, EvalConfig, "fusion", prefix="hybrid-")
+    p.add_argument("--top-k", dest="top_k", type=_number(int, {"ge": 1}), default=20,
+                   help="first-stage pages re-ranked per query, in tuning and in the test (default 20)")
+    _fields(p, EmbedConfig, "batch_size", "streams", prefix="embed-")
+    _flag(p, "device")
+    _flag(p, "quiet")
+
+
+def _verb_experiment(sub) -> None:
+    p = _verb(sub, "experiment", _cmd_experiment,
+              "the paper's comparison: one re-ranker trained on each strategy's negatives",
+              "Mine with each arm's strategy, train the same re-ranker on each, re-rank the same first-stage top k "
+              "of the test queries, and report metrics with bootstrap intervals and paired tests, the long-document "
+              "comparison and stage timings. Every stage is cached under --out; a rerun resumes.")
+    _flag(p, "data", required=True, help="a BEIR-layout folder")
     p.add_argument("--out", type=Path, help="the working and report folder (default experiments/NAME-BUDGET)")
     p.add_argument("--budget", choices=tuple(BUDGETS),
                    help="small: a smoke run (default); full: the README's tables on a 2-core CPU (hours); gpu: three "
                         "epochs of 15 negatives at 256 tokens, for one GPU")
-    p.add_argument("--loss", choices=("softmax", "triplet", "bce"),
-                   help="the re-rankers' loss (default triplet, the paper's, each mined negative its own example)")
     p.add_argument("--config", type=Path, help="a JSON file of arms and budget over the defaults")
-    p.add_argument("--train-split", dest="train_split", help="the split mined and trained on (default train)")
-    p.add_argument("--test-split", dest="test_split", help="the split judged (default test)")
-    p.add_argument("--first-stage", dest="first_stage", choices=FIRST_STAGES,
-                   help="the first stage whose top k is re-ranked (default hybrid)")
+    _fields(p, ExperimentConfig, unset=True)  # a flag given overrides --config's file, which overrides the defaults
     p.add_argument("--clustering-arms", dest="clustering_arms", action="store_true",
                    help="add the arms of the clustering question after the others: ensemble+ with agglomerative, "
                         "gmm and no clustering, every seed")
@@ -645,9 +693,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--prepare", action="store_true",
                    help="run only what needs the ensemble's encoders (the first stages, every arm's mining), then stop: "
                         "a copy of --out trains where only the start model is, e.g. a GPU machine")
-    _device(p)
-    _quiet(p)
-    p.set_defaults(func=_cmd_experiment)
+    _flag(p, "device")
+    _flag(p, "quiet")
+
+
+VERBS = (_verb_weights, _verb_embed, _verb_demo, _verb_bm25, _verb_mine, _verb_ingest, _verb_train, _verb_fit,
+         _verb_search, _verb_rerank,
+         _verb_evaluate, _verb_tune, _verb_experiment)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="python -m hnm",
+                     description="Ensemble hard-negative mining and cross-encoder re-ranking, from scratch.")
+    sub = parser.add_subparsers(dest="verb", metavar="VERB", required=True)
+    for add in VERBS:
+        add(sub)
     return parser
 
 
@@ -679,7 +739,10 @@ def _run(args) -> int:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as e:  # --help, or a bad flag, already printed
+        return e.code
     if "TORCHELASTIC_RUN_ID" in os.environ:  # under torchrun: a rank's traceback goes into torchrun's failure report
         from torch.distributed.elastic.multiprocessing.errors import record
         return record(_run)(args)

@@ -38,9 +38,8 @@ from typing import List, Tuple
 
 import numpy as np
 
+from hnm.config import LINKAGES
 from hnm.kmeans import _as_points
-
-LINKAGES = ("ward", "average")
 
 
 @dataclass(frozen=True)

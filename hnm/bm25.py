@@ -25,13 +25,14 @@ Not here: fields, phrase or proximity scoring, incremental updates, other langua
 
 import json
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Callable, Dict, List, Sequence, Tuple
 
 import numpy as np
 
 from hnm import porter
+from hnm.config import BM25_VARIANTS, BM25Config
 from hnm.data import atomic_write, document_text
 from hnm.errors import InputError
 from hnm.progress import Progress
@@ -129,23 +130,7 @@ VARIANTS: Dict[str, Tuple[Callable, Callable]] = {
     "bm25l": (idf_bm25l, tf_bm25l),
     "bm25+": (idf_bm25plus, tf_bm25plus),
 }
-
-
-@dataclass(frozen=True)
-class BM25Config:
-    variant: str = "lucene"  # one of VARIANTS
-    k1: float = 1.5  # how slowly a term's weight saturates with its count
-    b: float = 0.75  # how much a long document's counts are discounted: 0 none, 1 fully by L / Lavg
-    delta: float = 0.5  # the floor of a term's tf weight; bm25l and bm25+ only
-    stopwords: bool = True  # drop STOP_WORDS
-    stem: bool = True  # Porter (1980) stems
-
-    def __post_init__(self):
-        if self.variant not in VARIANTS:
-            raise ValueError(f"unknown BM25 variant {self.variant!r}; choose one of {', '.join(VARIANTS)}")
-        if not self.k1 >= 0 or not 0 <= self.b <= 1 or not self.delta >= 0:
-            raise ValueError(f"BM25 needs k1 >= 0, 0 <= b <= 1 and delta >= 0; got k1={self.k1}, b={self.b}, "
-                             f"delta={self.delta}")
+assert tuple(VARIANTS) == BM25_VARIANTS  # the names BM25Config accepts (config.py)
 
 
 _FORMAT = "hnm-bm25-v1"

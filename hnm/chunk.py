@@ -17,35 +17,16 @@ Not here: semantic chunking by embedding similarity, and headings carried into t
 """
 
 import re
-from dataclasses import dataclass
 from pathlib import Path
-from typing import List, Optional, Sequence, Tuple
+from typing import List, Sequence, Tuple
 
+from hnm.config import ChunkConfig
 from hnm.errors import InputError
 from hnm.tokenize import Tokenizer
 
-MODES = ("none", "tokens", "sentences")
 Span = Tuple[int, int]  # (start, end) character offsets, end exclusive
 
 _SENTENCE_END = re.compile(r"""[.!?]+["'\u201d\u2019)\]]*\s+|\n""")
-
-
-@dataclass(frozen=True)
-class ChunkConfig:
-    mode: str = "tokens"  # none | tokens | sentences
-    max_tokens: int = 128  # tokens per chunk, special tokens not counted
-    stride: Optional[int] = None  # tokens from one window's start to the next; None: 3/4 of max_tokens
-
-    def __post_init__(self):
-        if self.stride is None:  # a quarter of each window repeats the previous one's end
-            object.__setattr__(self, "stride", max(1, self.max_tokens * 3 // 4))
-        if self.mode not in MODES:
-            raise ValueError(f"chunk mode must be one of {', '.join(MODES)}, got {self.mode!r}")
-        if self.max_tokens < 1:
-            raise ValueError(f"max_tokens must be at least 1, got {self.max_tokens}")
-        if not 1 <= self.stride <= self.max_tokens:
-            raise ValueError(f"stride must be between 1 and max_tokens ({self.max_tokens}) so that the windows "
-                             f"leave no gap, got {self.stride}")
 
 
 def load_tokenizer(model: str) -> Tokenizer:

@@ -36,7 +36,8 @@ from typing import Callable, Iterator, List, Optional, Tuple
 import torch
 import torch.distributed as dist
 
-DEVICES_HELP = "auto (a GPU when torch sees one, one per torchrun rank), cpu, cuda or cuda:N"
+from hnm.config import DEVICES_HELP
+
 _CURRENT: Optional["Processes"] = None
 
 

@@ -32,13 +32,14 @@ import hashlib
 import json
 import sys
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 import torch
 
+from hnm.config import PRECISIONS, EmbedConfig
 from hnm.data import atomic_write
 from hnm.distributed import current, resolve_device
 from hnm.encoder import EncoderConfig, build_encoder
@@ -47,7 +48,6 @@ from hnm.progress import Progress
 from hnm.tokenize import Batch, Tokenizer
 from hnm.weights import ModelSpec, fetch, home, load_safetensors_strict, model_spec
 
-PRECISIONS = ("float32", "bfloat16", "auto")
 LONG_RUN = 5000  # texts to encode from which a float32 run on a CPU with bfloat16 units is told what auto would save
 
 
@@ -77,16 +77,6 @@ def resolve_precision(precision: str, device: torch.device = torch.device("cpu")
     if precision == "auto":
         return "bfloat16" if native_bf16(device, cpuinfo) else "float32"
     return precision
-
-
-@dataclass(frozen=True)
-class EmbedConfig:
-    batch_size: int = 32  # texts per forward pass
-    precision: str = "float32"  # "float32", "bfloat16" autocast (faster on CPUs with bf16 units), or "auto"
-    cache: bool = True  # read and write the on-disk vector cache
-    flush_every: int = 1024  # texts encoded between two cache shards (what a killed run can lose at most)
-    streams: int = 0  # batches encoded at once, each on its own share of torch's threads; 0: 2 if it has 2 or more
-    device: Optional[str] = None  # distributed.py's names; None: the device the command chose (distributed.current)
 
 
 def stream_plan(streams: int, threads: int) -> tuple:

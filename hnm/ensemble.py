@@ -20,39 +20,15 @@ Not here: learned fusion weights, score calibration across models, cross-encoder
 Letters: M members, Q queries, N documents, C candidates of a query, D_m model m's dimensions.
 """
 
-from dataclasses import dataclass
-from typing import List, Optional, Sequence, Tuple, Union
+from typing import List, Optional, Sequence, Union
 
 import numpy as np
 
+from hnm.config import FUSIONS, Member, parse_members
 from hnm.embed import EmbedConfig, Embedder
 from hnm.search import exact_scores
 
-FUSIONS = ("mean", "zscore", "rrf")
 RRF_K = 60
-
-
-@dataclass(frozen=True)
-class Member:
-    name: str  # a model of weights.lock, or "bm25"
-    weight: float = 1.0
-
-
-def parse_members(text: str) -> Tuple[Member, ...]:
-    """'all-MiniLM-L6-v2,all-mpnet-base-v2:2,bm25:0.5' -> members with weights 1, 2 and 0.5."""
-    members = []
-    for part in filter(None, (p.strip() for p in text.split(","))):
-        name, _, weight = part.partition(":")
-        try:
-            w = float(weight) if weight else 1.0
-        except ValueError:
-            raise ValueError(f"member {part!r}: the weight after ':' must be a number") from None
-        if not w > 0:
-            raise ValueError(f"member {part!r}: the weight must be positive")
-        members.append(Member(name, w))
-    if not members:
-        raise ValueError("the ensemble needs at least one member")
-    return tuple(members)
 
 
 def ensemble_vectors(embeddings: Sequence[np.ndarray], weights: Sequence[float]) -> np.ndarray:

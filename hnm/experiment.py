@@ -35,52 +35,25 @@ import json
 import os
 import platform
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
-from hnm.chunk import ChunkConfig, chunk_spans
+from hnm.chunk import chunk_spans
+from hnm.config import (ARMS, BUDGETS, CLUSTERING_ARMS, Arm, Budget, ChunkConfig, ExperimentConfig, MineConfig,
+                        TrainConfig)
 from hnm.data import Qrels, atomic_write, document_text, load_beir
 from hnm.distributed import current
 from hnm.embed import resolve_precision
 from hnm.firststage import FirstStageConfig, retrieve
 from hnm.metrics import Run, rank_documents, read_trec_run, write_trec_run
-from hnm.negatives import MineConfig
 from hnm.reranker import CrossEncoder
 from hnm.results import FLOOR, against, claim, judge, report
 from hnm.svg import bars
-from hnm.train import TrainConfig, kept_checkpoint, train
+from hnm.train import kept_checkpoint, train
 from hnm.twostage import interpolate, rerank, store_alpha, tune_alpha
-
-@dataclass(frozen=True)
-class Arm:
-    name: str
-    mine: Optional[dict]  # MineConfig fields; None: no re-ranker (the first stage alone)
-    passages: bool = False  # mine over passages, and judge by the best passage too (the long-document arm)
-    seeds: Optional[int] = None  # train only the first this many of the budget's seeds; None: all of them
-
-
-# (b) to (e) differ only in where candidates come from: no ceiling, no random share; (f) adds both to (e). The arms
-# the paper's claim compares, (b), (c), (e) and (f), train every seed of the budget; the others one.
-# The order is the order of the work within a seed: the paper's arm and random negatives first, as the first results
-# a long run lands on are the ones a reader needs most; a passages arm goes after every seed of the others (work_order).
-ARMS = (Arm("first-stage", None),
-        Arm("ensemble+", {"strategy": "ensemble", "relative_ceiling": 0.95, "random_share": 0.25}),
-        Arm("random", {"strategy": "random", "relative_ceiling": None}),
-        Arm("ensemble", {"strategy": "ensemble", "relative_ceiling": None}),
-        Arm("bm25", {"strategy": "bm25", "relative_ceiling": None}),
-        Arm("dense", {"strategy": "dense", "relative_ceiling": None}, seeds=1),
-        Arm("ensemble+ passages", {"strategy": "ensemble", "relative_ceiling": 0.95, "random_share": 0.25}, True,
-            seeds=1))
-
-# The paper's open question on clustering: (f) with each other clustering of negatives.py (its k-means is (f) itself,
-# the agglomerative one is Ward's), the same recipe and every seed. Outside ARMS, so that the work order of an
-# experiment already under way stays as it is: `experiment --clustering-arms` (or a --config) adds them.
-CLUSTERING_ARMS = tuple(Arm(f"ensemble+ {c}", {"strategy": "ensemble", "relative_ceiling": 0.95, "random_share": 0.25,
-                                                "clustering": c}) for c in ("agglomerative", "gmm", "none"))
-
 
 def arm_mine_config(arm: Arm, models: str, negatives: int) -> MineConfig:
     """The mining of `arm`: an arm names what it changes from a plain top-k miner, so the random share is 0 unless
@@ -101,82 +74,6 @@ def choose_arms(arms: Tuple[Arm, ...], names: Optional[str] = None, clustering: 
     if unknown:
         raise ValueError(f"no arm named {', '.join(map(repr, unknown))}; the arms are {', '.join(known)}")
     return tuple(a for a in arms if a.mine is None) + tuple(known[n] for n in wanted if known[n].mine is not None)
-
-
-@dataclass(frozen=True)
-class Budget:
-    """How much of everything. `small` is a smoke run (minutes); `full` the README's tables on a 2-core CPU; `gpu`
-    the same comparison with more negatives, epochs and tokens for a machine with a GPU. Another setting is a
-    `budget` entry in a --config file."""
-    name: str
-    models: str  # the ensemble (and, first of them, the dense arm's model); also the hybrid first stage's
-    start: str  # the re-ranker's start encoder
-    epochs: int  # passes over each arm's training examples
-    batch_size: int  # examples per step, each one positive and `negatives` negatives
-    max_length: int  # tokens per (query, document) pair
-    top_k: int  # first-stage documents re-ranked per test (and tuning) query
-    test_queries: Optional[int]  # at most this many test queries (the first ones by id); None: all
-    train_queries: Optional[int]  # at most this many training queries; None: all
-    seeds: Tuple[int, ...] = (0,)
-    lr: float = 7e-5  # peak learning rate
-    negatives: int = 7  # mined per query, and per training example (listwise: 1 + 7 documents)
-    precision: str = "auto"  # of the encoders and the re-ranker: bfloat16 where the hardware has it (embed.py)
-    corpus_docs: Optional[int] = None  # at most this many documents (every judged one kept, see cut_corpus); None: all
-    max_steps: Optional[int] = None  # optimiser steps per model, replacing epochs (tests); None: whole epochs
-
-
-BUDGETS = {
-    # a smoke run: MiniLM alone, the corpus cut; its numbers only show that everything runs
-    "small": Budget("small", "all-MiniLM-L6-v2", "all-MiniLM-L6-v2", epochs=1, batch_size=4, max_length=128,
-                    top_k=20, test_queries=40, train_queries=200, corpus_docs=1500),
-    # for a 2-core CPU, the ablation's recipe (scripts/results/recipe.md): the triplet loss over each of a query's 7
-    # mined negatives, one epoch, 128 tokens; the top 100 re-ranked. On SciFact, on a 2-core AMD EPYC with
-    # AVX512-BF16 in bfloat16: about 1,440 steps, 6.4 to 8.7 minutes of training at 22 to 24 pairs/s, re-ranking at
-    # 113 to 130 pairs/s (300 queries x 100 documents: 4 minutes); 13 to 17 minutes a model, about 6 hours for the 23
-    # with --clustering-arms
-    "full": Budget("full", "all-MiniLM-L6-v2,all-mpnet-base-v2", "all-MiniLM-L6-v2", epochs=1, batch_size=4,
-                   max_length=128, top_k=100, test_queries=None, train_queries=None, seeds=(0, 1, 2)),
-    # for one GPU: the full budget's recipe with what two CPU cores could not afford: 15 mined negatives a query,
-    # three epochs (the best held-out epoch kept), 256 tokens (most SciFact abstracts whole, against 128: 298 of its
-    # 300 test queries have a relevant document beyond 128), batches of 16. The start stays MiniLM: the GPU machine
-    # lent here reaches no hub and takes 64 MiB a call, so MiniLM's 91 MB travel in two calls (gpu_bundle.py) and
-    # MPNet's 438 MB would take eight
-    "gpu": Budget("gpu", "all-MiniLM-L6-v2,all-mpnet-base-v2", "all-MiniLM-L6-v2", epochs=3, batch_size=16,
-                  max_length=256, top_k=100, test_queries=None, train_queries=None, seeds=(0, 1, 2), negatives=15),
-}
-
-
-@dataclass(frozen=True)
-class ExperimentConfig:
-    train_split: str = "train"
-    test_split: str = "test"
-    first_stage: str = "hybrid"  # of firststage.py: bm25, dense, ensemble or hybrid
-    budget: Budget = BUDGETS["small"]
-    arms: Tuple[Arm, ...] = ARMS
-    loss: str = "triplet"  # train.py's; the ablation's best, and the paper's (negatives 1 per example); or "softmax"
-    resamples: int = 2000  # bootstrap and randomisation test
-    # each arm's first-seed model also re-ranks this first stage's top k alone (alpha 1), against that first stage
-    # alone: does the re-ranker by itself beat BM25 on BM25's own candidates? None: not
-    check: Optional[str] = "bm25"
-
-    @classmethod
-    def load(cls, path: Path, **overrides) -> "ExperimentConfig":
-        """A JSON file {"arms": [{"name", "mine", "passages"}...], "budget": {...} or "small", ...} over the defaults."""
-        raw = json.loads(Path(path).read_text())
-        if "arms" in raw:
-            raw["arms"] = tuple(Arm(**a) for a in raw["arms"])
-        if isinstance(raw.get("budget"), str):
-            raw["budget"] = BUDGETS[raw["budget"]]
-        elif isinstance(raw.get("budget"), dict):
-            raw["budget"] = Budget(**{**raw["budget"], "seeds": tuple(raw["budget"].get("seeds", (0,)))})
-        return replace(cls(**raw), **overrides)
-
-    def train_config(self, seed: int) -> TrainConfig:
-        b = self.budget
-        return TrainConfig(loss=self.loss, negatives=1 if self.loss == "triplet" else b.negatives,
-                           batch_size=b.batch_size, epochs=b.epochs, max_steps=b.max_steps, max_length=b.max_length,
-                           lr=b.lr, seed=seed,
-                           precision=b.precision, save_every=200)
 
 
 def _subset(qrels: Qrels, n: Optional[int]) -> Qrels:

@@ -29,11 +29,12 @@ Letters: Q queries of a block, N documents, k the depth kept.
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from typing import Dict, List
 
 import numpy as np
 
+from hnm.config import FirstStageConfig, parse_members
 from hnm.data import document_text
 from hnm.distributed import current
 from hnm.embed import EmbedConfig
@@ -41,42 +42,19 @@ from hnm.ensemble import RRF_K, fuse_zscore
 from hnm.metrics import Run
 from hnm.pages import best_chunks, chunked, page_of
 from hnm.progress import Progress
-from hnm.search import topk
-
-KINDS = ("bm25", "dense", "ensemble", "hybrid")
-HYBRID_FUSIONS = ("zscore", "rrf")
+from hnm.search import best_k, topk
 
 
-@dataclass(frozen=True)
-class FirstStageConfig:
-    kind: str = "hybrid"  # bm25, dense (the first of `models`), ensemble (all of them) or hybrid (BM25 + ensemble)
-    top_k: int = 100  # documents kept per query
-    models: str = "all-MiniLM-L6-v2,all-mpnet-base-v2"  # NAME[:WEIGHT],... of weights.lock: dense, ensemble, hybrid
-    fusion: str = "zscore"  # of the hybrid: zscore over the corpus, or rrf over both top-`depth` lists
-    bm25_weight: float = 0.5  # w of the hybrid: the BM25 side's share
-    depth: int = 1000  # of each system's list for rrf
-    precision: str = "float32"  # of the encoders (embed.py); part of the embedding cache key
-    block: int = 256  # queries scored at once by the hybrid
-    per_page: int = 3  # of a chunked corpus: rows kept of each of the top_k pages, to be re-ranked (pages.py)
-
-    def __post_init__(self):
-        if self.kind not in KINDS:
-            raise ValueError(f"first stage {self.kind!r} is not one of {', '.join(KINDS)}")
-        if self.fusion not in HYBRID_FUSIONS:
-            raise ValueError(f"hybrid fusion {self.fusion!r} is not one of {', '.join(HYBRID_FUSIONS)}")
-        if not 0.0 <= self.bm25_weight <= 1.0:
-            raise ValueError(f"bm25_weight is a share in [0, 1], not {self.bm25_weight}")
-        if min(self.top_k, self.depth, self.block, self.per_page) < 1:
-            raise ValueError("top_k, depth, block and per_page must be at least 1")
+def _columns(scores: np.ndarray) -> np.ndarray:
+    """(Q, N) -> (Q, N) read-only view of each entry's column index, the ids best_k breaks ties by."""
+    return np.broadcast_to(np.arange(scores.shape[1]), scores.shape)
 
 
 def rrf_rows(scores: np.ndarray, depth: int) -> np.ndarray:
     """(Q, N) -> 1 / (RRF_K + rank) for each row's top `depth` documents (rank 1 the best), 0 for the others.
     [[0.1, 0.9, 0.5]], depth 2 -> [[0, 1/61, 1/62]]."""
     depth = min(depth, scores.shape[1])
-    top = np.argpartition(-scores, depth - 1, axis=1)[:, :depth]  # (Q, depth), unordered
-    order = np.argsort(-np.take_along_axis(scores, top, axis=1), axis=1, kind="stable")
-    top = np.take_along_axis(top, order, axis=1)  # (Q, depth), best first
+    _, top = best_k(scores, _columns(scores), depth)  # (Q, depth), best first, ties by column
     out = np.zeros_like(scores, dtype=np.float64)
     np.put_along_axis(out, top, 1.0 / (RRF_K + np.arange(1, depth + 1))[None, :], axis=1)
     return out
@@ -90,16 +68,6 @@ def fuse_hybrid(bm25: np.ndarray, dense: np.ndarray, cfg: FirstStageConfig) -> n
     return w * rrf_rows(bm25, cfg.depth) + (1.0 - w) * rrf_rows(dense, cfg.depth)
 
 
-def _top(scores: np.ndarray, k: int) -> List[np.ndarray]:
-    """(Q, N) -> per row the indices of its k best, best first (ties by index)."""
-    k = min(k, scores.shape[1])
-    top = np.argpartition(-scores, k - 1, axis=1)[:, :k]
-    out = []
-    for row, idx in zip(scores, top):
-        out.append(idx[np.lexsort((idx, -row[idx]))])
-    return out
-
-
 class FirstStage:
     """A first stage built once over a corpus and run for any number of queries: BM25's index (saved under
     $HNM_HOME/bm25/ and loaded by later runs over the same rows) and each model's document vectors (through the
@@ -111,7 +79,7 @@ class FirstStage:
     """
 
     def __init__(self, corpus: Dict[str, dict], cfg: FirstStageConfig = FirstStageConfig(), quiet: bool = False):
-        from hnm.ensemble import ensemble_vectors, parse_members
+        from hnm.ensemble import ensemble_vectors
         self.cfg, self.corpus, self.doc_ids, self.pages = cfg, corpus, list(corpus), page_of(corpus)
         self.index = _bm25_index(corpus, quiet) if cfg.kind in ("bm25", "hybrid") else None
         self.embedders, self.docs = [], None
@@ -153,7 +121,9 @@ class FirstStage:
             if cfg.kind == "hybrid":
                 sparse = self.index.scores([self.index.analyser(t) for t in texts[rows]])  # (Q, N)
                 fused = fuse_hybrid(sparse.astype(np.float64), (dense @ self.docs.T).astype(np.float64), cfg)
-                ranked = [[[self.doc_ids[j], float(row[j])] for j in top] for row, top in zip(fused, _top(fused, k))]
+                top_s, top_i = best_k(fused, _columns(fused), k)  # (Q, k) each
+                ranked = [[[self.doc_ids[j], s] for j, s in zip(r, sc)] for r, sc in zip(top_i.tolist(),
+                                                                                          top_s.tolist())]
             else:
                 scores, ids = topk(dense, self.docs, k)  # (Q, k) each
                 ranked = [[[self.doc_ids[j], s] for j, s in zip(r, sc)] for r, sc in zip(ids.tolist(),

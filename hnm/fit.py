@@ -25,41 +25,20 @@ Not here: the stages themselves (miner.py, train.py, twostage.py) and the comman
 
 import json
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Dict, List
 
 import numpy as np
 
+from hnm.config import FitConfig, TrainConfig
 from hnm.data import Qrels, atomic_write, load_beir, read_qrels
-from hnm.embed import EmbedConfig
 from hnm.errors import HnmError
-from hnm.firststage import FirstStage, FirstStageConfig
-from hnm.negatives import MineConfig
-from hnm.pages import page_of, page_qrels
-from hnm.train import TrainConfig
+from hnm.firststage import FirstStage
+from hnm.pages import page_qrels
 
 TUNING_FLOOR = 30  # tuning queries under which alpha and the kept checkpoint are uncertain
 CPU_PAIRS_PER_S = (13, 21)  # training pairs/s of the default recipe on a 2-core CPU (scripts/results/ablation_*)
-
-
-@dataclass(frozen=True)
-class FitConfig:
-    split: str = "train"  # the judgments to learn from: qrels/<split>.tsv
-    test_split: str = "test"  # qrels/<test_split>.tsv, when the folder has it; else a share of `split`'s queries
-    test_share: float = 0.2  # of the judged queries held out as the test split when there is no test file
-    seed: int = 0  # of that split
-    start: str = "all-MiniLM-L6-v2"  # the encoder of weights.lock (or a checkpoint folder) the re-ranker starts from
-    mine: MineConfig = field(default_factory=MineConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
-    stage: FirstStageConfig = field(default_factory=lambda: FirstStageConfig(top_k=20))  # top_k: re-ranked
-    embed: EmbedConfig = field(default_factory=EmbedConfig)
-
-    def __post_init__(self):
-        if not 0.0 < self.test_share < 1.0:
-            raise ValueError(f"test_share is a share in (0, 1), not {self.test_share}")
-        if self.split == self.test_split:
-            raise ValueError(f"the split to learn from and the test split are both {self.split!r}")
 
 
 def split_queries(qrels: Qrels, share: float, seed: int) -> List[str]:
@@ -165,8 +144,12 @@ def fit(data: Path, out: Path, cfg: FitConfig = FitConfig(), quiet: bool = False
             say(f"note: {len(tuning)} tuning queries: with fewer than {TUNING_FLOOR}, alpha and the kept checkpoint "
                 f"are uncertain (judge more queries, or raise --eval-fraction)")
         picked = {q: queries[q] for q in tuning}
-        tuned = tune_alpha(checkpoint, first.run(picked, quiet), picked, corpus, {q: learn[q] for q in tuning},
-                           cfg.stage, quiet=quiet) if tuning else {"alpha": 0.0, "tuning_queries": 0}
+        if tuning:
+            tuned = tune_alpha(checkpoint, first.run(picked, quiet), picked, corpus, {q: learn[q] for q in tuning},
+                               cfg.stage, precision=cfg.train.precision, quiet=quiet)
+        else:  # nothing to choose alpha on: the first stage alone, which a re-ranker cannot make worse
+            say("note: no tuning queries, so alpha is 0 (the first stage alone); raise --eval-fraction")
+            tuned = {"alpha": 0.0, "tuning_queries": 0}
         timed("tune", t0)
         with atomic_write(out / "tune.json") as f:
             json.dump(tuned, f, indent=1)

@@ -52,58 +52,16 @@ from urllib.parse import urlsplit
 import numpy as np
 import requests
 
-from hnm.chunk import ChunkConfig, chunk_spans, check_budget
+from hnm.chunk import chunk_spans, check_budget
+from hnm.config import FetchConfig, IngestConfig
 from hnm.data import atomic_write
 from hnm.errors import HnmError, InputError
-from hnm.html2text import SUFFIXES, BoilerplateRule, boilerplate_lines, page_kind, remove_lines, to_page
+from hnm.html2text import SUFFIXES, boilerplate_lines, page_kind, remove_lines, to_page
 from hnm.progress import Progress
 from hnm.tokenize import Tokenizer
 
 _URL = re.compile(r"https?://", re.IGNORECASE)
 _META_REFRESH = re.compile(r"<meta[^>]+http-equiv\s*=\s*[\"']?refresh", re.IGNORECASE)
-
-
-@dataclass(frozen=True)
-class FetchConfig:
-    connect_timeout: float = 10.0  # seconds to open a connection
-    read_timeout: float = 30.0  # seconds without a byte before an attempt fails
-    retries: int = 3  # attempts per URL
-    backoff: float = 1.0  # seconds before the second attempt, doubled before each next one
-    max_bytes: int = 10_000_000  # a bigger page is refused
-    max_redirects: int = 5
-    delay: float = 1.0  # seconds between two requests to one host
-    user_agent: str = "hnm-ingest/0.1 (retrieval corpus builder; python-requests)"
-
-    def __post_init__(self):
-        if self.retries < 1 or self.max_bytes < 1 or min(self.connect_timeout, self.read_timeout) <= 0 \
-                or self.delay < 0 or self.backoff < 0:
-            raise ValueError(f"retries and max_bytes must be at least 1, timeouts positive, delay and backoff not "
-                             f"negative; got {self}")
-
-
-@dataclass(frozen=True)
-class IngestConfig:
-    fetch: FetchConfig = FetchConfig()
-    chunk: ChunkConfig = ChunkConfig()
-    boilerplate: BoilerplateRule = BoilerplateRule()
-    shingle: int = 5  # words per shingle for near duplicates
-    near_dup_threshold: float = 0.9  # Jaccard similarity of shingle sets at or above which a page is a duplicate
-    retry_failed: bool = False  # on a rerun, try the sources that failed before again
-    min_chars: int = 100  # pages with less text are dropped ("Redirecting..." stubs are 50 to 70 characters)
-    containment: float = 0.8  # share of a page's shingles found in another page from which it is "contained"
-    aggregate_pages: int = 3  # an aggregate (a print-all page) holds at least this many other pages ...
-    aggregate_distinct: float = 0.8  # ... in places that overlap little: merged, they cover this share of their sum
-    keep_aggregates: bool = False  # keep aggregate pages in the corpus (they repeat the pages they hold)
-
-    def __post_init__(self):
-        if not 0 < self.near_dup_threshold <= 1 or not 0 < self.containment <= 1:
-            raise ValueError(f"near-duplicate threshold and containment must be in (0, 1], got "
-                             f"{self.near_dup_threshold} and {self.containment}")
-        if self.min_chars < 0 or self.aggregate_pages < 2:
-            raise ValueError(f"need min_chars >= 0 and aggregate_pages >= 2, got {self.min_chars} and "
-                             f"{self.aggregate_pages}")
-        if not 0 < self.aggregate_distinct <= 1:
-            raise ValueError(f"aggregate_distinct must be in (0, 1], got {self.aggregate_distinct}")
 
 
 @dataclass(frozen=True)

@@ -42,82 +42,14 @@ from typing import Callable, List, Optional, Tuple
 
 import numpy as np
 
-from hnm.agglomerative import LINKAGES, AgglomerativeConfig, agglomerative
-from hnm.ensemble import Ensemble, PassageEnsemble, parse_members
+from hnm.agglomerative import AgglomerativeConfig, agglomerative
+from hnm.config import REFERENCE_POSITIVES, MineConfig
+from hnm.ensemble import Ensemble, PassageEnsemble
 from hnm.gmm import GMMConfig, gaussian_mixture
 from hnm.kmeans import KMeansConfig, kmeans
-from hnm.search import exact_scores, topk
+from hnm.search import best_k, exact_scores, topk
 
-STRATEGIES = ("ensemble", "dense", "bm25", "random")
-CLUSTERINGS = ("kmeans", "agglomerative", "gmm", "none")  # of the ensemble strategy's documents
-CHUNK_POSITIVES = ("best", "all")  # of a judged page's chunks
-REFERENCES = {"strongest": np.max, "median": np.median, "weakest": np.min}  # of the positives' scores
-
-
-@dataclass(frozen=True)
-class MineConfig:
-    strategy: str = "ensemble"  # ensemble (the paper), dense (first model, no clusters), bm25, random
-    models: str = "all-MiniLM-L6-v2,all-mpnet-base-v2"  # members NAME[:WEIGHT], comma-separated; "bm25" may join
-    fusion: str = "mean"  # mean (the paper), zscore or rrf; see ensemble.py
-    n_clusters: Optional[int] = None  # k of k-means; None: round(sqrt(N)), clusters of about sqrt(N) documents
-    n_probe: int = 2  # nearest clusters of the query searched, besides its positives' clusters
-    skip_top: int = 0  # candidates skipped at the top of the ranking
-    max_rank: int = 100  # candidates considered at most (ranks skip_top .. max_rank - 1)
-    relative_ceiling: Optional[float] = 0.95  # keep a candidate only if score < this x the reference positive's
-    margin: Optional[float] = None  # ... and score < the reference positive's - margin
-    ceiling_from: str = "strongest"  # the reference positive of a query with several: strongest, median, weakest
-    min_score: Optional[float] = None  # floor: candidates below it are not negatives (nor flagged)
-    max_score: Optional[float] = None  # absolute ceiling: candidates above are flagged
-    sampling: str = "top"  # top: the best-ranked eligible candidates; random: uniform among the eligible ones
-    # per query, and the share of them drawn uniformly from the corpus instead: the default recipe's mining, which
-    # `hnm train`'s defaults were chosen on (15 a query, a quarter random; README, "Mining" and "SciFact, the
-    # default recipe on two cores")
-    num_negatives: int = 15
-    random_share: float = 0.25
-    min_grade: int = 1  # judgments with at least this grade are positives
-    # a judged page cut into chunks (rows with its id as parent_id): which chunks are positives. best: the chunk the
-    # strategy scores highest for the query (every chunk without scores, as random has none); all: every chunk.
-    # No chunk of a positive page is ever a negative.
-    chunk_positives: str = "best"
-    seed: int = 42
-    chunk_size: int = 256  # queries per chunk: bounds memory, and the work a killed run loses
-    kmeans_sample: int = 100_000  # k-means is fitted on at most this many documents (a seeded sample), then all assigned
-    kmeans_iter: int = 25  # Lloyd iterations at most (faiss trains with 25): clusters only need to be topical
-    clustering: str = "kmeans"  # the ensemble strategy's: kmeans (the paper), agglomerative, gmm, none (exact top)
-    linkage: str = "ward"  # agglomerative: ward (Euclidean) or average (cosine distance)
-    agglomerative_sample: int = 4096  # documents agglomerative is fitted on: its (n, n) float64 matrix, 128 MiB
-    gmm_sample: int = 100_000  # documents the Gaussian mixture is fitted on (a seeded sample), then all assigned
-    gmm_iter: int = 100  # EM iterations at most (scikit-learn's default; tol 1e-3 on the mean log-likelihood)
-
-    def __post_init__(self):
-        if self.strategy not in STRATEGIES:
-            raise ValueError(f"unknown strategy {self.strategy!r}; choose one of {', '.join(STRATEGIES)}")
-        if self.ceiling_from not in REFERENCES:
-            raise ValueError(f"ceiling_from must be one of {', '.join(REFERENCES)}, not {self.ceiling_from!r}")
-        if self.chunk_positives not in CHUNK_POSITIVES:
-            raise ValueError(f"chunk_positives must be one of {', '.join(CHUNK_POSITIVES)}, not {self.chunk_positives!r}")
-        if self.sampling not in ("top", "random"):
-            raise ValueError(f"sampling must be 'top' or 'random', not {self.sampling!r}")
-        if not 0 <= self.skip_top < self.max_rank:
-            raise ValueError(f"need 0 <= skip_top < max_rank, got {self.skip_top} and {self.max_rank}")
-        if not 0.0 <= self.random_share <= 1.0:
-            raise ValueError(f"random_share must lie in [0, 1], got {self.random_share}")
-        if self.num_negatives < 1 or self.chunk_size < 1 or self.n_probe < 1:
-            raise ValueError("num_negatives, chunk_size and n_probe must be at least 1")
-        members = parse_members(self.models)  # fails early on a malformed list
-        if self.clustering not in CLUSTERINGS:
-            raise ValueError(f"unknown clustering {self.clustering!r}; choose one of {', '.join(CLUSTERINGS)}")
-        if self.clustering != "kmeans" and self.strategy != "ensemble":
-            raise ValueError(f"clustering {self.clustering!r} applies to the ensemble strategy only; strategy "
-                             f"{self.strategy!r} finds its candidates without clusters")
-        if self.clustering == "none" and (self.fusion != "mean" or any(m.name == "bm25" for m in members)):
-            raise ValueError("clustering 'none' ranks the whole corpus by the ensemble vectors' inner product, which "
-                             "is the 'mean' fusion of embedding models only: use --fusion mean and no bm25 member")
-        if self.linkage not in LINKAGES:
-            raise ValueError(f"unknown linkage {self.linkage!r}; choose one of {', '.join(LINKAGES)}")
-        for name in ("agglomerative_sample", "gmm_sample", "gmm_iter"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+REFERENCES = dict(zip(REFERENCE_POSITIVES, (np.max, np.median, np.min)))  # of the positives' scores
 
 
 def reference_score(positive_scores: np.ndarray, cfg: MineConfig) -> float:
@@ -227,9 +159,8 @@ class Candidates:
             pos_scores = np.array([s[np.flatnonzero(pos_mask)[where[int(d)]]] for d in p], dtype=np.float64)
             keep = ~pos_mask & ~self.excluded[c]
             c, s = c[keep], s[keep]
-            # best first; ties by document row, so the order is fully determined
-            order = np.lexsort((c, -s))[:cfg.max_rank] if len(c) <= 4 * cfg.max_rank else _top_order(c, s, cfg.max_rank)
-            out.append((c[order], s[order].astype(np.float64), pos_scores))
+            s, c = best_k(s[None], c[None], cfg.max_rank)  # best first; ties by document row: a determined order
+            out.append((c[0], s[0].astype(np.float64), pos_scores))
         return out
 
 
@@ -246,14 +177,6 @@ class Candidates:
             order = np.lexsort((i, -s))
             out.append((i[order], s[order], exact_scores(docs[p], q)))
         return out
-
-
-def _top_order(c: np.ndarray, s: np.ndarray, k: int) -> np.ndarray:
-    """Indices of the k best of a long list, sorted (score descending, then row), via argpartition first."""
-    part = np.argpartition(-s, k)[:k + 1]
-    kth = -np.partition(-s, k)[k]
-    part = np.union1d(part, np.flatnonzero(s == kth))  # every candidate tied with the k-th joins the sort
-    return part[np.lexsort((c[part], -s[part]))][:k]
 
 
 @dataclass

@@ -86,3 +86,17 @@ def best_chunks(run: Run, pages: Dict[str, str], top_k: int, per_page: int) -> R
                 kept[page] += 1
                 rows[row] = score
     return out
+
+
+def expand_pages(run: Run, corpus: Dict[str, dict]) -> Run:
+    """A run that may name pages (a TREC run of `hnm evaluate`, say) -> one over rows: a page becomes each of its
+    rows with the page's score; a row stays as it is (so does an id that is neither, for the caller to refuse).
+    {"q": {"a": 2.0, "b": 1.0}} over rows a#0, a#1, b -> {"q": {"a#0": 2.0, "a#1": 2.0, "b": 1.0}}."""
+    members = rows_of(page_of(corpus))
+    out: Run = {}
+    for qid, docs in run.items():
+        rows = out.setdefault(qid, {})
+        for doc, score in docs.items():
+            for row in (members.get(doc, [doc]) if doc not in corpus else [doc]):
+                rows[row] = max(score, rows.get(row, score))
+    return out

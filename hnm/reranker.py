@@ -42,18 +42,18 @@ from safetensors.torch import save as safetensors_bytes
 from tokenizers import Tokenizer as HFTokenizer
 from torch import nn
 
+from hnm.config import ARCHITECTURES, HEADS, PRECISIONS
 from hnm.data import atomic_write
 from hnm.distributed import current
-from hnm.embed import PRECISIONS, resolve_precision
+from hnm.embed import resolve_precision
 from hnm.encoder import EncoderConfig, build_encoder
 from hnm.errors import InputError
 from hnm.pooling import mean_pooling
 from hnm.tokenize import Batch, Tokenizer
 from hnm.weights import fetch, load_safetensors_strict, model_spec
 
-HEADS = ("pooler", "linear", "mean")
 INIT_STD = 0.02  # BERT's initializer_range
-ARCHITECTURES = {"bert": "BertForSequenceClassification", "mpnet": "MPNetForSequenceClassification"}
+CLASS_NAMES = dict(zip(ARCHITECTURES, ("BertForSequenceClassification", "MPNetForSequenceClassification")))
 
 
 def bert_init(module: nn.Module, generator: torch.Generator, std: float = INIT_STD) -> None:
@@ -214,7 +214,7 @@ class CrossEncoder(nn.Module):
     def save(self, folder: Path) -> None:
         """Write config.json, model.safetensors and tokenizer.json into `folder`, each atomically."""
         folder = Path(folder)
-        config = {**asdict(self.config), "architectures": [ARCHITECTURES[self.config.model_type]],
+        config = {**asdict(self.config), "architectures": [CLASS_NAMES[self.config.model_type]],
                   "initializer_range": INIT_STD, "torch_dtype": "float32",
                   "hnm": {"head": self.head, "max_length": self.max_length}}
         if self.head == "pooler":  # one label: transformers sizes the classifier from id2label

@@ -12,6 +12,7 @@ from typing import Dict, Optional, Tuple
 
 import numpy as np
 
+from hnm.config import CLUSTERINGS, STRATEGIES
 from hnm.data import Qrels
 from hnm.metrics import Run, evaluate, paired_bootstrap, per_query, randomisation_test, rank_documents
 
@@ -19,13 +20,14 @@ BASELINES = ("first-stage", "random")  # every system is tested against these
 FLOOR = "first-stage, shuffled"  # the first stage's candidates in random orders: each pure row is tested against it
 
 
-STRATEGIES = ("random", "bm25", "dense", "ensemble", "ensemble+")  # the paper's mining strategies, (b) to (f)
-CLUSTERINGS = ("agglomerative", "gmm", "none")  # (f)'s other clusterings (experiment.CLUSTERING_ARMS): vs k-means
+# the paper's mining arms, (b) to (f): one per mining strategy, then (f), the ensemble with its safeguards
+MINED_ARMS = tuple(reversed(STRATEGIES)) + ("ensemble+",)
+OTHER_CLUSTERINGS = CLUSTERINGS[1:]  # (f)'s other clusterings (experiment.CLUSTERING_ARMS): vs k-means
 
 
 def kmeans_twin(name: str) -> Optional[str]:
     """The k-means system a clustering arm's row is tested against: "ensemble+ gmm, pure" -> "ensemble+, pure"."""
-    for c in CLUSTERINGS:
+    for c in OTHER_CLUSTERINGS:
         if name.startswith(f"ensemble+ {c}"):
             return "ensemble+" + name[len(f"ensemble+ {c}"):]
     return None
@@ -41,7 +43,7 @@ def claim(mean: Dict[str, dict], metric: str = "mrr@10", p_values: Optional[Dict
     if not all(n in mean for n in needed):
         return None
     v = {n: mean[n][metric] for n in needed}
-    trained = {n: mean[n][metric] for n in STRATEGIES if n in mean}
+    trained = {n: mean[n][metric] for n in MINED_ARMS if n in mean}
     best = max(trained, key=trained.get)
     out = {"metric": metric, "ensemble > bm25": v["ensemble"] > v["bm25"], "bm25 > random": v["bm25"] > v["random"],
            "ensemble+ best": best == "ensemble+", "best arm": best,
@@ -80,7 +82,7 @@ def judge(systems: Dict[str, Dict[int, Run]], qrels: Qrels, resamples: int, top_
             a = np.array([v[metric][q] for q in qs])
             ci = paired_bootstrap(a, np.zeros_like(a), n=resamples, seed=0)  # the mean's own interval
             intervals[n][metric] = (ci["low"], ci["high"])
-            rivals = STRATEGIES if n in STRATEGIES else ()  # the claim's orderings, each pair tested
+            rivals = MINED_ARMS if n in MINED_ARMS else ()  # the claim's orderings, each pair tested
             floor = FLOOR if n.endswith(", pure") else None
             for base in (*BASELINES, kmeans_twin(n), floor, *rivals):
                 if base in values and base != n:

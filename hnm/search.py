@@ -29,8 +29,9 @@ from typing import List, Optional, Set, Tuple
 import numpy as np
 
 
-def _best_k(scores: np.ndarray, ids: np.ndarray, k: int) -> Tuple[np.ndarray, np.ndarray]:
+def best_k(scores: np.ndarray, ids: np.ndarray, k: int) -> Tuple[np.ndarray, np.ndarray]:
     """The min(k, m) best of every row of (q, m) scores with their (q, m) ids, sorted: score descending, then id.
+    hnm's one top-k of a score matrix: the blocks here, the hybrid first stage's rows, a query's mining candidates.
 
     Example: scores [[3, 5, 5, 1]], ids [[0, 1, 2, 3]], k=2 -> scores [[5, 5]], ids [[1, 2]].
     """
@@ -135,10 +136,10 @@ def topk(queries: np.ndarray, corpus: np.ndarray, k: int, exclude: Optional[List
             here = (q_docs >= ds) & (q_docs < de)
             block[q_rows[here], q_docs[here] - ds] = -np.inf
             if best_s.shape[1] < k:  # no k-th best yet to prune with: select from the whole block
-                cand_s, cand_i = _best_k(block, np.broadcast_to(np.arange(ds, de), block.shape), k)
+                cand_s, cand_i = best_k(block, np.broadcast_to(np.arange(ds, de), block.shape), k)
             else:  # only entries above the running k-th best can enter; finding them is ~10x cheaper
                 cand_s, cand_i = _above(block, best_s[:, k - 1:], ds)
-            best_s, best_i = _best_k(np.concatenate([best_s, cand_s], axis=1),
+            best_s, best_i = best_k(np.concatenate([best_s, cand_s], axis=1),
                                      np.concatenate([best_i, cand_i], axis=1), k)
         scores[qs:qe], ids[qs:qe] = best_s, best_i
     ids[scores == -np.inf] = -1  # excluded documents that filled a short list

@@ -33,7 +33,6 @@ Not here: the model (reranker.py), the losses (losses.py), first-stage retrieval
 """
 
 import contextlib
-import hashlib
 import json
 import math
 import os
@@ -49,6 +48,7 @@ from safetensors.torch import load_file
 from safetensors.torch import save as safetensors_bytes
 from torch.nn.parallel import DistributedDataParallel
 
+from hnm.config import TrainConfig
 from hnm.data import atomic_write, read_jsonl
 from hnm.distributed import Processes
 from hnm.errors import HnmError, InputError
@@ -56,66 +56,8 @@ from hnm.embed import resolve_precision
 from hnm.losses import loss_function, margin_mse
 from hnm.metrics import evaluate
 from hnm.progress import Progress
-from hnm.reranker import HEADS, CrossEncoder
-
-PRECISIONS = ("float32", "bfloat16", "auto")
-
-
-# The defaults are the best recipe of scripts/ablate_train.py on SciFact's tuning split (scripts/results/
-# ablation_scifact.md, the choice argued in scripts/results/recipe.md): the paper's triplet margin loss, each mined
-# negative its own (query, positive, negative) triplet, one epoch over every training query, 128 tokens, peak lr
-# 7e-5 with 10% warm-up, the CLS pooler head, the best held-out checkpoint kept. Softmax over 1 + 1 in the same
-# pairs and steps tied it (the gain is the pairs and steps, not the loss); no lever beat the listwise base
-# significantly; the listwise recipe of the two-stage literature (softmax over 1 + 7) is
-# `loss="softmax", negatives=7` (`--loss softmax --negatives 7`).
-@dataclass(frozen=True)
-class TrainConfig:
-    loss: str = "triplet"  # triplet (the paper), softmax (listwise, LCE), bce, or margin_mse (distillation alone)
-    margin: float = 1.0  # of the triplet loss
-    negatives: int = 1  # n, negatives per example: 1 makes triplets (each mined negative its own example)
-    distill: float = 0.0  # weight of MarginMSE from the mined rows' ensemble scores, added to the loss; 0: none
-    teacher_scale: float = 20.0  # the ensemble's cosines are multiplied by this before MarginMSE (cosine margins
-    #                              are about 0.1, a cross-encoder's logit margins several units)
-    batch_size: int = 4  # examples per micro-batch per process; each is 1 + n (query, document) pairs
-    grad_accum: int = 1  # micro-batches per optimiser step
-    epochs: int = 1  # passes over every training example
-    max_steps: Optional[int] = None  # optimiser steps in all; replaces epochs when set
-    lr: float = 7e-5  # peak learning rate
-    weight_decay: float = 0.01  # AdamW's, on weights other than biases and LayerNorm
-    warmup: float = 0.1  # share of the steps spent warming the learning rate up from 0
-    max_grad_norm: float = 1.0  # gradients are clipped to this total L2 norm
-    seed: int = 0  # data order, held-out rows, new head, dropout
-    precision: str = "float32"  # or "bfloat16" autocast, or "auto" (bfloat16 where the hardware has it: embed.py)
-    max_length: Optional[int] = 128  # tokens per pair (256 scored no better in the ablation, at 2.5x the time);
-    #                                  None: the start model's
-    head: str = "pooler"  # for a new head (reranker.py); a started checkpoint keeps its own
-    eval_fraction: float = 0.1  # share of the rows (queries) held out: the tuning split; 0: none
-    eval_every: int = 0  # steps between evaluations besides those at each epoch's end; 0: none besides
-    eval_each_epoch: bool = True  # evaluate (and keep the best) at the end of every epoch, and at the end
-    save_every: int = 100  # steps between checkpoints (and at the end)
-    stop_after: Optional[int] = None  # end this invocation after this step, checkpointed, to go on with resume
-
-    def __post_init__(self):
-        if self.loss != "margin_mse":
-            loss_function(self.loss)
-        if self.precision not in PRECISIONS:
-            raise ValueError(f"precision {self.precision!r} is not one of {', '.join(PRECISIONS)}")
-        if self.head not in HEADS:
-            raise ValueError(f"head {self.head!r} is not one of {', '.join(HEADS)}")
-        if min(self.negatives, self.batch_size, self.grad_accum, self.epochs) < 1 or (self.max_steps or 1) < 1:
-            raise ValueError("negatives, batch_size, grad_accum, epochs and max_steps must be at least 1")
-        if not 0.0 <= self.warmup < 1.0 or not 0.0 <= self.eval_fraction < 1.0:
-            raise ValueError("warmup and eval_fraction are shares: give values in [0, 1)")
-        if self.eval_every < 0 or self.save_every < 1 or self.max_grad_norm <= 0 or self.lr <= 0:
-            raise ValueError("need eval_every >= 0, save_every >= 1, max_grad_norm > 0 and lr > 0")
-        if self.distill < 0 or self.teacher_scale <= 0:
-            raise ValueError("need distill >= 0 and teacher_scale > 0")
-
-    @property
-    def teacher(self) -> bool:
-        """Whether the loss needs the mined rows' scores."""
-        return self.loss == "margin_mse" or self.distill > 0
-
+from hnm.reranker import CrossEncoder
+from hnm.weights import sha256_of
 
 @dataclass(frozen=True)
 class Example:
@@ -268,14 +210,6 @@ def _set_rng_state(state: torch.Tensor, device: torch.device) -> None:
         torch.cuda.set_rng_state(state[cpu_size:].clone(), device)
 
 
-def _file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(1 << 20):
-            h.update(block)
-    return h.hexdigest()
-
-
 # ---------------------------------------------------------------------------------------------------- the loop
 
 
@@ -336,7 +270,7 @@ def _train(rows_path: Path, output: Path, start: str, cfg: TrainConfig, resume: 
                        f"(batch {cfg.batch_size} x accumulation {cfg.grad_accum} x {procs.world} processes)")
     total = cfg.max_steps or cfg.epochs * steps_per_epoch
     warmup_steps = max(1, math.ceil(cfg.warmup * total)) if cfg.warmup > 0 else 0
-    data = {"rows_sha256": _file_sha256(rows_path), "examples": len(examples), "eval_rows": len(eval_rows)}
+    data = {"rows_sha256": sha256_of(rows_path), "examples": len(examples), "eval_rows": len(eval_rows)}
 
     last, best_dir, log_path = output / "last", output / "best", output / "log.jsonl"
     state = {"step": 0, "best": None, "world": procs.world, "config": asdict(cfg), "data": data}

@@ -26,52 +26,24 @@ Not here: first-stage retrieval (firststage.py), training (train.py), the model 
 """
 
 import json
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from hnm.config import EvalConfig
 from hnm.data import Qrels, atomic_write, beir_file, document_text, read_corpus, read_queries
 from hnm.distributed import current
-from hnm.ensemble import parse_members, zscore
-from hnm.firststage import KINDS, FirstStageConfig
+from hnm.config import FirstStageConfig, parse_members
+from hnm.ensemble import zscore
 from hnm.metrics import Run, evaluate, paired_bootstrap, per_query, randomisation_test, rank_documents
 from hnm.pages import page_of, page_qrels, to_pages
 from hnm.progress import Progress
 from hnm.reranker import CrossEncoder
 
-FIRST_STAGES = KINDS
 REPORTED = ("mrr@10", "p@1", "p@10", "ndcg@10", "r@100")  # the table's columns
 COMPARED = ("ndcg@10", "mrr@10")  # the metrics the paired tests look at
 ALPHA_GRID = tuple(round(a, 2) for a in np.linspace(0.0, 1.0, 21))  # steps of 0.05
-
-
-@dataclass(frozen=True)
-class EvalConfig:
-    first_stage: str = "hybrid"  # bm25, dense (the first of `models`), ensemble (all of them) or hybrid
-    top_k: int = 100  # documents retrieved per query, all of them re-ranked
-    models: str = "all-MiniLM-L6-v2,all-mpnet-base-v2"  # NAME[:WEIGHT],... of weights.lock, for dense and ensemble
-    fusion: str = "zscore"  # of the hybrid first stage (firststage.py)
-    bm25_weight: float = 0.5  # of the hybrid first stage
-    embed_precision: str = "float32"  # of the first stage's encoders
-    per_page: int = 3  # of a chunked corpus: rows re-ranked of each of the top_k pages (pages.py)
-    batch_size: int = 64  # pairs per cross-encoder forward pass
-    precision: str = "float32"  # of the cross-encoder: float32 or bfloat16
-    alpha: Optional[float] = None  # weight of the re-ranker; None: the checkpoint's for this first stage (alpha_for)
-    resamples: int = 10000  # of the bootstrap and the randomisation test
-    seed: int = 0  # of the bootstrap and the randomisation test
-
-    def __post_init__(self):
-        self.retrieval()  # checks the first stage's fields
-        if self.top_k < 1 or self.batch_size < 1 or self.resamples < 1:
-            raise ValueError("top_k, batch_size and resamples must be at least 1")
-        if self.alpha is not None and not 0.0 <= self.alpha <= 1.0:
-            raise ValueError(f"alpha is a weight in [0, 1], not {self.alpha}")
-
-    def retrieval(self) -> FirstStageConfig:
-        return FirstStageConfig(kind=self.first_stage, top_k=self.top_k, models=self.models, fusion=self.fusion,
-                                bm25_weight=self.bm25_weight, precision=self.embed_precision, per_page=self.per_page)
 
 
 def read_collection(folder: Path) -> Tuple[Dict[str, dict], Dict[str, str]]:

@@ -37,6 +37,7 @@ import requests
 import torch
 from safetensors.torch import load_file
 
+from hnm.config import ARCHITECTURES
 from hnm.errors import WeightsError
 from hnm.progress import Progress
 
@@ -44,7 +45,6 @@ from hnm.progress import Progress
 # keeps the two the same bytes.
 DEFAULT_LOCK = Path(__file__).resolve().parent / "weights.lock"
 DEFAULT_HUB = "https://huggingface.co"
-ARCHITECTURES = ("bert", "mpnet")
 POOLINGS = ("mean", "cls", "max")
 
 

@@ -109,7 +109,7 @@ def test_config_is_validated():
     assert ChunkConfig(max_tokens=1).stride == 1
     with pytest.raises(ValueError, match="stride must be between 1 and max_tokens"):
         ChunkConfig(max_tokens=10, stride=11)
-    with pytest.raises(ValueError, match="chunk mode"):
+    with pytest.raises(ValueError, match="mode: must be one of none, tokens, sentences"):
         ChunkConfig(mode="paragraphs")
     with pytest.raises(ValueError, match="at least 1"):
         ChunkConfig(max_tokens=0)

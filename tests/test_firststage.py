@@ -23,9 +23,9 @@ def test_fusions_by_hand():
     assert np.allclose(half, 0.5 * zscore_rows(bm25) + 0.5 * zscore_rows(dense))
     only_bm25 = fuse_hybrid(bm25, dense, FirstStageConfig(kind="hybrid", bm25_weight=1.0, fusion="rrf", depth=3))
     assert np.allclose(only_bm25, rrf_rows(bm25, 3))
-    with pytest.raises(ValueError, match="hybrid fusion"):
+    with pytest.raises(ValueError, match="fusion: must be one of zscore, rrf"):
         FirstStageConfig(fusion="max")
-    with pytest.raises(ValueError, match="share"):
+    with pytest.raises(ValueError, match="bm25_weight: must be at most 1"):
         FirstStageConfig(bm25_weight=1.5)
 
 

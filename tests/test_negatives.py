@@ -46,7 +46,7 @@ def test_zscore_and_rrf_worked_examples():
     r = fuse_rrf(scores, w)[0]  # ranks (1, 2, 3) and (2, 1, 3)
     assert np.allclose(r, [(1 / 61 + 1 / 62) / 2, (1 / 62 + 1 / 61) / 2, (1 / 63 + 1 / 63) / 2])
     assert parse_members("a,b:2,bm25:0.5") == (Member("a"), Member("b", 2.0), Member("bm25", 0.5))
-    with pytest.raises(ValueError, match="weight must be positive"):
+    with pytest.raises(ValueError, match="weight must be a positive finite number"):
         parse_members("a:0")
 
 

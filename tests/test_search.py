@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from hnm.search import _above, _best_k, exact_scores, topk
+from hnm.search import _above, best_k, exact_scores, topk
 
 CHUNKS = [1, 2, 7, 64, 1000]
 
@@ -30,7 +30,7 @@ def test_docstring_examples():
     assert scores.tolist() == [[2, 1]] and ids.tolist() == [[1, 2]]
     scores, ids = topk([[1, 0]], [[0, 1], [2, 0], [1, 0]], 2, exclude=[{1}])
     assert scores.tolist() == [[1, 0]] and ids.tolist() == [[2, 0]]
-    s, i = _best_k(np.array([[3, 5, 5, 1]], dtype=np.float32), np.array([[0, 1, 2, 3]]), 2)
+    s, i = best_k(np.array([[3, 5, 5, 1]], dtype=np.float32), np.array([[0, 1, 2, 3]]), 2)
     assert s.tolist() == [[5, 5]] and i.tolist() == [[1, 2]]
     s, i = _above(np.array([[1, 9, 8], [2, 0, 1]], dtype=np.float32), np.array([[5], [7]], dtype=np.float32), 10)
     assert s.tolist() == [[9, 8], [-np.inf, -np.inf]] and i.tolist() == [[11, 12], [-1, -1]]

@@ -239,7 +239,7 @@ def test_rows_without_positive_or_negatives_are_named_by_line(tmp_path, capsys):
 
 
 def test_config_mistakes_are_clear():
-    with pytest.raises(ValueError, match="unknown loss"):
+    with pytest.raises(ValueError, match="loss: must be one of softmax, triplet"):
         TrainConfig(loss="mse")
     with pytest.raises(ValueError, match="precision"):
         TrainConfig(precision="float16")
