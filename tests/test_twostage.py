@@ -108,7 +108,7 @@ def run_cli(*args):
 
 def test_evaluate_and_rerank_verbs(small, tiny, tmp_path):
     done = run_cli("evaluate", "--data", small, "--top-k", "10", "--reranker", tiny, "--output-dir", tmp_path,
-                   "--resamples", "500", "--quiet")
+                   "--resamples", "500", "--first-stage", "bm25", "--quiet")
     assert done.returncode == 0, done.stderr
     header = done.stdout.splitlines()[1].split()
     assert header == ["system", *REPORTED, "queries"]
@@ -121,7 +121,7 @@ def test_evaluate_and_rerank_verbs(small, tiny, tmp_path):
 
     out = tmp_path / "reranked.trec"
     done = run_cli("rerank", "--data", small, "--run", bm25_run, "--reranker", tiny, "--output", out, "--top-k", "3",
-                   "--split", "test", "--quiet")
+                   "--split", "test", "--first-stage", "bm25", "--quiet")
     assert done.returncode == 0, done.stderr
     assert "re-ranked 24 pairs of 8 queries" in done.stdout and "ndcg@10" in done.stdout
     assert all(len(docs) == 3 for docs in read_trec_run(out).values())
