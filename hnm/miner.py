@@ -37,6 +37,7 @@ import numpy as np
 from hnm.data import Qrels, atomic_write, document_text, unknown_documents
 from hnm.distributed import current
 from hnm.embed import EmbedConfig, resolve_precision
+from hnm.errors import HnmError
 from hnm.ensemble import Ensemble, parse_members
 from hnm.negatives import Candidates, MineConfig, draw_random, reference_score, select
 from hnm.progress import Progress
@@ -84,6 +85,9 @@ def run(corpus: Dict[str, dict], queries: Dict[str, str], qrels: Qrels, cfg: Min
     texts = [document_text(corpus[d]) for d in doc_ids]
     empty = np.array([not t.strip() for t in texts])
     qids, positives, skipped = positives_of(qrels, queries, row_of, cfg.min_grade)
+    if not qids:  # before any output exists: no empty rows file under its final name
+        raise HnmError(f"none of the {len(qrels)} judged queries has a positive of grade {cfg.min_grade} or more in "
+                       f"the corpus: nothing to mine")
     query_texts = [queries[q] for q in qids]
 
     bm25 = None
