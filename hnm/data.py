@@ -118,8 +118,9 @@ def one_writer(path, kind: str = "file") -> Iterator[Path]:
             if os.path.samestat(os.fstat(fd), os.stat(lock)):
                 break
         os.close(fd)  # the holder removed this lock file just as we opened it: take the one there now
-    os.write(fd, f"pid {os.getpid()}: hnm {shlex.join(sys.argv[1:])}\n".encode())
     try:
+        with contextlib.suppress(OSError):  # on a full disk the holder's name may not fit; the flock still holds
+            os.write(fd, f"pid {os.getpid()}: hnm {shlex.join(sys.argv[1:])}\n".encode())
         yield lock
     finally:
         with contextlib.suppress(FileNotFoundError):

@@ -34,7 +34,7 @@ from typing import Dict, List, Optional
 
 import numpy as np
 
-from hnm.data import Qrels, atomic_write, document_text, unknown_documents
+from hnm.data import Qrels, atomic_write, document_text, named, unknown_documents
 from hnm.distributed import current
 from hnm.embed import EmbedConfig, resolve_precision
 from hnm.errors import HnmError
@@ -150,11 +150,13 @@ def run(corpus: Dict[str, dict], queries: Dict[str, str], qrels: Qrels, cfg: Min
             if not procs.main:
                 continue
             n = int.from_bytes(blob[:8], "little")
-            out.write(blob[8:8 + n])
-            review.write(blob[8 + n:])
-            for f in (out, review):
-                f.flush()
-                os.fsync(f.fileno())
+            for f, data, path in ((out, blob[8:8 + n], part), (review, blob[8 + n:], review_part)):
+                try:
+                    f.write(data)
+                    f.flush()
+                    os.fsync(f.fileno())
+                except OSError as e:  # a full disk: the error of a write names no file
+                    raise named(e, path) from e
             state = {"fingerprint": fingerprint, "chunks": chunk + 1, "bytes": out.tell(),
                      "review_bytes": review.tell()}
             with atomic_write(progress_path) as f:

@@ -42,6 +42,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file
 
+from hnm.data import named
 from hnm.errors import WeightsError
 from hnm.progress import Progress
 
@@ -263,7 +264,11 @@ def _download(url: str, dest: Path, spec: FileSpec, fname: str, cfg: FetchConfig
                 with open(part, mode) as f, Progress(spec.size, desc=fname, quiet=quiet, unit="B") as bar:
                     bar.update(start)
                     for block in r.iter_content(chunk_size=1 << 16):
-                        f.write(block)
+                        try:
+                            f.write(block)
+                            f.flush()  # so that a full disk is met here, not in close()
+                        except OSError as e:  # the error of a write names no file
+                            raise named(e, part) from e
                         bar.update(len(block))
             if part.stat().st_size == spec.size:
                 break
