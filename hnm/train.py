@@ -390,7 +390,7 @@ def _train(rows_path: Path, output: Path, start: str, cfg: TrainConfig, resume: 
         bad = _non_finite(model)  # the same on every process: DDP keeps the weights equal
         if bad:
             raise HnmError(f"training stopped: after step {step}, {len(bad)} of {len(model.state_dict())} weight "
-                           f"tensors are not finite (first {bad[0]}), though the loss was; lower --lr. "
+                           f"tensors are not finite (first {bad[0]}), though the loss was (lower --lr); "
                            + _last_good(last))
         rng = procs.gather_bytes(_rng_state(procs.device))
         if main:
