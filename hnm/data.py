@@ -133,8 +133,7 @@ def read_json(path):
     try:
         return json.loads(Path(path).read_text(encoding="utf-8"))
     except json.JSONDecodeError as e:
-        raise InputError(f"{path}: not valid JSON ({e.msg} at line {e.lineno}, column {e.colno}); "
-                         f"cut short by a crash or a full disk?") from None
+        raise InputError(f"{path}: not valid JSON ({e}); cut short by a crash or a full disk?") from None
     except UnicodeDecodeError as e:
         raise InputError(f"{path}: not valid UTF-8 ({e.reason} at byte {e.start})") from None
 
