@@ -15,9 +15,18 @@ ranges of the fields, and the combinations __post_init__ checks (raised as HnmEr
 To add a verb: write `_cmd_NAME(args) -> int`, importing what it runs inside the function (so that --help and
 `import hnm` never import torch), and `_verb_NAME(sub)`, which calls `_verb(sub, NAME, _cmd_NAME, help, description)`
 and adds its flags with `_fields` and `_flag`; then append `_verb_NAME` to VERBS (the order of `--help`).
+
+Errors. A failure the user can cause or meet ends in one line, `hnm VERB: error: FILE OR FLAG: cause`, and exit
+status 2; a bug in hnm keeps its traceback. The two are told apart by type: the user's kind is HnmError (raised
+for bad flags, bad input files and broken checkpoints, where the file is known: third-party parse errors such as
+safetensors' or the tokenizers library's are turned into it there) or OSError (the operating system refusing:
+a missing file, a full disk, no permission, a read-only file system; hnm's writers add the file name where the
+system gives none). Anything else, a TypeError, an AttributeError, an AssertionError, is a bug and shows its
+traceback. Each verb checks its outputs before any work and locks those of long jobs (`_output`).
 """
 
 import argparse
+import contextlib
 import os
 import sys
 from dataclasses import fields
@@ -138,19 +147,16 @@ def _cmd_weights(args) -> int:
 
 
 def _cmd_embed(args) -> int:
-    import numpy as np
-    from hnm.data import atomic_write, document_text, read_jsonl
-    from hnm.embed import Embedder
+    from hnm.data import document_text, read_jsonl
+    from hnm.embed import Embedder, save_embeddings
+    _output(args, args.output)
     rows = [(rec["_id"], document_text(rec) if args.kind == "document" else rec["text"])
             for _, rec in read_jsonl(args.input, required=("_id", "text"))]
     embedder = Embedder.load(args.model, _config(EmbedConfig, args), quiet=args.quiet)
     vectors = embedder.encode([text for _, text in rows], kind=args.kind, quiet=args.quiet)
     ids_path = args.output.with_suffix(".ids.txt")
     if _writer():
-        with atomic_write(args.output, "wb") as f:
-            np.save(f, vectors, allow_pickle=False)
-        with atomic_write(ids_path) as f:
-            f.writelines(f"{doc_id}\n" for doc_id, _ in rows)
+        save_embeddings(args.output, [doc_id for doc_id, _ in rows], vectors)
     print(f"{args.output}: {vectors.shape[0]} x {vectors.shape[1]} float32; row ids in {ids_path}")
     return 0
 
@@ -176,9 +182,10 @@ def _cmd_bm25(args) -> int:
     from hnm.data import load_beir
     from hnm.metrics import evaluate, write_trec_run
     config = _config(BM25Config, args)
+    output = args.output or Path(f"bm25.{Path(args.data).resolve().name}.{args.split}.trec")
+    _output(args, output, lock=False)
     corpus, queries, qrels = load_beir(args.data, args.split, args.strict)
     run = BM25Index.from_corpus(corpus, config, quiet=args.quiet).run(queries, args.top_k)
-    output = args.output or Path(f"bm25.{Path(args.data).resolve().name}.{args.split}.trec")
     write_trec_run(output, run, tag=f"hnm-bm25-{config.variant}")
     metrics = evaluate(run, qrels, ks=sorted({10, args.top_k}))
     print(f"BM25 {config.variant} (k1={config.k1}, b={config.b}, delta={config.delta}) on {args.data}, "
@@ -199,6 +206,7 @@ def _cmd_mine(args) -> int:
     data = args.data or bundled_cranfield()
     split = args.split or ("train_80" if args.data is None else "train")
     cfg = _config(MineConfig, args)
+    _output(args, args.output)
     corpus, queries, qrels = load_beir(data, split, args.strict)
     stats = run(corpus, queries, qrels, cfg, args.output, _config(EmbedConfig, args), args.format, args.quiet)
     print(f"mined {data} ({split}) with strategy {cfg.strategy}, encoders in {stats['precision']}"
@@ -214,6 +222,7 @@ def _cmd_ingest(args) -> int:
     fetch = _config(FetchConfig, args, connect_timeout=min(args.read_timeout, FetchConfig.connect_timeout))
     config = _config(IngestConfig, args, fetch=fetch, chunk=_config(ChunkConfig, args))
     tokenizer = load_tokenizer(args.model) if config.chunk.mode != "none" else None
+    _output(args, args.output)
     r = ingest(args.sources, args.output, config, tokenizer, args.errors, quiet=args.quiet)
     errors = args.errors or args.output.with_suffix(".errors.jsonl")
     print(f"sources: {r.ok} ok, {r.failed} failed (reasons in {errors}); {r.resumed} finished by an earlier run")
@@ -256,6 +265,7 @@ def _cmd_train(args) -> int:
     from hnm.train import train
     cfg = _config(TrainConfig, args)
     _check_max_length(args.start, cfg.max_length)
+    _output(args, args.output, "folder")
     s = train(args.rows, args.output, args.start, cfg, resume=args.resume, quiet=args.quiet)
     best = s["best"]
     print(f"trained {s['steps']} of {s['total_steps']} steps on {s['examples']} examples "
@@ -284,6 +294,7 @@ def _cmd_rerank(args) -> int:
     from hnm.reranker import CrossEncoder
     from hnm.twostage import interpolate, metrics_of, read_collection, rerank_pages
     cfg = _config(EvalConfig, args)
+    _output(args, args.output, lock=False)
     corpus, queries = read_collection(args.data)
     run = read_trec_run(args.run)
     model = CrossEncoder.from_checkpoint(args.reranker)
@@ -322,6 +333,7 @@ def _cmd_evaluate(args) -> int:
     from hnm.reranker import CrossEncoder
     from hnm.twostage import compare, interpolate, rerank_pages, table
     cfg = _config(EvalConfig, args)
+    _output(args, args.output_dir, "folder", lock=False)
     corpus, queries, qrels = load_beir(args.data, args.split, args.strict)
     rows = retrieve(corpus, queries, cfg.retrieval(), args.quiet)
     first = to_pages(rows, page_of(corpus))  # a page scores as its best chunk; the corpus's own rows otherwise
@@ -435,6 +447,7 @@ def _cmd_fit(args) -> int:
     stage = replace(evaluation.retrieval(), top_k=args.top_k)  # one set of encoders, and one precision, throughout
     embed = _config(EmbedConfig, args, prefixed=("batch_size", "streams"), prefix="embed-", precision=stage.precision)
     cfg = _config(FitConfig, args, mine=mine, train=train, stage=stage, embed=embed)
+    _output(args, args.output, "folder")
     report = fit(args.data, args.output, cfg, quiet=args.quiet)
     if "stopped" in report:
         return 0
@@ -460,6 +473,7 @@ def _cmd_experiment(args) -> int:
         overrides["arms"] = arms
     cfg = replace(cfg, **overrides)
     out = args.out or Path("experiments") / f"{args.data.name}-{cfg.budget.name}"
+    _output(args, out, "folder")
     results = run_experiment(args.data, out, cfg, quiet=args.quiet, prepare=args.prepare)
     if args.prepare:
         print(f"first stages and every arm's mined rows in {out}; the same command without --prepare trains")
@@ -717,9 +731,28 @@ def _writer() -> bool:
     return current().main
 
 
+def _output(args, path: Path, kind: str = "file", lock: bool = True) -> None:
+    """Before any work: check that the output `path` (a "file" or a "folder") can be written and, for the long
+    jobs, lock it until the verb ends, so that a second process on it refuses at once (data.one_writer)."""
+    from hnm.data import check_output, one_writer
+    if _writer():
+        check_output(path, kind)
+        if lock:
+            args.held.enter_context(one_writer(path, kind))
+
+
+def _os_error(e: OSError) -> str:
+    """'FILE: cause' of an operating-system error ('out.npy: No space left on device')."""
+    if e.filename is None:
+        return str(e)
+    both = f"{e.filename} -> {e.filename2}" if e.filename2 is not None else str(e.filename)
+    return f"{both}: {e.strerror or e}"
+
+
 def _run(args) -> int:
     """The verb, in the processes torchrun started (one without it) on --device; only rank 0 prints and writes."""
     distributed = None
+    args.held = contextlib.ExitStack()  # the outputs' locks, released when the verb ends
     try:
         if getattr(args, "device", None) is not None:
             from hnm import distributed
@@ -729,9 +762,13 @@ def _run(args) -> int:
                 raise HnmError(str(e)) from None
             if not procs.main:
                 sys.stdout = open(os.devnull, "w")
-        return args.func(args) or 0
-    except (HnmError, FileNotFoundError) as e:
+        with args.held:
+            return args.func(args) or 0
+    except HnmError as e:
         print(f"hnm {args.verb}: error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:  # the system refused (see the module docstring): a missing file, a full disk, ...
+        print(f"hnm {args.verb}: error: {_os_error(e)}", file=sys.stderr)
         return 2
     finally:
         if distributed is not None:

@@ -6,23 +6,28 @@ The BEIR layout (Thakur et al., 2021) is the retrieval field's convention:
     queries.jsonl      {"_id": "0", "text": "..."}                     one query a line
     qrels/<split>.tsv  query-id <TAB> corpus-id <TAB> score            with a header line
 
-Every reader names the file, the line and the field of the first bad record. Every writer goes through
-`atomic_write`: the bytes land under a temporary name in the same folder and are renamed over the target only once
-complete, so a crash never leaves half a file where a good one stood.
+Every reader names the file, the line and the field of the first bad record; an empty corpus or query file is an
+error naming it. Every writer goes through `atomic_write`: the bytes land under a temporary name in the same folder
+and are renamed over the target only once complete, so a crash never leaves half a file where a good one stood, and
+an OSError there (a full disk, a read-only file system) names the file. The commands check their outputs before any
+work (`check_output`) and hold a lock on each (`one_writer`), so that two processes never write the same one.
 
 Not here: downloading data sets (the user or ../shared provides them) and the mined-data format (see mining).
 """
 
 import contextlib
+import errno
+import fcntl
 import gzip
 import json
 import os
+import shlex
 import sys
 import tempfile
 from pathlib import Path
 from typing import Container, Dict, Iterator, List, Optional, Tuple
 
-from hnm.errors import InputError
+from hnm.errors import HnmError, InputError
 
 Qrels = Dict[str, Dict[str, int]]  # query id -> {document id: graded relevance}
 
@@ -45,10 +50,92 @@ def atomic_write(path, mode: str = "w", encoding: str = "utf-8") -> Iterator:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        if isinstance(e, OSError) and e.filename is None:  # a write's error names no file: name the target
+            raise named(e, path) from e
         raise
+
+
+def named(e: OSError, path) -> OSError:
+    """`e` carrying `path` as its file name, for the command line's one-line error ("PATH: No space left on
+    device"). NumPy reports a short write without an errno ("7680 requested and 4064 written"); when the file
+    system is full that is named as the cause."""
+    cause = e.strerror or str(e)
+    if e.errno is None and _free_bytes(Path(path).parent) == 0:
+        return OSError(errno.ENOSPC, f"{os.strerror(errno.ENOSPC)} ({cause})", str(path))
+    return OSError(e.errno, cause, str(path))
+
+
+def _free_bytes(folder: Path) -> Optional[int]:
+    with contextlib.suppress(OSError):
+        st = os.statvfs(folder)
+        return st.f_bavail * st.f_frsize
+    return None
+
+
+def check_output(path, kind: str = "file") -> Path:
+    """Check, before any work, that `path` can be written as a file (kind "file") or a folder ("folder"):
+    no folder where a file goes, no file where a folder goes, no file among its parents. Missing parent folders
+    are made, as the writers make them. Raises HnmError naming the path."""
+    path = Path(path)
+    folder = path if kind == "folder" else path.parent
+    if kind == "file" and path.is_dir():
+        raise HnmError(f"{path}: is a folder; give the name of a file to write")
+    for parent in (folder, *folder.parents):
+        if parent.exists() and not parent.is_dir():
+            raise HnmError(f"{path}: " + ("" if parent == path else f"{parent} ") + "is a file, not a folder")
+        if parent.exists():
+            break
+    folder.mkdir(parents=True, exist_ok=True)
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise HnmError(f"{path}: cannot write into {folder} (permission denied)")
+    return path
+
+
+@contextlib.contextmanager
+def one_writer(path, kind: str = "file") -> Iterator[Path]:
+    """Hold an exclusive lock on the output `path` (a file, or with kind "folder" a folder) while the block runs.
+
+    A second process that asks for the same output is refused at once with an HnmError naming the first (the lock
+    file holds its pid and command). The lock is `PATH.lock` beside a file, `PATH/.lock` in a folder: an flock,
+    released by the kernel when its holder dies however it dies, and the file removed on a clean exit.
+    """
+    path = Path(path)
+    lock = path / ".lock" if kind == "folder" else path.with_name(path.name + ".lock")
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    while True:
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 4096).decode("utf-8", "replace").strip() or "starting"
+            os.close(fd)
+            raise HnmError(f"{path}: another process is writing it ({holder}); wait for it to end or give "
+                           f"another output (lock: {lock})") from None
+        with contextlib.suppress(FileNotFoundError):
+            if os.path.samestat(os.fstat(fd), os.stat(lock)):
+                break
+        os.close(fd)  # the holder removed this lock file just as we opened it: take the one there now
+    try:
+        with contextlib.suppress(OSError):  # on a full disk the holder's name may not fit; the flock still holds
+            os.write(fd, f"pid {os.getpid()}: hnm {shlex.join(sys.argv[1:])}\n".encode())
+        yield lock
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(lock)  # before closing: whoever opens it from now on makes a new one
+        os.close(fd)
+
+
+def read_json(path):
+    """A JSON file's value; a file cut short or otherwise not JSON raises InputError naming it."""
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise InputError(f"{path}: not valid JSON ({e}); cut short by a crash or a full disk?") from None
+    except UnicodeDecodeError as e:
+        raise InputError(f"{path}: not valid UTF-8 ({e.reason} at byte {e.start})") from None
 
 
 def read_jsonl(path, required: Tuple[str, ...] = ()) -> Iterator[Tuple[int, dict]]:
@@ -202,10 +289,16 @@ def load_beir(folder, split: str, strict: bool = False) -> Tuple[Dict[str, dict]
         have = sorted(p.stem for p in (folder / "qrels").glob("*.tsv"))
         raise FileNotFoundError(f"{qrels_path}: no such file; splits here: {', '.join(have) or 'none'}")
     corpus = read_corpus(beir_file(folder, "corpus.jsonl"))
+    if not corpus:
+        raise InputError(f"{beir_file(folder, 'corpus.jsonl')}: no documents")
     all_queries = read_queries(beir_file(folder, "queries.jsonl"))
+    if not all_queries:
+        raise InputError(f"{beir_file(folder, 'queries.jsonl')}: no queries")
     known = set(corpus) | {doc["parent_id"] for doc in corpus.values() if "parent_id" in doc}  # rows and pages
     qrels = read_qrels(qrels_path, all_queries, known, strict)
     queries = {qid: all_queries[qid] for qid in qrels}
+    if not queries:
+        raise InputError(f"{qrels_path}: no judgment names a query of {beir_file(folder, 'queries.jsonl')}")
     return corpus, queries, qrels
 
 

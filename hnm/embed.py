@@ -24,12 +24,19 @@ all-gather gives every rank the whole block. Each batch is the same batch; compu
 process's stream has (torchrun gives each rank one; one process on two threads runs two streams of one), it gives
 the same bits as a one-process run's.
 
+`save_embeddings` writes the vectors (.npy) and their row ids (.ids.txt) as a pair that must agree: both in full
+under temporary names first, so a full disk or a crash while writing leaves the old pair; then the old ids file is
+removed and the two renamed into place, the ids last. A finished ids file is thus the mark of a whole pair, and a
+crash between the renames (nothing is written there) leaves vectors without ids, which `load_embeddings` reports,
+never vectors beside another run's ids.
+
 Not here: combining models (ensemble.py) and similarity search (search.py).
 """
 
 import functools
 import hashlib
 import json
+import os
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
@@ -43,6 +50,7 @@ from hnm.config import PRECISIONS, EmbedConfig
 from hnm.data import atomic_write
 from hnm.distributed import current, resolve_device
 from hnm.encoder import EncoderConfig, build_encoder
+from hnm.errors import InputError
 from hnm.pooling import l2_normalize, pool
 from hnm.progress import Progress
 from hnm.tokenize import Batch, Tokenizer
@@ -283,3 +291,34 @@ class Embedder:
             if pool is not None:
                 pool.shutdown(cancel_futures=True)
         return np.concatenate(parts) if parts else np.zeros((0, self.dim), dtype=np.float32)
+
+
+def save_embeddings(path: Path, ids: Sequence[str], vectors: np.ndarray) -> None:
+    """Write (N, D) `vectors` to `path` (.npy) and their N row ids, one a line, to its .ids.txt, as one pair
+    (see the module docstring)."""
+    path = Path(path)
+    ids_path = path.with_suffix(".ids.txt")
+    assert len(ids) == len(vectors)
+    with atomic_write(ids_path) as f_ids:
+        f_ids.writelines(f"{doc_id}\n" for doc_id in ids)
+        f_ids.flush()
+        os.fsync(f_ids.fileno())
+        with atomic_write(path, "wb") as f_vec:
+            np.save(f_vec, vectors, allow_pickle=False)
+            f_vec.flush()
+            os.fsync(f_vec.fileno())
+            ids_path.unlink(missing_ok=True)  # both new files are whole on disk: only the renames remain
+
+
+def load_embeddings(path: Path):
+    """(row ids, (N, D) vectors) that save_embeddings wrote; a pair that does not agree raises InputError."""
+    path = Path(path)
+    ids_path = path.with_suffix(".ids.txt")
+    if not ids_path.is_file():
+        raise InputError(f"{path}: its row ids {ids_path} are missing (an interrupted hnm embed?); embed again")
+    ids = ids_path.read_text(encoding="utf-8").splitlines()
+    vectors = np.load(path, allow_pickle=False)
+    if vectors.ndim != 2 or len(ids) != len(vectors):
+        raise InputError(f"{path}: {vectors.shape[0]} rows of vectors but {len(ids)} ids in {ids_path}; "
+                         f"the two are not one pair, embed again")
+    return ids, vectors

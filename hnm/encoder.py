@@ -21,7 +21,7 @@ Shapes: B batch, T tokens, H hidden size, nh heads, hs = H / nh head size, I int
 
 import json
 import math
-from dataclasses import dataclass, fields
+from dataclasses import MISSING, dataclass, fields
 from pathlib import Path
 from typing import Optional
 
@@ -30,6 +30,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from hnm.allocator import keep_freed_memory
+from hnm.data import read_json
+from hnm.errors import InputError
 
 
 @dataclass(frozen=True)
@@ -52,13 +54,18 @@ class EncoderConfig:
 
     @classmethod
     def from_json(cls, path: Path) -> "EncoderConfig":
-        raw = json.loads(Path(path).read_text())
+        raw = read_json(path)
+        if not isinstance(raw, dict):
+            raise InputError(f"{path}: expected a JSON object, got {type(raw).__name__}")
         known = {f.name for f in fields(cls)}
+        missing = [f.name for f in fields(cls) if f.name not in raw and f.default is MISSING]
+        if missing:
+            raise InputError(f"{path}: lacks {', '.join(missing)}")
         cfg = cls(**{k: v for k, v in raw.items() if k in known})
         if cfg.model_type not in ("bert", "mpnet"):
-            raise ValueError(f"{path}: model_type {cfg.model_type!r} is not bert or mpnet")
+            raise InputError(f"{path}: model_type {cfg.model_type!r} is not bert or mpnet")
         if cfg.hidden_act != "gelu":
-            raise ValueError(f"{path}: hidden_act {cfg.hidden_act!r}; only 'gelu' (exact) is implemented")
+            raise InputError(f"{path}: hidden_act {cfg.hidden_act!r}; only 'gelu' (exact) is implemented")
         return cfg
 
 

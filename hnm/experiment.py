@@ -44,7 +44,8 @@ import numpy as np
 from hnm.chunk import chunk_spans
 from hnm.config import (ARMS, BUDGETS, CLUSTERING_ARMS, Arm, Budget, ChunkConfig, ExperimentConfig, MineConfig,
                         TrainConfig)
-from hnm.data import Qrels, atomic_write, document_text, load_beir
+from hnm.data import Qrels, atomic_write, document_text, load_beir, read_json
+from hnm.errors import InputError
 from hnm.distributed import current
 from hnm.embed import resolve_precision
 from hnm.firststage import FirstStageConfig, retrieve
@@ -160,7 +161,7 @@ class Stages:
     def __init__(self, out: Path):
         self.out = out
         self.times_path = out / "stage_times.json"
-        self.times = json.loads(self.times_path.read_text()) if self.times_path.exists() else {}
+        self.times = read_json(self.times_path) if self.times_path.exists() else {}
 
     def timed(self, name: str, done: bool, work) -> None:
         """Run `work` unless `done`; under torchrun every rank runs it, rank 0 writes, and all wait for rank 0."""
@@ -284,10 +285,12 @@ def _same_config(out: Path, cfg: ExperimentConfig) -> None:
     now = json.loads(json.dumps(asdict(cfg)))
     path = out / "config.json"
     if path.exists():
-        then = json.loads(path.read_text())
+        then = read_json(path)
+        if not isinstance(then, dict):
+            raise InputError(f"{path}: not an experiment's configuration; give another --out, or remove {out}")
         if then != now:
             changed = sorted(k for k in set(then) | set(now) if then.get(k) != now.get(k))
-            raise ValueError(f"{out} holds an experiment made with another configuration (it differs in "
+            raise InputError(f"{out} holds an experiment made with another configuration (it differs in "
                              f"{', '.join(changed)}; see {path}): give another --out, or remove {out}")
     elif current().main:
         with atomic_write(path) as f:

@@ -37,6 +37,7 @@ import numpy as np
 from hnm.config import FirstStageConfig, parse_members
 from hnm.data import document_text
 from hnm.distributed import current
+from hnm.errors import HnmError
 from hnm.embed import EmbedConfig
 from hnm.ensemble import RRF_K, fuse_zscore
 from hnm.metrics import Run
@@ -87,8 +88,8 @@ class FirstStage:
             from hnm.embed import Embedder
             members = parse_members(cfg.models)[:1 if cfg.kind == "dense" else None]
             if any(m.name == "bm25" for m in members):
-                raise ValueError("bm25 cannot join a first stage that searches vectors; use --first-stage bm25 or "
-                                 "hybrid")
+                raise HnmError("--models: bm25 cannot join a first stage that searches vectors; use --first-stage "
+                               "bm25 or hybrid")
             self.weights = [m.weight for m in members]
             self.embedders = [Embedder.load(m.name, EmbedConfig(precision=cfg.precision), quiet=quiet)
                               for m in members]

@@ -34,9 +34,10 @@ from typing import Dict, List, Optional
 
 import numpy as np
 
-from hnm.data import Qrels, atomic_write, document_text, unknown_documents
+from hnm.data import Qrels, atomic_write, document_text, named, unknown_documents
 from hnm.distributed import current
 from hnm.embed import EmbedConfig, resolve_precision
+from hnm.errors import HnmError, InputError
 from hnm.ensemble import Ensemble, parse_members
 from hnm.negatives import Candidates, MineConfig, draw_random, reference_score, select
 from hnm.pages import page_of
@@ -118,7 +119,7 @@ def run(corpus: Dict[str, dict], queries: Dict[str, str], qrels: Qrels, cfg: Min
     empty = np.array([not t.strip() for t in texts])
     qids, positives, groups, skipped = positives_of(qrels, queries, rows_of, cfg.min_grade)
     if not qids:
-        raise ValueError(f"none of the {len(qrels)} judged queries has a positive (grade >= {cfg.min_grade}) among "
+        raise InputError(f"none of the {len(qrels)} judged queries has a positive (grade >= {cfg.min_grade}) among "
                          f"the corpus's {len(doc_ids)} rows or their pages: check that the judgments name the "
                          f"corpus's ids (e.g. {doc_ids[0]!r}) or its pages' (parent_id)" if doc_ids else
                          "the corpus is empty")
@@ -186,11 +187,13 @@ def run(corpus: Dict[str, dict], queries: Dict[str, str], qrels: Qrels, cfg: Min
             if not procs.main:
                 continue
             n = int.from_bytes(blob[:8], "little")
-            out.write(blob[8:8 + n])
-            review.write(blob[8 + n:])
-            for f in (out, review):
-                f.flush()
-                os.fsync(f.fileno())
+            for f, data, path in ((out, blob[8:8 + n], part), (review, blob[8 + n:], review_part)):
+                try:
+                    f.write(data)
+                    f.flush()
+                    os.fsync(f.fileno())
+                except OSError as e:  # a full disk: the error of a write names no file
+                    raise named(e, path) from e
             state = {"fingerprint": fingerprint, "chunks": chunk + 1, "bytes": out.tell(),
                      "review_bytes": review.tell()}
             with atomic_write(progress_path) as f:

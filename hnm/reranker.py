@@ -43,13 +43,13 @@ from tokenizers import Tokenizer as HFTokenizer
 from torch import nn
 
 from hnm.config import ARCHITECTURES, HEADS, PRECISIONS
-from hnm.data import atomic_write
+from hnm.data import atomic_write, read_json
 from hnm.distributed import current
 from hnm.embed import resolve_precision
 from hnm.encoder import EncoderConfig, build_encoder
 from hnm.errors import InputError
 from hnm.pooling import mean_pooling
-from hnm.tokenize import Batch, Tokenizer
+from hnm.tokenize import Batch, Tokenizer, parse_tokenizer
 from hnm.weights import fetch, load_safetensors_strict, model_spec
 
 INIT_STD = 0.02  # BERT's initializer_range
@@ -157,13 +157,15 @@ class CrossEncoder(nn.Module):
             if not (folder / name).is_file():
                 raise FileNotFoundError(f"{folder / name}: no such file; a re-ranker checkpoint folder holds "
                                         f"config.json, model.safetensors and tokenizer.json")
-        raw = json.loads((folder / "config.json").read_text(encoding="utf-8"))
-        ours = raw.get("hnm")
+        raw = read_json(folder / "config.json")
+        ours = raw.get("hnm") if isinstance(raw, dict) else None
         if not isinstance(ours, dict) or ours.get("head") not in HEADS or not isinstance(ours.get("max_length"), int):
             raise InputError(f"{folder / 'config.json'}: no valid 'hnm' entry (head and max_length); hnm loads the "
                              f"re-rankers it saved")
+        tokenizer_json = (folder / "tokenizer.json").read_text(encoding="utf-8")
+        parse_tokenizer(tokenizer_json, folder / "tokenizer.json")  # a broken file named here, not deep inside
         model = cls(build_encoder(EncoderConfig.from_json(folder / "config.json")), ours["head"],
-                    ours["max_length"], (folder / "tokenizer.json").read_text(encoding="utf-8"), seed=0)
+                    ours["max_length"], tokenizer_json, seed=0)
         load_safetensors_strict(model, folder / "model.safetensors")
         return model.to(current().device)  # the device the command chose (the CPU unless one did)
 

@@ -22,6 +22,8 @@ import torch
 from tokenizers import Encoding
 from tokenizers import Tokenizer as HFTokenizer
 
+from hnm.errors import InputError
+
 
 @dataclass
 class Batch:
@@ -32,6 +34,15 @@ class Batch:
 
     def __len__(self) -> int:
         return self.input_ids.shape[0]
+
+
+def parse_tokenizer(text: str, source) -> HFTokenizer:
+    """The tokenizers library's tokenizer of a tokenizer.json's text; one it cannot read (cut short, empty, not a
+    tokenizer) raises InputError naming `source`."""
+    try:
+        return HFTokenizer.from_str(text)
+    except Exception as e:  # the library raises a bare Exception for every malformed file, nothing narrower
+        raise InputError(f"{source}: not a tokenizer the tokenizers library can read ({e})") from None
 
 
 class Tokenizer:
@@ -46,7 +57,7 @@ class Tokenizer:
 
     @classmethod
     def from_file(cls, path: Path, max_length: int) -> "Tokenizer":
-        return cls(HFTokenizer.from_file(str(path)), max_length)
+        return cls(parse_tokenizer(Path(path).read_text(encoding="utf-8"), path), max_length)
 
     @staticmethod
     def _pad_id(tokenizer: HFTokenizer) -> int:

