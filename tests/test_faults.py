@@ -108,7 +108,7 @@ def test_mine_without_a_query_to_mine_leaves_no_output(tmp_path):
     from hnm.miner import run
     from hnm.negatives import MineConfig
     corpus = {"d1": {"title": "", "text": "one"}, "d2": {"title": "", "text": "two"}}
-    with pytest.raises(HnmError, match="nothing to mine"):
+    with pytest.raises(HnmError, match="none of the 1 judged queries has a positive"):
         run(corpus, {"q1": "q"}, {"q1": {"d9": 1}}, MineConfig(strategy="random"), tmp_path / "m.jsonl", quiet=True)
     assert list(tmp_path.iterdir()) == []
 
