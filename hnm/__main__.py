@@ -426,6 +426,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="agglomerative is fitted on at most this many documents; its float64 distance matrix takes "
                         f"8 n^2 bytes (default {d.agglomerative_sample}: 128 MiB)")
     p.add_argument("--n-probe", dest="n_probe", type=int, help=f"nearest clusters searched (default {d.n_probe})")
+    p.add_argument("--vectors", choices=("memory", "float32", "float16", "bfloat16"),
+                   help="document vectors as float32 arrays in memory, or in matrix files of the embedding cache in "
+                        "that precision, memory-mapped and shared by the processes of a machine (float32 gives the "
+                        f"same output; float16 and bfloat16 halve the memory) (default {d.vectors})")
     p.add_argument("--skip-top", dest="skip_top", type=int, help=f"top candidates skipped (default {d.skip_top})")
     p.add_argument("--max-rank", dest="max_rank", type=int, help=f"candidates considered (default {d.max_rank})")
     p.add_argument("--relative-ceiling", dest="relative_ceiling", type=float,

@@ -47,6 +47,7 @@ from hnm.ensemble import Ensemble, PassageEnsemble, parse_members
 from hnm.gmm import GMMConfig, gaussian_mixture
 from hnm.kmeans import KMeansConfig, kmeans
 from hnm.search import exact_scores, topk
+from hnm.vectorfile import DTYPES
 
 STRATEGIES = ("ensemble", "dense", "bm25", "random")
 CLUSTERINGS = ("kmeans", "agglomerative", "gmm", "none")  # of the ensemble strategy's documents
@@ -83,6 +84,9 @@ class MineConfig:
     agglomerative_sample: int = 4096  # documents agglomerative is fitted on: its (n, n) float64 matrix, 128 MiB
     gmm_sample: int = 100_000  # documents the Gaussian mixture is fitted on (a seeded sample), then all assigned
     gmm_iter: int = 100  # EM iterations at most (scikit-learn's default; tol 1e-3 on the mean log-likelihood)
+    # where the document vectors live: "memory" (float32 arrays), or matrix files on disk in "float32" (the same
+    # output), "float16" or "bfloat16", memory-mapped and shared by the processes of a machine (vectorfile.py)
+    vectors: str = "memory"
 
     def __post_init__(self):
         if self.strategy not in STRATEGIES:
@@ -108,6 +112,8 @@ class MineConfig:
                              "is the 'mean' fusion of embedding models only: use --fusion mean and no bm25 member")
         if self.linkage not in LINKAGES:
             raise ValueError(f"unknown linkage {self.linkage!r}; choose one of {', '.join(LINKAGES)}")
+        if self.vectors not in ("memory",) + DTYPES:
+            raise ValueError(f"vectors must be memory or one of {', '.join(DTYPES)}, not {self.vectors!r}")
         for name in ("agglomerative_sample", "gmm_sample", "gmm_iter"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
@@ -283,7 +289,7 @@ class ClusterView:
         else:
             sample = _sample(docs, cfg.kmeans_sample, rng)
             result = kmeans(sample, KMeansConfig(k=k, spherical=True, seed=cfg.seed, max_iter=cfg.kmeans_iter))
-            labels = result.labels if sample is docs else result.predict(docs)
+            labels = result.labels if sample is docs else result.predict_blocks(docs)  # a block at a time
             centers = result.centers  # (K, D) unit length
 
             def affinity(queries: np.ndarray) -> np.ndarray:
