@@ -536,6 +536,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"bfloat16: autocast; auto: bfloat16 where the hardware has it (default {t.precision})")
     p.add_argument("--max-length", dest="max_length", type=int, help=f"tokens per pair (default {t.max_length})")
     p.add_argument("--head", choices=("pooler", "linear", "mean"), help=f"head of a new model (default {t.head})")
+    p.add_argument("--feed", choices=("text", "tokens", "bucketed"),
+                   help="how batches reach the model: tokens (texts tokenised once, the next batches padded on a "
+                        "thread during the step), text (tokenised in the loop; the same batches and losses), or "
+                        f"bucketed (tokens, each step's examples of similar length: less padding, other losses) "
+                        f"(default {t.feed})")
     p.add_argument("--eval-fraction", dest="eval_fraction", type=float,
                    help=f"share of queries held out for evaluation (default {t.eval_fraction})")
     p.add_argument("--eval-every", dest="eval_every", type=int,
