@@ -236,7 +236,8 @@ def table(runs: dict) -> str:
     lines = [head]
     for r in sorted(runs.values(), key=lambda r: (r["dims"], r["docs"], r["path"])):
         lines.append(f"{r['label'] + ' (' + r['code'] + ')':34s} {r['docs']:10,d} {r['dims']:5d} "
-                     f"{r['peak_rss_mb'] / 1024:7.2f}Gi {r['peak_anon_mb'] / 1024:5.2f}Gi {r['peak_file_mb'] / 1024:5.2f}Gi "
+                     f"{r['peak_rss_mb'] / 1024:7.2f}Gi {r['peak_anon_mb'] / 1024:5.2f}Gi "
+                     f"{r['peak_file_mb'] / 1024:5.2f}Gi "
                      f"{r['kmeans_fit_s']:6.1f} {r['assign_s']:8.1f} {r['mining_s_per_1000_queries']:8.1f}")
     return "\n".join(lines)
 

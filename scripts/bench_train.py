@@ -114,7 +114,8 @@ def main() -> None:
                       f"{runs['rerank'][feed][-1]['pairs_per_s']:8.1f} pairs/s "
                       f"(host {runs['rerank'][feed][-1]['host_share']:.1%})", flush=True)
     same_losses = all(a["losses"] == b["losses"] for a, b in zip(runs["train"]["text"], runs["train"]["tokens"]))
-    same_scores = all(a["scores_sha"] == b["scores_sha"] for a, b in zip(runs["rerank"]["text"], runs["rerank"]["tokens"]))
+    same_scores = all(a["scores_sha"] == b["scores_sha"]
+                      for a, b in zip(runs["rerank"]["text"], runs["rerank"]["tokens"]))
     summary = {}
     for task in ("train", "rerank"):
         for feed in ("text", "tokens"):

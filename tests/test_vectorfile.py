@@ -18,7 +18,8 @@ def unit_rows(n: int, dim: int, seed: int) -> np.ndarray:
 
 
 def test_bfloat16_rounds_to_nearest_even_by_hand():
-    x = np.array([1.0, 1.00390625, 1.01171875, -2.0], dtype=np.float32)  # 1 + 2^-8 and 1 + 3 * 2^-8 are ties: to the even mantissa
+    # 1 + 2^-8 and 1 + 3 * 2^-8 lie halfway between two bfloat16 values: each goes to the even mantissa
+    x = np.array([1.0, 1.00390625, 1.01171875, -2.0], dtype=np.float32)
     assert to_bfloat16_bits(x).tolist() == [0x3F80, 0x3F80, 0x3F82, 0xC000]
     assert from_bfloat16_bits(to_bfloat16_bits(x)).tolist() == [1.0, 1.0, 1.015625, -2.0]
 
