@@ -36,6 +36,8 @@ STRATEGIES = ("ensemble", "dense", "bm25", "random")  # of mining (negatives.py)
 CLUSTERINGS = ("kmeans", "agglomerative", "gmm", "none")  # of the ensemble strategy; the first is the paper's
 LINKAGES = ("ward", "average")  # of agglomerative clustering (agglomerative.py)
 FUSIONS = ("mean", "zscore", "rrf")  # of the ensemble's members (ensemble.py)
+VECTORS = ("memory", "float32", "float16", "bfloat16")  # where mining's document vectors live (vectorfile.py)
+FEEDS = ("text", "tokens", "bucketed")  # how training batches reach the model (feed.py)
 CHUNK_POSITIVES = ("best", "all")  # which chunks of a judged page are positives (miner.py)
 REFERENCE_POSITIVES = ("strongest", "median", "weakest")  # the positive a mining ceiling is relative to
 FIRST_STAGES = ("bm25", "dense", "ensemble", "hybrid")  # firststage.py
@@ -170,6 +172,10 @@ class MineConfig:  # negatives.py, miner.py
     random_share: float = setting(0.25, "share of negatives drawn at random from the corpus", ge=0, le=1)
     # grade 0 is "judged not relevant": a positive below grade 1 would train on non-relevant documents
     min_grade: int = setting(1, "grade of a positive", ge=1)
+    vectors: str = setting("memory", "document vectors as float32 arrays in memory, or in matrix files of the "
+                                     "embedding cache in that precision, memory-mapped and shared by the processes "
+                                     "of a machine (float32 gives the same output; float16 and bfloat16 halve the "
+                                     "memory)", choices=VECTORS)
     chunk_positives: str = setting("best", "of a judged page cut into chunks (rows with its id as parent_id), the "
                                            "positives: best, the chunk the strategy scores highest for the query "
                                            "(every chunk when it has no scores, as random); all, every chunk. No "
@@ -297,6 +303,11 @@ class TrainConfig:  # train.py
     save_every: int = setting(100, "steps between checkpoints", ge=1)
     stop_after: Optional[int] = setting(None, "end this invocation after this step, checkpointed; go on later with "
                                               "--resume", ge=1)
+
+    feed: str = setting("tokens", "how batches reach the model: tokens (texts tokenised once, the next batches "
+                                  "padded on a thread during the step), text (tokenised in the loop; the same "
+                                  "batches and losses), or bucketed (tokens, each step's examples of similar length: "
+                                  "less padding, other losses)", choices=FEEDS)
 
     def __post_init__(self):
         check(self)

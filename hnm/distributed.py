@@ -95,6 +95,12 @@ class Processes:
         return self.rank == 0
 
     @property
+    def local_main(self) -> bool:
+        """Whether this is the first process of its machine (torchrun's LOCAL_RANK 0): the one that writes the files
+        that every process of the machine maps (ensemble.py)."""
+        return int(os.environ.get("LOCAL_RANK", "0")) == 0
+
+    @property
     def _wire(self) -> torch.device:
         """Where collective tensors live: the GPU for nccl, the CPU for gloo."""
         return self.device if dist.is_initialized() and dist.get_backend() == "nccl" else torch.device("cpu")

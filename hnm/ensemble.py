@@ -20,13 +20,19 @@ Not here: learned fusion weights, score calibration across models, cross-encoder
 Letters: M members, Q queries, N documents, C candidates of a query, D_m model m's dimensions.
 """
 
-from typing import List, Optional, Sequence, Union
+import hashlib
+from pathlib import Path
+from typing import List, Optional, Sequence, Tuple, Union
 
 import numpy as np
+import torch
 
 from hnm.config import FUSIONS, Member, parse_members
+from hnm.distributed import current
 from hnm.embed import EmbedConfig, Embedder
 from hnm.search import exact_scores
+from hnm.vectorfile import BLOCK_ROWS, VectorFile, write_vectors
+from hnm.weights import home
 
 RRF_K = 60
 
@@ -41,6 +47,53 @@ def ensemble_vectors(embeddings: Sequence[np.ndarray], weights: Sequence[float])
     if len(embeddings) == 1:
         return np.ascontiguousarray(embeddings[0], dtype=np.float32)
     return np.concatenate([np.sqrt(w / total, dtype=np.float32) * e for e, w in zip(embeddings, weights)], axis=1)
+
+
+def _shared_file(path: Path, write) -> VectorFile:
+    """The vector file at `path`, written by `write()` (which returns nothing) where some rank lacks it, by the first
+    process of each machine only; every rank then maps the same file. Every rank calls `write`'s collective steps:
+    `write` is given whether this process writes."""
+    procs = current()
+    if not procs.all_min(torch.tensor([int(path.is_file())], dtype=torch.int32)).item():
+        write(procs.local_main)
+    procs.barrier()
+    return VectorFile(path)
+
+
+def ensemble_file(doc_files: Sequence[VectorFile], weights: Sequence[float], dtype: str) -> VectorFile:
+    """The ensemble vectors of the members' vector files, made and written block by block (memory: one block of
+    each member), never held beside the members'. One member's file is its own ensemble file."""
+    if len(doc_files) == 1:
+        return doc_files[0]
+    name = hashlib.sha256(repr(([str(f.path) for f in doc_files], list(map(float, weights)), dtype)).encode())
+    path = home() / "embeddings" / f"ensemble-{name.hexdigest()[:24]}.{dtype}.npy"
+    n, dim = len(doc_files[0]), sum(f.shape[1] for f in doc_files)
+
+    def write(here: bool) -> None:
+        if here:
+            blocks = (ensemble_vectors([f[s:s + BLOCK_ROWS] for f in doc_files], weights)
+                      for s in range(0, n, BLOCK_ROWS))  # (B, sum D_m) each
+            write_vectors(path, blocks, n, dim, dtype)
+    return _shared_file(path, write)
+
+
+def embed_to_file(model: Embedder, texts: Sequence[str], kind: str, dtype: str, quiet: bool = False) -> VectorFile:
+    """Every text's vector in a matrix file of the model's cache folder, named by the texts and the dtype, encoded a
+    block of texts at a time (through the embedding cache when it is on) and written as it comes: memory holds one
+    block of vectors, not all of them. A rerun on the same texts maps the file without encoding."""
+    keys = hashlib.sha256()
+    for t in texts:
+        keys.update(hashlib.sha256((model.prefix(kind) + t).encode("utf-8")).digest())
+    path = model.cache(kind).folder / f"matrix-{keys.hexdigest()[:24]}.{dtype}.npy"
+
+    def write(here: bool) -> None:
+        blocks = (model.encode(texts[s:s + BLOCK_ROWS], kind, quiet) for s in range(0, len(texts), BLOCK_ROWS))
+        if here:
+            write_vectors(path, blocks, len(texts), model.dim, dtype)
+        else:
+            for _ in blocks:  # the encoding is collective: every rank takes part in every block
+                pass
+    return _shared_file(path, write)
 
 
 def fuse_mean(scores: np.ndarray, weights: np.ndarray) -> np.ndarray:
@@ -86,7 +139,9 @@ class Ensemble:
     """
 
     def __init__(self, members: Sequence[Member], doc_vectors: List[np.ndarray], query_vectors: List[np.ndarray],
-                 fusion: str = "mean", bm25=None, query_texts: Optional[Sequence[str]] = None):
+                 fusion: str = "mean", bm25=None, query_texts: Optional[Sequence[str]] = None, docs=None):
+        """`doc_vectors` are (N, D_m) arrays or vector files; `docs` the ensemble vectors when made already (a vector
+        file from `ensemble_file`), else they are made here in memory."""
         if fusion not in FUSE:
             raise ValueError(f"unknown fusion {fusion!r}; choose one of {', '.join(FUSIONS)}")
         self.members = tuple(members)
@@ -99,22 +154,28 @@ class Ensemble:
         self.fusion = fusion
         self.doc_vectors, self.query_vectors = doc_vectors, query_vectors
         self.weights = np.array([m.weight for m in self.dense], dtype=np.float64)
-        self.docs = ensemble_vectors(doc_vectors, self.weights)  # (N, sum D_m)
+        self.docs = ensemble_vectors(doc_vectors, self.weights) if docs is None else docs  # (N, sum D_m)
         self.queries = ensemble_vectors(query_vectors, self.weights)  # (Q, sum D_m)
         self.bm25, self.query_texts = bm25, query_texts
 
     @classmethod
     def embed(cls, members: Sequence[Member], documents: Sequence[str], queries: Sequence[str],
-              fusion: str = "mean", cfg: EmbedConfig = EmbedConfig(), bm25=None, quiet: bool = False) -> "Ensemble":
-        """Embed documents and queries with every model member (through the embedding cache)."""
+              fusion: str = "mean", cfg: EmbedConfig = EmbedConfig(), bm25=None, quiet: bool = False,
+              vectors: str = "memory") -> "Ensemble":
+        """Embed documents and queries with every model member (through the embedding cache). `vectors` "memory"
+        holds the document vectors as float32 arrays; "float32", "float16" or "bfloat16" writes them to matrix files
+        in that precision and maps them (vectorfile.py), the ensemble's made from the members' block by block."""
         docs, qs = [], []
         for m in members:
             if m.name == "bm25":
                 continue
             model = Embedder.load(m.name, cfg, quiet=quiet)
-            docs.append(model.encode(documents, kind="document", quiet=quiet))
+            docs.append(model.encode(documents, kind="document", quiet=quiet) if vectors == "memory"
+                        else embed_to_file(model, documents, "document", vectors, quiet))
             qs.append(model.encode(queries, kind="query", quiet=quiet))
-        return cls(members, docs, qs, fusion, bm25, queries)
+        weights = [m.weight for m in members if m.name != "bm25"]
+        mapped = None if vectors == "memory" else ensemble_file(docs, weights, vectors)
+        return cls(members, docs, qs, fusion, bm25, queries, docs=mapped)
 
     def score(self, query_rows: np.ndarray, candidates: List[np.ndarray]) -> List[np.ndarray]:
         """Fused scores of each query's candidate documents: query_rows (q,), candidates [(C_i,)] -> [(C_i,)]."""

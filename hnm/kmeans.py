@@ -66,6 +66,18 @@ class KMeansResult:
             raise ValueError(f"points have {x.shape[1]} features but the centres have {self.centers.shape[1]}")
         return _assign(x, _row_sq_norms(x), self.centers, self.spherical, block)[0]
 
+    def predict_blocks(self, x, block: int = 1 << 20, read_rows: int = 1 << 16) -> np.ndarray:
+        """`predict` for points read in blocks of about `read_rows` rows from anything that slices to arrays (a
+        memory map, a vectorfile.VectorFile): memory is one block, not the whole (M, D) matrix. The blocks are whole
+        multiples of the rows `_assign` scores at once, so every matrix product, hence every label, is the one
+        `predict` makes on the whole matrix."""
+        step = max(1, block // len(self.centers))  # _assign's rows per product
+        rows = max(step, read_rows // step * step)
+        labels = np.empty(len(x), dtype=np.int64)
+        for start in range(0, len(x), rows):
+            labels[start:start + rows] = self.predict(x[start:start + rows], block)
+        return labels
+
 
 def _as_points(x: np.ndarray, spherical: bool) -> np.ndarray:
     """Check a (N, D) matrix and return it as C-ordered float32, rows scaled to unit length when spherical."""

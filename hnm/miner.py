@@ -131,7 +131,7 @@ def run(corpus: Dict[str, dict], queries: Dict[str, str], qrels: Qrels, cfg: Min
         if any(m.name == "bm25" for m in members):
             from hnm.bm25 import BM25Index
             bm25 = BM25Index.from_corpus(corpus, quiet=quiet)
-        ensemble = Ensemble.embed(members, texts, query_texts, cfg.fusion, embed_cfg, bm25, quiet)
+        ensemble = Ensemble.embed(members, texts, query_texts, cfg.fusion, embed_cfg, bm25, quiet, cfg.vectors)
     if cfg.strategy == "bm25":
         from hnm.bm25 import BM25Index
         bm25 = BM25Index.from_corpus(corpus, quiet=quiet)

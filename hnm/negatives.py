@@ -213,7 +213,7 @@ class ClusterView:
         else:
             sample = _sample(docs, cfg.kmeans_sample, rng)
             result = kmeans(sample, KMeansConfig(k=k, spherical=True, seed=cfg.seed, max_iter=cfg.kmeans_iter))
-            labels = result.labels if sample is docs else result.predict(docs)
+            labels = result.labels if sample is docs else result.predict_blocks(docs)  # a block at a time
             centers = result.centers  # (K, D) unit length
 
             def affinity(queries: np.ndarray) -> np.ndarray:

@@ -54,11 +54,18 @@ from hnm.data import atomic_write, read_jsonl
 from hnm.distributed import Processes
 from hnm.errors import HnmError, InputError
 from hnm.embed import resolve_precision
+from hnm.feed import Inline, Prefetch, TokenStore, bucket_order
 from hnm.losses import loss_function, margin_mse
 from hnm.metrics import evaluate
 from hnm.progress import Progress
+from hnm.config import FEEDS
+from hnm.feed import Inline, Prefetch, TokenStore, bucket_order
 from hnm.reranker import CrossEncoder
+from hnm.tokenize import Batch
 from hnm.weights import read_safetensors, sha256_of
+
+BUCKET_WINDOW = 64  # steps whose examples are sorted by length together by the "bucketed" feed
+
 
 
 
@@ -340,22 +347,20 @@ def _train(rows_path: Path, output: Path, start: str, cfg: TrainConfig, resume: 
         if log:
             stack.enter_context(log)
         bar = stack.enter_context(Progress(stop - start_step, desc="train", quiet=quiet or not main, unit=" steps"))
-        order, order_epoch = None, -1
+        feed = _feed(model, examples, cfg, procs, steps_per_epoch, range(start_step, stop))
+        stack.callback(feed.close)
         for step in range(start_step, stop):
             t0 = time.perf_counter()
-            epoch, within = divmod(step, steps_per_epoch)
-            if epoch != order_epoch:
-                order, order_epoch = epoch_order(len(examples), cfg.seed, epoch), epoch
+            micro, host_seconds = next(feed)  # this process's micro-batches: [(examples, their Batch)]
+            epoch = step // steps_per_epoch
             lr = cfg.lr * linear_schedule(step, warmup_steps, total)
             for group in optimizer.param_groups:
                 group["lr"] = lr
             losses, bad = [], None
-            for a in range(cfg.grad_accum):
-                first = within * per_step + (a * procs.world + procs.rank) * cfg.batch_size
-                batch = [examples[i] for i in order[first:first + cfg.batch_size]]
+            for a, (batch, tokens) in enumerate(micro):
                 last_micro = a == cfg.grad_accum - 1 or procs.world == 1  # DDP all-reduces on the last only
                 with (contextlib.nullcontext() if last_micro else net.no_sync()):
-                    losses.append(_micro_step(net, model, batch, loss_fn, cfg, autocast, procs.device))
+                    losses.append(_micro_step(net, model, batch, loss_fn, cfg, autocast, procs.device, tokens))
                 if bad is None and not math.isfinite(losses[-1]):
                     bad = (a, batch)
             grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm))
@@ -373,7 +378,7 @@ def _train(rows_path: Path, output: Path, start: str, cfg: TrainConfig, resume: 
             if main:
                 log.write(json.dumps({"step": step + 1, "epoch": epoch, "loss": loss_value, "lr": lr,
                                       "grad_norm": grad_norm, "pairs_per_s": round(pairs / seconds, 3),
-                                      "seconds": round(seconds, 4)}) + "\n")
+                                      "seconds": round(seconds, 4), "host_seconds": round(host_seconds, 4)}) + "\n")
                 log.flush()
             done = step + 1
             epoch_end = cfg.eval_each_epoch and done % steps_per_epoch == 0
@@ -390,14 +395,56 @@ def _train(rows_path: Path, output: Path, start: str, cfg: TrainConfig, resume: 
             "skipped_rows": skipped, "examples": len(examples), "eval_rows": len(eval_rows)}
 
 
+def _pairs(batch: List[Example], negatives: int) -> Tuple[List[str], List[str]]:
+    """The (query, document) pairs of examples, each query with its positive then its negatives."""
+    return ([e.query for e in batch for _ in range(1 + negatives)],
+            [d for e in batch for d in (e.positive, *e.negatives)])
+
+
+def _feed(model: CrossEncoder, examples: List[Example], cfg: TrainConfig, procs: Processes, steps_per_epoch: int,
+          steps: range):
+    """Each step's micro-batches for this process, [(examples, Batch)], in step order: made in the loop ("text")
+    or ahead on a thread from tokens made once (feed.py). Which examples: step s of an epoch takes its G examples
+    s*G .. s*G + G - 1 of the epoch's order, micro-batch a of process r the slice at (a*W + r) * batch_size; the
+    "bucketed" feed first regroups the order by length (feed.bucket_order), seeded by (seed, epoch)."""
+    per_step = cfg.batch_size * cfg.grad_accum * procs.world
+    store = None
+    if cfg.feed != "text":
+        store = TokenStore(model.tokenizer, (t for e in examples for t in (e.query, e.positive, *e.negatives)))
+    lengths = None
+    if cfg.feed == "bucketed":  # an example's length: its longest pair
+        q, d = _pairs(examples, cfg.negatives)
+        lengths = store.pair_lengths(q, d).reshape(len(examples), 1 + cfg.negatives).max(axis=1)
+    orders = {}
+    pin = procs.device.type == "cuda"
+
+    def make(step: int) -> List[Tuple[List[Example], Batch]]:
+        epoch, within = divmod(step, steps_per_epoch)
+        if epoch not in orders:
+            orders.clear()
+            orders[epoch] = epoch_order(len(examples), cfg.seed, epoch)
+            if lengths is not None:
+                used = orders[epoch][:steps_per_epoch * per_step]
+                orders[epoch] = bucket_order(used, lengths, per_step, BUCKET_WINDOW,
+                                             np.random.default_rng([cfg.seed, epoch, 1]))
+        out = []
+        for a in range(cfg.grad_accum):
+            first = within * per_step + (a * procs.world + procs.rank) * cfg.batch_size
+            batch = [examples[i] for i in orders[epoch][first:first + cfg.batch_size]]
+            q, d = _pairs(batch, cfg.negatives)
+            out.append((batch, model.tokenize(q, d) if store is None else store.pairs(q, d, pin)))
+        return out
+    return Inline(make, steps) if store is None else Prefetch(make, steps)
+
+
 def _micro_step(net: torch.nn.Module, model: CrossEncoder, batch: List[Example], loss_fn, cfg: TrainConfig,
-                autocast, device: torch.device) -> float:
-    """Forward and backward of one micro-batch; returns its loss (the gradient is scaled by 1 / grad_accum)."""
-    queries = [e.query for e in batch for _ in range(1 + cfg.negatives)]
-    docs = [d for e in batch for d in (e.positive, *e.negatives)]
-    b = model.tokenize(queries, docs)
+                autocast, device: torch.device, tokens: Optional[Batch] = None) -> float:
+    """Forward and backward of one micro-batch (its pairs tokenised here unless `tokens` holds them); returns its
+    loss (the gradient is scaled by 1 / grad_accum)."""
+    b = tokens if tokens is not None else model.tokenize(*_pairs(batch, cfg.negatives))
     with autocast:
-        logits = net(b.input_ids.to(device), b.attention_mask.to(device), b.token_type_ids.to(device))  # (B(1+n),)
+        ids, mask, types = (t.to(device, non_blocking=True) for t in (b.input_ids, b.attention_mask, b.token_type_ids))
+        logits = net(ids, mask, types)  # (B(1+n),)
     scores = logits.float().view(len(batch), 1 + cfg.negatives)  # (B, 1 + n)
     loss = loss_fn(scores, cfg.margin) if loss_fn is not None else scores.new_zeros(())
     if cfg.teacher:
@@ -429,6 +476,8 @@ def _check_resumable(state: dict, cfg: TrainConfig, data: dict, world: int, last
     """A resumed run must train the same way on the same rows with as many processes, or its losses would differ."""
     stored = {k: v for k, v in state["config"].items() if k != "stop_after"}
     given = {k: v for k, v in asdict(cfg).items() if k != "stop_after"}
+    for config in (stored, given):  # "text" and "tokens" feed the same batches: only bucketing changes the run
+        config["feed"] = "bucketed" if config.get("feed") == "bucketed" else "text or tokens"
     changed = [f"{k}: {stored.get(k)!r} -> {v!r}" for k, v in given.items() if stored.get(k) != v]
     if changed:
         raise HnmError(f"{last}: the checkpoint was trained with other settings ({'; '.join(changed)}); "

@@ -28,6 +28,7 @@ GOLDEN = json.loads((FIXTURES / "train_golden.json").read_text())
 ROWS = FIXTURES / "train_rows.jsonl"
 CFG = TrainConfig(**GOLDEN["train"])
 STD = 0.2  # the fixture's initialiser spread (make_reranker_fixture.STD)
+TIMINGS = ("pairs_per_s", "seconds", "host_seconds")  # the log's fields that differ from run to run
 
 
 def make_start(folder: Path, dropout: float = 0.1) -> Path:
@@ -130,8 +131,8 @@ def test_resume_gives_the_uninterrupted_log(golden, tmp_path):
     with (tmp_path / "log.jsonl").open("a") as f:  # a record the killed process wrote after its checkpoint
         f.write(json.dumps({"step": 8, "loss": 99.0}) + "\n")
     train(ROWS, tmp_path, str(start), CFG, resume=True, quiet=True)
-    drop_speed = [{k: v for k, v in r.items() if k not in ("pairs_per_s", "seconds")} for r in log_of(tmp_path)]
-    expected = [{k: v for k, v in r.items() if k not in ("pairs_per_s", "seconds")} for r in log_of(whole)]
+    drop_speed = [{k: v for k, v in r.items() if k not in TIMINGS} for r in log_of(tmp_path)]
+    expected = [{k: v for k, v in r.items() if k not in TIMINGS} for r in log_of(whole)]
     assert drop_speed == expected  # losses, learning rates, gradient norms, evaluations: bit for bit
     a, b = load_file(str(tmp_path / "last" / "model.safetensors")), load_file(str(whole / "last" / "model.safetensors"))
     assert all(torch.equal(a[k], b[k]) for k in a)
@@ -342,3 +343,16 @@ def test_training_raises_a_held_out_ranking_metric(tmp_path):
     after = held_out_metrics(CrossEncoder.from_checkpoint(tmp_path / "run" / "last"), held, "float32")
     assert before["mrr@10"] < 0.75  # measured 0.54
     assert after["mrr@10"] > 0.95 and after["ndcg@10"] > before["ndcg@10"] + 0.2
+
+
+def test_token_feed_gives_the_text_feeds_losses_and_bucketing_runs(golden, tmp_path):
+    start, _ = golden
+    short = replace(CFG, max_steps=6, eval_fraction=0.0, grad_accum=2)
+    logs = {}
+    for feed in ("text", "tokens", "bucketed"):
+        train(ROWS, tmp_path / feed, str(start), replace(short, feed=feed), quiet=True)
+        logs[feed] = [{k: v for k, v in r.items() if k not in TIMINGS} for r in log_of(tmp_path / feed)]
+    assert logs["tokens"] == logs["text"]  # the same batches: losses and gradient norms bit for bit
+    assert len(logs["bucketed"]) == 6 and all(math.isfinite(r["loss"]) for r in logs["bucketed"])
+    assert [r["loss"] for r in logs["bucketed"]] != [r["loss"] for r in logs["text"]]  # other examples share steps
+    assert all(r["host_seconds"] >= 0 for r in log_of(tmp_path / "tokens"))
