@@ -397,7 +397,7 @@ def build_parser() -> argparse.ArgumentParser:
     _quiet(p)
     p.set_defaults(func=_cmd_bm25)
     from hnm.agglomerative import LINKAGES
-    from hnm.negatives import CLUSTERINGS, MineConfig, STRATEGIES
+    from hnm.negatives import CLUSTERINGS, MineConfig, SELECTIONS, STRATEGIES
     d = MineConfig()
     p = sub.add_parser("mine", help="mine hard negatives for judged queries (default: bundled Cranfield)",
                        description="Mine hard negatives with an ensemble of encoders and k-means clusters (the "
@@ -435,6 +435,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--margin", type=float, help="also keep only candidates this far below the reference positive")
     p.add_argument("--min-score", dest="min_score", type=float, help="floor: candidates below are not negatives")
     p.add_argument("--max-score", dest="max_score", type=float, help="absolute ceiling: candidates above are flagged")
+    p.add_argument("--selection", choices=SELECTIONS,
+                   help="which candidates become negatives: ceiling (below the positive-aware ceiling, the options "
+                        "above) or pca (the authors' 2025 rule, arXiv 2505.18366: in the PCA space of the "
+                        "concatenated ensemble embeddings, D only if d(Q,D) < d(Q,PD) and d(Q,D) < d(PD,D) for every "
+                        "positive PD, cosine distances; ensemble strategy, mean fusion; --clustering none searches "
+                        f"the whole corpus, as the paper) (default {d.selection})")
+    p.add_argument("--pca-variance", dest="pca_variance", type=float,
+                   help=f"pca selection: the share of the variance PCA keeps (default {d.pca_variance})")
+    p.add_argument("--pca-components", dest="pca_components", type=int,
+                   help="pca selection: keep this many principal components instead of a variance share")
     p.add_argument("--sampling", choices=("top", "random"), help=f"among eligible candidates (default {d.sampling})")
     p.add_argument("--num-negatives", dest="num_negatives", type=int, help=f"per query (default {d.num_negatives})")
     p.add_argument("--random-share", dest="random_share", type=float,
