@@ -38,6 +38,7 @@ LINKAGES = ("ward", "average")  # of agglomerative clustering (agglomerative.py)
 FUSIONS = ("mean", "zscore", "rrf")  # of the ensemble's members (ensemble.py)
 VECTORS = ("memory", "float32", "float16", "bfloat16")  # where mining's document vectors live (vectorfile.py)
 FEEDS = ("text", "tokens", "bucketed")  # how training batches reach the model (feed.py)
+SELECTIONS = ("ceiling", "pca")  # mining's step 4 (NV-Retriever's ceiling) or 4' (the authors' 2025 rule, PCA space)
 CHUNK_POSITIVES = ("best", "all")  # which chunks of a judged page are positives (miner.py)
 REFERENCE_POSITIVES = ("strongest", "median", "weakest")  # the positive a mining ceiling is relative to
 FIRST_STAGES = ("bm25", "dense", "ensemble", "hybrid")  # firststage.py
@@ -172,6 +173,14 @@ class MineConfig:  # negatives.py, miner.py
     random_share: float = setting(0.25, "share of negatives drawn at random from the corpus", ge=0, le=1)
     # grade 0 is "judged not relevant": a positive below grade 1 would train on non-relevant documents
     min_grade: int = setting(1, "grade of a positive", ge=1)
+    selection: str = setting("ceiling", "how negatives are kept from false negatives: ceiling (NV-Retriever's rule "
+                                        "relative to the positive, with --margin, --min-score, --max-score) or pca "
+                                        "(the authors' 2025 rule, arXiv 2505.18366: in the PCA space of the "
+                                        "ensemble vectors, D is a negative only if d(Q,D) < d(Q,PD) and d(Q,D) < "
+                                        "d(PD,D) for every positive PD; the ceiling is only counted)",
+                             choices=SELECTIONS)
+    pca_variance: float = setting(0.95, "the pca selection: share of the variance its PCA keeps", gt=0, lt=1)
+    pca_components: Optional[int] = setting(None, "the pca selection: this many principal components instead", ge=1)
     vectors: str = setting("memory", "document vectors as float32 arrays in memory, or in matrix files of the "
                                      "embedding cache in that precision, memory-mapped and shared by the processes "
                                      "of a machine (float32 gives the same output; float16 and bfloat16 halve the "
@@ -207,6 +216,10 @@ class MineConfig:  # negatives.py, miner.py
         if self.clustering == "none" and (self.fusion != "mean" or any(m.name == "bm25" for m in members)):
             raise ValueError("clustering 'none' ranks the whole corpus by the ensemble vectors' inner product, which "
                              "is the 'mean' fusion of embedding models only: use --fusion mean and no bm25 member")
+        if self.selection == "pca" and (self.strategy != "ensemble" or self.fusion != "mean"
+                                        or any(m.name == "bm25" for m in members)):
+            raise ValueError("selection 'pca' works in the PCA space of the ensemble vectors: use strategy ensemble, "
+                             "fusion mean and no bm25 member")
 
 
 # ----------------------------------------------------------------------------------------------------- retrieval
@@ -431,6 +444,13 @@ ARMS = (Arm("first-stage", None),
 # experiment already under way stays as it is: `experiment --clustering-arms` (or a --config) adds them.
 CLUSTERING_ARMS = tuple(Arm(f"ensemble+ {c}", {"strategy": "ensemble", "relative_ceiling": 0.95, "random_share": 0.25,
                                                 "clustering": c}) for c in CLUSTERINGS[1:])
+
+# The authors' follow-up rule (negatives.py, step 4'): (f)'s ensemble and share of random negatives, the rule over the
+# whole corpus in the PCA space (95% of the variance) instead of k-means and the ceiling. (f)'s ceiling stays in the
+# configuration, not applied: the mining statistics count how many of the rule's negatives it would have flagged.
+# Outside ARMS for the reason CLUSTERING_ARMS are: `experiment --arms 'ensemble+,random,pca rule'` names it.
+RULE_ARMS = (Arm("pca rule", {"strategy": "ensemble", "selection": "pca", "clustering": "none",
+                              "relative_ceiling": 0.95, "random_share": 0.25}),)
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,9 @@ Arms (a list in the configuration, so an ablation is one more line):
 and, for the paper's open question on long documents, (f) mined over passages (a document scores as its best
 passage), judged twice: documents truncated at the window, and cut into passages scored by the best one (MaxP).
 On request (CLUSTERING_ARMS, `experiment --clustering-arms`), for its open question on clustering: (f) with
-agglomerative clustering, a Gaussian mixture, or no clustering at all.
+agglomerative clustering, a Gaussian mixture, or no clustering at all. Also on request (RULE_ARMS, named in
+`experiment --arms`), the authors' follow-up rule (arXiv 2505.18366): (f)'s ensemble and recipe with the rule in a
+PCA space instead of k-means and the ceiling.
 
 Each trained model re-ranks the first stage's top k of every test query, and is reported twice: pure (alpha 1)
 and interpolated with the first stage, alpha x z(re-ranker) + (1 - alpha) x z(first stage), alpha chosen on the
@@ -42,7 +44,7 @@ from typing import Dict, List, Optional, Tuple
 import numpy as np
 
 from hnm.chunk import chunk_spans
-from hnm.config import (ARMS, BUDGETS, CLUSTERING_ARMS, Arm, Budget, ChunkConfig, ExperimentConfig, MineConfig,
+from hnm.config import (ARMS, BUDGETS, CLUSTERING_ARMS, RULE_ARMS, Arm, Budget, ChunkConfig, ExperimentConfig, MineConfig,
                         TrainConfig)
 from hnm.data import Qrels, atomic_write, document_text, load_beir, read_json
 from hnm.errors import InputError
@@ -69,7 +71,7 @@ def choose_arms(arms: Tuple[Arm, ...], names: Optional[str] = None, clustering: 
         arms = arms + tuple(a for a in CLUSTERING_ARMS if a not in arms)
     if not names:
         return arms
-    known = {a.name: a for a in arms + CLUSTERING_ARMS}
+    known = {a.name: a for a in arms + CLUSTERING_ARMS + RULE_ARMS}
     wanted = [n.strip() for n in names.split(",") if n.strip()]
     unknown = [n for n in wanted if n not in known]
     if unknown:
@@ -364,6 +366,13 @@ def _write_results(out: Path, data: Path, cfg: ExperimentConfig, corpus, corpus_
     results["relevant_documents"] = {n: relevant_document_rr(r[min(r)], test_qrels, long_docs)
                                      for n, r in systems.items()}
     results["claim"] = claim(results["seeds_mean"], p_values=results["p_values"])
+    results["rule_mining"] = {}  # the pca rule's mining statistics (miner.pca_statistics), where it has mined
+    for arm in cfg.arms:
+        path = out / "mined" / f"{arm.name}.jsonl.stats.json"
+        if arm.mine and arm.mine.get("selection") == "pca" and path.exists():
+            mined = json.loads(path.read_text())
+            results["rule_mining"][arm.name] = {**mined["pca"], "queries_with_too_few_negatives":
+                                                mined["queries_with_too_few_negatives"]}
     alone, checked = _check_runs(out, cfg, first)
     if alone is not None and checked:
         results["check"] = {"first_stage": cfg.check, "seed": b.seeds[0],

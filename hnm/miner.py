@@ -6,7 +6,9 @@ Writes, beside OUTPUT:
 - OUTPUT              one row per query: {"query_id", "query", "positive_ids", "positives", "positive_scores",
                       "negative_ids", "negatives", "negative_scores", "negative_sources", "source"}
 - OUTPUT.review.jsonl the candidates above a ceiling, likely unlabelled positives: {"query_id", "doc_id", "score",
-                      "reference_positive_score"}; never used as negatives
+                      "reference_positive_score"}; never used as negatives. With the pca selection, the candidates
+                      its rule kept out, each with the conditions it "failed" (negatives.CONDITIONS), and the
+                      strongest positive's score as the reference
 - OUTPUT.stats.json   the statistics that `table` prints; OUTPUT.scores.svg, the histograms of their scores
 - with fmt "triplets" or "ntuple", the flat layouts other trainers read: {"query", "positive", "negative"} per
   (query, positive, negative), or {"query", "positive", "negative_1", ..., "negative_n"} per (query, positive).
@@ -39,7 +41,8 @@ from hnm.distributed import current
 from hnm.embed import EmbedConfig, resolve_precision
 from hnm.errors import HnmError, InputError
 from hnm.ensemble import Ensemble, parse_members
-from hnm.negatives import Candidates, MineConfig, draw_random, reference_score, select
+from hnm.negatives import CONDITIONS, Candidates, MineConfig, ceiling, draw_random, reference_score, select, \
+    select_pca
 from hnm.pages import page_of
 from hnm.progress import Progress
 from hnm.search import exact_scores
@@ -163,18 +166,26 @@ def run(corpus: Dict[str, dict], queries: Dict[str, str], qrels: Qrels, cfg: Min
             keep = chosen_positives(groups[r], pos_scores, cfg.chunk_positives)
             pos, pos_scores = positives[r][keep], pos_scores[keep] if len(pos_scores) else pos_scores
             reference = reference_score(pos_scores, cfg)
-            sel = select(ranked, scores, reference, cfg, rng, cfg.num_negatives - n_random)
+            if cfg.selection == "pca":
+                reference = float(np.max(pos_scores))  # the first condition's bar: the nearest positive
+                sel = select_pca(ranked, scores, pos_scores, candidates.between(pos, ranked), cfg, rng,
+                                 cfg.num_negatives - n_random)
+            else:
+                sel = select(ranked, scores, reference, cfg, rng, cfg.num_negatives - n_random)
             if n_random:
                 banned = set(positives[r].tolist()) | set(sel.negatives) | {d for d, _ in sel.flagged}
                 banned |= set(np.flatnonzero(empty).tolist())
                 extra = draw_random(n_random, len(doc_ids), banned, rng)
                 sel.negatives += extra
-                sel.scores += _scores(ensemble, cfg, r, extra)
+                sel.scores += candidates.pca_scores(r, extra) if cfg.selection == "pca" else \
+                    _scores(ensemble, cfg, r, extra)
                 sel.sources += ["random"] * len(extra)
             out.append(_row(qids[r], query_texts[r], pos, pos_scores, sel, doc_ids, texts, cfg))
-            for d, s in sel.flagged:
-                review.append(json.dumps({"query_id": qids[r], "doc_id": doc_ids[d], "score": s,
-                                          "reference_positive_score": reference}).encode() + b"\n")
+            for i, (d, s) in enumerate(sel.flagged):
+                line = {"query_id": qids[r], "doc_id": doc_ids[d], "score": s, "reference_positive_score": reference}
+                if sel.failed is not None:
+                    line["failed"] = sel.failed[i]
+                review.append(json.dumps(line).encode() + b"\n")
         rows_blob = b"".join(out)
         return len(rows_blob).to_bytes(8, "little") + rows_blob + b"".join(review)
 
@@ -208,6 +219,9 @@ def run(corpus: Dict[str, dict], queries: Dict[str, str], qrels: Qrels, cfg: Min
     rows_iter = [json.loads(line) for line in output.read_text(encoding="utf-8").splitlines()]
     stats = statistics(rows_iter, _sidecar(output, ".review.jsonl"), cfg, skipped, int(empty.sum()), candidates,
                        unknown_documents(qrels, rows_of))
+    if cfg.selection == "pca":
+        stats["pca"] = pca_statistics(rows_iter, _sidecar(output, ".review.jsonl"), candidates,
+                                      {d: i for i, d in enumerate(doc_ids)}, cfg)
     stats["seconds"] = round(time.monotonic() - t0, 2)
     stats["precision"] = resolve_precision(embed_cfg.precision)  # what "auto" chose on this machine
     with atomic_write(_sidecar(output, ".stats.json")) as f:
@@ -256,6 +270,30 @@ def export(rows: List[dict], path: Path, fmt: str) -> None:
                     f.write(json.dumps(rec, ensure_ascii=False) + "\n")
 
 
+def pca_statistics(rows: List[dict], review: Path, candidates: Candidates, row_of: Dict[str, int],
+                   cfg: MineConfig) -> dict:
+    """The pca selection's: its space, what each condition kept out (a candidate may fail both), and how many of
+    its hard negatives (not the random share) the positive-aware ceiling of step 4 (relative_ceiling, margin,
+    max_score from the reference positive of ceiling_from), on the ensemble's own scores, would have flagged as
+    likely false negatives."""
+    kept_out = dict.fromkeys(CONDITIONS, 0)
+    for line in review.read_text(encoding="utf-8").splitlines():
+        for c in json.loads(line)["failed"] if line.strip() else ():
+            kept_out[c] += 1
+    hard = flagged = 0
+    for r, row in enumerate(rows):  # row r of the output is query row r of the ensemble
+        negs = [row_of[d] for d, src in zip(row["negative_ids"], row["negative_sources"]) if src != "random"]
+        pos = [row_of[d] for d in row["positive_ids"]]
+        s = candidates.ensemble.score(np.array([r]), [np.array(pos + negs, dtype=np.int64)])[0]
+        top = ceiling(reference_score(s[:len(pos)], cfg), cfg)
+        hard += len(negs)
+        flagged += int(np.sum(s[len(pos):] >= top))
+    pca = candidates.pca
+    return {"components": int(pca.components.shape[0]), "variance_kept": float(pca.explained_variance_ratio.sum()),
+            "kept_out": kept_out, "hard_negatives": hard, "ceiling_would_flag": flagged,
+            "ceiling_would_flag_share": flagged / hard if hard else None}
+
+
 def _summary(values: List[float]) -> dict:
     if not values:
         return {"n": 0}
@@ -298,8 +336,14 @@ def table(stats: dict) -> str:
               f"{stats['queries_skipped_without_positives']}",
               f"negatives: {stats['negatives']}; queries with fewer than {stats['config']['num_negatives']}: "
               f"{stats['queries_with_too_few_negatives']}",
-              f"likely false negatives flagged (review file): {stats['likely_false_negatives_flagged']}",
+              ("kept out by the pca rule" if "pca" in stats else "likely false negatives flagged")
+              + f" (review file): {stats['likely_false_negatives_flagged']}",
               f"empty documents kept out of the negatives: {stats['empty_documents_kept_out']}"]
+    if "pca" in stats:
+        p = stats["pca"]
+        lines.append(f"pca rule: {p['components']} components ({p['variance_kept']:.1%} of the variance); kept out: "
+                     + ", ".join(f"{c} failed {n}" for c, n in p["kept_out"].items())
+                     + f"; of its {p['hard_negatives']} hard negatives the ceiling would flag {p['ceiling_would_flag']}")
     if "clusters" in stats:
         c = stats["clusters"]
         lines.append(f"clusters: k={c['k']}, sizes min {c['min']} / median {c['median']:.0f} / max {c['max']}, "

@@ -24,6 +24,20 @@ The paper's method (arXiv 2411.02404, sections 3.2 to 3.4), with the safeguards 
    absolute `margin` below it and absolute `max_score` are optional ceilings too, `min_score` an optional floor.
    Candidates above a ceiling are likely unlabelled positives (the paper's "additional positives"): they go to a
    review file, never into the negatives;
+4'. or, with `selection` "pca", instead of the ceiling, the authors' own follow-up rule (Meghwani, Agarwal et al.,
+   "Hard Negative Mining for Domain-Specific Retrieval in Enterprise Systems", ACL 2025 industry track, arXiv
+   2505.18366): the ensemble vectors (each member's embedding unit length, as its model prescribes, scaled by
+   sqrt(w_m / sum w) and concatenated, ensemble.py: every member weighs in by its weight, not by its dimension or
+   norm) reduced by PCA fitted on the documents (pca.py; `pca_variance` of the variance, or `pca_components`), each
+   projection scaled to unit length; in cosine distance d = 1 - cos there, a candidate D ranked by d(Q, D) is a
+   negative only if d(Q, D) < d(Q, PD) and d(Q, D) < d(PD, D). The paper pairs a query with one positive; here a
+   document is a negative of the query only if both conditions hold for every positive, because training pairs
+   every positive of a row with every negative (train.py), so any weaker verdict would make training pairs the rule
+   forbids (one row per (query, positive) would instead change the row format and weigh a query by its number of
+   positives). Candidates kept out go to the review file with the conditions they failed. The ceiling is not
+   applied; the statistics count how many of the rule's negatives it would have flagged (miner.py). With clustering
+   `none` the candidates are the whole corpus's top in that space, as in the paper; with a clustering, its clusters'
+   documents;
 5. `top` or `random` sampling of `num_negatives`, of which a share `random_share` is drawn uniformly from the whole
    corpus instead (negatives-only training hurts the easy cases).
 
@@ -47,9 +61,11 @@ from hnm.config import REFERENCE_POSITIVES, MineConfig
 from hnm.ensemble import Ensemble, PassageEnsemble
 from hnm.gmm import GMMConfig, gaussian_mixture
 from hnm.kmeans import KMeansConfig, kmeans
+from hnm.pca import PCA, fit_pca
 from hnm.search import best_k, exact_scores, topk
 
 REFERENCES = dict(zip(REFERENCE_POSITIVES, (np.max, np.median, np.min)))  # of the positives' scores
+CONDITIONS = ("d(Q,D) < d(Q,PD)", "d(Q,D) < d(PD,D)")  # the pca selection's two, for every positive PD
 
 
 def reference_score(positive_scores: np.ndarray, cfg: MineConfig) -> float:
@@ -80,6 +96,7 @@ class Selection:
     scores: List[Optional[float]]
     sources: List[str]  # the strategy, or "random" for the mixed-in share
     flagged: List[Tuple[int, float]]  # (document row, score) above a ceiling: likely unlabelled positives
+    failed: Optional[List[List[str]]] = None  # the pca selection: the CONDITIONS each flagged candidate failed
 
 
 def select(ranked: np.ndarray, scores: Optional[np.ndarray], positive_score: float, cfg: MineConfig,
@@ -103,6 +120,45 @@ def select(ranked: np.ndarray, scores: Optional[np.ndarray], positive_score: flo
     chosen = eligible[:n_hard]
     return Selection([int(ids[i]) for i in chosen], [float(s[i]) for i in chosen], [cfg.strategy] * len(chosen),
                      [(int(ids[i]), float(s[i])) for i in np.flatnonzero(above)])
+
+
+def select_pca(ranked: np.ndarray, scores: np.ndarray, positive_scores: np.ndarray, between: np.ndarray,
+               cfg: MineConfig, rng: np.random.Generator, n_hard: int) -> Selection:
+    """The pca selection (step 4'): up to `n_hard` negatives among candidates ranked best first, each passing both
+    CONDITIONS for every positive; every other candidate of the window is flagged with the conditions it failed.
+
+    Cosines in the PCA space: scores (C,) cos(Q, D), positive_scores (P,) cos(Q, PD), between (P, C) cos(PD, D).
+    Example, one positive: cos(Q, D) 0.9, cos(Q, PD) 0.8, cos(PD, D) 0.95 -> d(Q, D) 0.1 < d(Q, PD) 0.2 holds,
+    d(Q, D) 0.1 < d(PD, D) 0.05 fails: flagged (a near-copy of the positive); cos(PD, D) 0.5 instead: a negative.
+    """
+    window = slice(cfg.skip_top, cfg.max_rank)
+    ids, s = ranked[window], scores[window]
+    d = 1.0 - s  # (C,) d(Q, D)
+    nearer_than_positives = np.all(d[None, :] < (1.0 - positive_scores)[:, None], axis=0)  # (C,) for every PD
+    nearer_query_than_positive = np.all(d[None, :] < 1.0 - between[:, window], axis=0)  # (C,) for every PD
+    passed = np.stack([nearer_than_positives, nearer_query_than_positive])  # (2, C), in CONDITIONS' order
+    ok = passed.all(axis=0)
+    if cfg.min_score is not None:
+        ok &= s >= cfg.min_score
+    eligible = np.flatnonzero(ok)
+    if cfg.sampling == "random" and len(eligible) > n_hard:
+        eligible = np.sort(rng.choice(eligible, size=n_hard, replace=False))
+    chosen = eligible[:n_hard]
+    out = np.flatnonzero(~passed.all(axis=0))
+    return Selection([int(ids[i]) for i in chosen], [float(s[i]) for i in chosen], [cfg.strategy] * len(chosen),
+                     [(int(ids[i]), float(s[i])) for i in out],
+                     [[c for c, p in zip(CONDITIONS, passed[:, i]) if not p] for i in out])
+
+
+def pca_space(docs: np.ndarray, queries: np.ndarray, cfg: MineConfig) -> Tuple[np.ndarray, np.ndarray, PCA]:
+    """The pca selection's space: PCA fitted on the (N, D) ensemble document vectors; the documents (N, K) and the
+    (Q, D) queries (Q, K) projected and scaled to unit length, so that an inner product is a cosine."""
+    pca = fit_pca(docs, cfg.pca_components or cfg.pca_variance)
+
+    def unit(x: np.ndarray) -> np.ndarray:
+        return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+
+    return unit(pca.transform(docs)), unit(pca.transform(queries)), pca
 
 
 def draw_random(n: int, n_docs: int, banned: set, rng: np.random.Generator) -> List[int]:
@@ -131,6 +187,11 @@ class Candidates:
         if cfg.strategy == "ensemble" and cfg.clustering == "none" and isinstance(ensemble, PassageEnsemble):
             raise ValueError("clustering 'none' ranks by the ensemble vectors' inner product, not by a passage "
                              "ensemble's best passage; mine over passages with a clustering")
+        self.pca: Optional[PCA] = None  # the pca selection's, with its unit (N, K) documents and (Q, K) queries
+        if cfg.selection == "pca":
+            if isinstance(ensemble, PassageEnsemble):
+                raise ValueError("selection 'pca' reduces the ensemble vectors, not a passage ensemble's passages")
+            self.pca_docs, self.pca_queries, self.pca = pca_space(ensemble.docs, ensemble.queries, cfg)
         if cfg.strategy == "ensemble" and cfg.clustering != "none":
             self.clusters = ClusterView.fit(ensemble.docs, cfg)
 
@@ -148,10 +209,13 @@ class Candidates:
         elif cfg.strategy == "dense":
             return self._exact(self.ensemble.doc_vectors[0], self.ensemble.query_vectors[0][rows], positives)
         elif cfg.clustering == "none":
+            if self.pca is not None:
+                return self._exact(self.pca_docs, self.pca_queries[rows], positives)
             return self._exact(self.ensemble.docs, self.ensemble.queries[rows], positives)
         else:
             cands = self.clusters.candidates(self.ensemble.queries[rows], positives, cfg.n_probe)
-            scores = self.ensemble.score(np.asarray(rows), cands)
+            scores = self.ensemble.score(np.asarray(rows), cands) if self.pca is None else \
+                [exact_scores(self.pca_docs[c], self.pca_queries[r]) for r, c in zip(rows, cands)]
         out = []
         for c, s, p in zip(cands, scores, positives):
             pos_mask = np.isin(c, p)
@@ -163,6 +227,15 @@ class Candidates:
             out.append((c[0], s[0].astype(np.float64), pos_scores))
         return out
 
+
+    def pca_scores(self, row: int, docs: List[int]) -> List[float]:
+        """The pca selection's cosines of query `row` with the given documents (those drawn at random)."""
+        return [float(x) for x in exact_scores(self.pca_docs[docs], self.pca_queries[row])] if docs else []
+
+    def between(self, positives: np.ndarray, docs: np.ndarray) -> np.ndarray:
+        """The pca selection's cosines of each positive with each document: (P,) and (C,) rows -> (P, C)."""
+        return np.array([exact_scores(self.pca_docs[docs], self.pca_docs[p]) for p in positives]).reshape(
+            len(positives), len(docs))
 
     def _exact(self, docs: np.ndarray, queries: np.ndarray, positives: List[np.ndarray]):
         """(N, D) documents against (q, D) queries over the whole corpus: exact top-k in bounded memory (search.topk).

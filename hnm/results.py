@@ -23,13 +23,15 @@ FLOOR = "first-stage, shuffled"  # the first stage's candidates in random orders
 # the paper's mining arms, (b) to (f): one per mining strategy, then (f), the ensemble with its safeguards
 MINED_ARMS = tuple(reversed(STRATEGIES)) + ("ensemble+",)
 OTHER_CLUSTERINGS = CLUSTERINGS[1:]  # (f)'s other clusterings (experiment.CLUSTERING_ARMS): vs k-means
+RULES = ("pca rule",)  # the authors' 2025 rule instead of (f)'s k-means and ceiling (experiment.RULE_ARMS): vs (f)
 
 
 def kmeans_twin(name: str) -> Optional[str]:
-    """The k-means system a clustering arm's row is tested against: "ensemble+ gmm, pure" -> "ensemble+, pure"."""
-    for c in OTHER_CLUSTERINGS:
-        if name.startswith(f"ensemble+ {c}"):
-            return "ensemble+" + name[len(f"ensemble+ {c}"):]
+    """The k-means system, (f), a clustering arm's or a rule arm's row is tested against: "ensemble+ gmm, pure" ->
+    "ensemble+, pure", "pca rule" -> "ensemble+"."""
+    for prefix in [f"ensemble+ {c}" for c in OTHER_CLUSTERINGS] + list(RULES):
+        if name.startswith(prefix):
+            return "ensemble+" + name[len(prefix):]
     return None
 
 
@@ -173,6 +175,34 @@ def _example(loss: str, negatives: int) -> str:
     return f"1 positive + {negatives} negatives"
 
 
+def _rule_table(r: dict) -> list:
+    """The authors' 2025 rule (arXiv 2505.18366) against (f) and random negatives, and what its mining did."""
+    rows = [n for n in r["seeds_mean"] if n.startswith(RULES) and kmeans_twin(n) in r["seeds_mean"]]
+    if not rows:
+        return []
+    lines = ["", "The authors' follow-up rule (arXiv 2505.18366: PCA of the concatenated ensemble embeddings, then "
+             "d(Q,D) < d(Q,PD) and d(Q,D) < d(PD,D) for every positive) instead of (f)'s k-means and ceiling, "
+             "(f)'s recipe otherwise (mean ± sample standard deviation over the seeds; paired randomisation p, a pure row's "
+             "against (f)'s pure row and random's interpolated one, as in the first table):", "",
+             "| system | seeds | nDCG@10 | p vs (f) | p vs random | MRR@10 | p vs (f) | p vs random |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for n in rows:
+        m, sd, ps, twin = r["seeds_mean"][n], r["seeds_std"][n], r["p_values"].get(n, {}), kmeans_twin(n)
+        seeds = len(r["per_seed"][n])
+        cells = [f"{_pm(m, sd, k, seeds)} | {_p(ps, f'{k} vs {twin}')} | {_p(ps, f'{k} vs random')}"
+                 for k in ("ndcg@10", "mrr@10")]
+        lines.append(f"| {n} | {seeds} | " + " | ".join(cells) + " |")
+    for n, s in r.get("rule_mining", {}).items():
+        share = s["ceiling_would_flag_share"]
+        lines += ["", f"Mining of {n}: {s['components']} principal components ({s['variance_kept']:.1%} of the "
+                  f"variance); {s['hard_negatives']} hard negatives, of which (f)'s ceiling would have flagged "
+                  f"{s['ceiling_would_flag']} as likely false negatives"
+                  + (f" ({share:.1%})" if share is not None else "")
+                  + f"; {s['queries_with_too_few_negatives']} queries with too few negatives; kept out by "
+                  + ", ".join(f"{c}: {k}" for c, k in s["kept_out"].items()) + "."]
+    return lines
+
+
 def report(r: dict) -> str:
     """results.json as Markdown: the settings, the tables, the p-values, the long-document split, the timings."""
     b = r["budget"]
@@ -256,7 +286,8 @@ def report(r: dict) -> str:
                 cells = [f"{v['by depth'][d]['ndcg@10']:.4f} (p {_p(v['by depth'][d], 'p ndcg@10')})" for d in depths]
                 lines.append(f"| {n}, pure on {name} | " + " | ".join(cells)
                              + f" | {v['ndcg@10']:.4f} (p {_p(v, 'p ndcg@10')}) |")
-    twins = [(n, kmeans_twin(n)) for n in r["seeds_mean"] if kmeans_twin(n) in r["seeds_mean"]]
+    twins = [(n, kmeans_twin(n)) for n in r["seeds_mean"] if kmeans_twin(n) in r["seeds_mean"]
+             and not n.startswith(RULES)]
     if twins:
         lines += ["", "The paper's open question on clustering: (f) with each clustering against k-means, (f) itself "
                   "(mean ± sample standard deviation over the seeds; paired randomisation p against the k-means "
@@ -269,6 +300,7 @@ def report(r: dict) -> str:
             lines.append(f"| {n} | {seeds} | {_pm(m, sd, 'ndcg@10', seeds)} | "
                          f"{_p(ps, f'ndcg@10 vs {twin}')} | {_pm(m, sd, 'mrr@10', seeds)} | "
                          f"{_p(ps, f'mrr@10 vs {twin}')} |")
+    lines += _rule_table(r)
     if r.get("training"):
         lines += ["", "Training (seconds, pairs/s, steps):", ""]
         lines += [f"- {n}: {t['seconds']:.0f} s, {t['pairs_per_s']:.1f} pairs/s, {t['steps']} steps"

@@ -271,3 +271,26 @@ def test_only_the_arms_that_ask_for_random_negatives_get_them():
     assert shares == {"ensemble+": 0.25, "random": 0.0, "ensemble": 0.0, "bm25": 0.0, "dense": 0.0,
                       "ensemble+ passages": 0.25}
     assert {arm_mine_config(a, "m", 7).num_negatives for a in ARMS if a.mine is not None} == {7}
+
+
+def test_the_pca_rule_arm_is_named_on_request_and_tested_against_f_and_random():
+    from hnm.experiment import ARMS, RULE_ARMS, arm_mine_config, choose_arms
+    from hnm.results import _rule_table, kmeans_twin
+    picked = choose_arms(ARMS, "ensemble+,random,pca rule")
+    assert [a.name for a in picked] == ["first-stage", "ensemble+", "random", "pca rule"]
+    assert RULE_ARMS[0] not in choose_arms(ARMS, clustering=True)  # an experiment under way keeps its arms
+    cfg = arm_mine_config(RULE_ARMS[0], "m", 7)
+    assert (cfg.selection, cfg.clustering, cfg.random_share, cfg.relative_ceiling) == ("pca", "none", 0.25, 0.95)
+    assert kmeans_twin("pca rule, pure") == "ensemble+, pure" and kmeans_twin("pca rule") == "ensemble+"
+    mean = {"ndcg@10": 0.5, "mrr@10": 0.4}
+    r = {"seeds_mean": {"ensemble+": mean, "pca rule": mean}, "seeds_std": {"pca rule": {"ndcg@10": 0.01,
+                                                                                       "mrr@10": 0.02}},
+         "per_seed": {"pca rule": {0: mean, 1: mean}},
+         "p_values": {"pca rule": {"ndcg@10 vs ensemble+": 0.2, "ndcg@10 vs random": 0.0004,
+                                   "mrr@10 vs ensemble+": 0.03, "mrr@10 vs random": 0.5}},
+         "rule_mining": {"pca rule": {"components": 40, "variance_kept": 0.95, "hard_negatives": 10,
+                                      "ceiling_would_flag": 4, "ceiling_would_flag_share": 0.4,
+                                      "queries_with_too_few_negatives": 3, "kept_out": {"c1": 5, "c2": 6}}}}
+    text = "\n".join(_rule_table(r))
+    assert "| pca rule | 2 | 0.5000 ± 0.0100 | 0.200 | < 0.001 | 0.4000 ± 0.0200 | 0.030 | 0.500 |" in text
+    assert "of which (f)'s ceiling would have flagged 4 as likely false negatives (40.0%)" in text

@@ -16,7 +16,7 @@ from hnm.data import load_beir, read_jsonl
 from hnm.metrics import read_trec_run, write_trec_run
 from hnm.ensemble import Ensemble, Member, ensemble_vectors, fuse_rrf, fuse_zscore, parse_members
 from hnm.errors import InputError
-from hnm.negatives import MineConfig, ceiling, reference_score
+from hnm.negatives import CONDITIONS, MineConfig, ceiling, reference_score, select_pca
 
 
 def unit(x):
@@ -302,3 +302,71 @@ def test_reference_positive_of_several_by_hand():
     assert np.isnan(reference_score(np.empty(0), MineConfig()))
     with pytest.raises(ValueError, match="ceiling_from"):
         MineConfig(ceiling_from="mean")
+
+
+# ------------------------------------------------------------------------------- the pca selection (step 4')
+
+
+def test_pca_rule_verdicts_by_hand_with_two_positives():
+    # cosines: cos(Q, D) of three candidates, cos(Q, PD) of two positives, cos(PD, D) per positive and candidate
+    scores, positives = np.array([0.9, 0.8, 0.7]), np.array([0.75, 0.6])
+    between = np.array([[0.5, 0.95, 0.2], [0.3, 0.1, 0.75]])
+    cfg = MineConfig(selection="pca", clustering="none", models="m", random_share=0.0)
+    sel = select_pca(np.array([10, 11, 12]), scores, positives, between, cfg, np.random.default_rng(0), 3)
+    # D10: d(Q,D) 0.1 < 0.25, 0.4 and < 0.5, 0.7: a negative. D11: 0.2 < d(PD1,D) 0.05 fails. D12: 0.3 < 0.25
+    # fails for the first positive (though it is nearer than the second), and 0.3 < d(PD2,D) 0.25 fails
+    assert sel.negatives == [10]
+    assert sel.flagged == [(11, 0.8), (12, 0.7)]
+    assert sel.failed == [[CONDITIONS[1]], list(CONDITIONS)]
+
+
+PCA_ANGLES = {"p": 40, "a": 10, "c": -25, "b": 30, "e": 55, "d": -65}  # degrees from the query, around a circle
+
+
+def pca_hand_made(r: float = 0.8, h: float = 0.6):
+    """Documents on a circle of radius r at height h, each with its antipode (so the mean lies on the axis and the
+    height has no variance): the two kept components span the circle's plane, where a cosine is cos(angle)."""
+    ids, angles = [], []
+    for d, a in PCA_ANGLES.items():
+        ids += [d, d + "'"]
+        angles += [a, a + 180]
+    rad = np.radians(angles)
+    docs = np.stack([r * np.cos(rad), r * np.sin(rad), np.full(len(rad), h)], axis=1).astype(np.float32)
+    corpus = {d: {"title": "", "text": f"document {d}"} for d in ids}
+    ens = Ensemble([Member("m")], [docs], [np.array([[r, 0.0, h]], dtype=np.float32)])
+    return corpus, {"q": "the query"}, {"q": {"p": 1}}, ens
+
+
+def test_pca_rule_in_the_miner_by_hand(tmp_path):
+    corpus, queries, qrels, ens = pca_hand_made()
+    cfg = MineConfig(selection="pca", pca_components=2, clustering="none", models="m", max_rank=5,
+                     num_negatives=3, random_share=0.0)
+    stats = miner.run(corpus, queries, qrels, cfg, tmp_path / "o.jsonl", quiet=True, ensemble=ens)
+    row = json.loads((tmp_path / "o.jsonl").read_text())
+    # d(Q, P) = 1 - cos 40 = 0.234; the window, by d(Q, D): a (0.015), c (0.094), b (0.134), e (0.426), d (0.577).
+    # a: d(P, a) = 1 - cos 30 = 0.134 > 0.015, a negative; c: d(P, c) = 1 - cos 65 = 0.577, a negative; b: d(P, b) =
+    # 1 - cos 10 = 0.015 < 0.134, out; e: 0.426 > 0.234 and d(P, e) = 1 - cos 15 = 0.034, out twice; d: 0.577 > 0.234
+    assert row["negative_ids"] == ["a", "c"]
+    assert row["negative_scores"] == pytest.approx([np.cos(np.radians(10)), np.cos(np.radians(25))], abs=1e-5)
+    assert row["positive_scores"] == pytest.approx([np.cos(np.radians(40))], abs=1e-5)
+    review = [json.loads(x) for x in (tmp_path / "o.jsonl.review.jsonl").read_text().splitlines()]
+    assert [(x["doc_id"], x["failed"]) for x in review] == [("b", [CONDITIONS[1]]), ("e", list(CONDITIONS)),
+                                                            ("d", [CONDITIONS[0]])]
+    assert stats["queries_with_too_few_negatives"] == 1  # two passed, three wanted
+    p = stats["pca"]
+    assert p["components"] == 2 and p["kept_out"] == {CONDITIONS[0]: 2, CONDITIONS[1]: 2}
+    # the ensemble's own cosines (3-D): 0.64 cos + 0.36, so P 0.850 and the ceiling 0.95 x 0.850 = 0.808; a (0.990)
+    # and c (0.940) are both above it: the ceiling would have kept out every negative the rule chose
+    assert (p["hard_negatives"], p["ceiling_would_flag"]) == (2, 2)
+    # an absolute ceiling of 0.95 instead: a (0.990) above it, c (0.940) below
+    loose = miner.run(corpus, queries, qrels, replace(cfg, relative_ceiling=None, max_score=0.95),
+                      tmp_path / "l.jsonl", quiet=True, ensemble=ens)
+    assert loose["pca"]["ceiling_would_flag"] == 1
+    assert json.loads((tmp_path / "l.jsonl").read_text())["negative_ids"] == ["a", "c"]  # the rule ignores it
+
+
+def test_pca_selection_needs_the_ensemble_vectors():
+    for bad in ({"strategy": "dense"}, {"fusion": "rrf"}, {"models": "m,bm25"}, {"pca_variance": 1.0},
+                {"pca_components": 0}, {"selection": "nv"}):
+        with pytest.raises(ValueError):
+            MineConfig(**{"selection": "pca", "models": "m", **bad})
