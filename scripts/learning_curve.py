@@ -50,7 +50,7 @@ from hnm.svg import lines
 from hnm.train import TrainConfig, kept_checkpoint, train
 from hnm.twostage import choose_alpha, interpolate, rerank
 
-from ablate_train import logged_seconds  # scripts/ is on the path of a script run from it
+from ablate_train import logged_seconds, same_config  # scripts/ is on the path of a script run from it
 from default_recipe import METRICS, MINED_ARMS, NEGATIVES, cached_run, per_query_values
 
 HERE = Path(__file__).resolve().parent
@@ -193,7 +193,7 @@ def main() -> None:
               "runs": {}}
     if output.exists():  # entries measured before, perhaps on a machine whose caches are gone
         landed = json.loads(output.read_text())
-        if landed["config"] == config and landed["test_queries"] == test_ids:
+        if same_settings(landed["config"], config) and landed["test_queries"] == test_ids:
             report["runs"] = landed["runs"]
     for size in sorted(args.sizes, key=lambda s: s or len(mined)):
         n = min(size or len(mined), len(mined))
@@ -226,6 +226,13 @@ def main() -> None:
                 commit(output, key)
 
 
+def same_settings(landed: dict, now: dict) -> bool:
+    """Whether entries measured with the `landed` configuration count today: training fields added since (at
+    defaults that keep the old behaviour) do not matter (ablate_train.same_config)."""
+    return ({k: v for k, v in landed.items() if k != "train"} == {k: v for k, v in now.items() if k != "train"}
+            and same_config(landed["train"], now["train"]))
+
+
 def write_outputs(report: dict, output: Path, resamples: int = 10000) -> None:
     """The JSON (with the per-N summary made again), its Markdown table and its SVG chart, each atomically."""
     report["sizes"] = summary(report, resamples)
@@ -240,7 +247,7 @@ def commit(output: Path, key: str) -> None:
     next landing commits the files again."""
     paths = [str(output.with_suffix(s)) for s in (".json", ".md", ".svg")]
     for cmd in (["git", "add", "--", *paths], ["git", "commit", "-q", "-m", f"learning curve: {key}", "--", *paths]):
-        done = subprocess.run(cmd, cwd=HERE, capture_output=True, text=True)
+        done = subprocess.run(cmd, cwd=output.parent, capture_output=True, text=True)
         if done.returncode:
             print(f"git {cmd[1]} failed: {done.stderr.strip()}", flush=True)
             return
