@@ -23,6 +23,10 @@ The scores of a hybrid run are the fused ones; twostage.py interpolates a re-ran
 Queries go in blocks of `block` so that the (block, N) score matrices stay small on a large corpus; under torchrun
 the blocks are shared among the ranks and every rank gets the whole run, in query order (distributed.py).
 
+`annotate_rows` adds the first stage's view to mined rows (miner.py), for the few-label levers of train.py: its
+score of every positive and negative (a teacher to distil from) and its top k with their texts (the list the
+held-out check re-ranks).
+
 Not here: BM25 and embedding themselves (bm25.py, embed.py, ensemble.py), re-ranking (twostage.py).
 Letters: Q queries of a block, N documents, k the depth kept.
 """
@@ -137,3 +141,40 @@ def retrieve(corpus: Dict[str, dict], queries: Dict[str, str], cfg: FirstStageCo
             run.update((q, dict(docs)) for q, docs in part)
             bar.update(len(part))
     return run
+
+
+def annotate_rows(corpus: Dict[str, dict], rows: List[dict], cfg: FirstStageConfig = FirstStageConfig(),
+                  quiet: bool = False) -> List[dict]:
+    """Mined rows -> the same rows with the first stage's scores of their positives and negatives
+    ("positive_first_stage_scores", "negative_first_stage_scores") and its top cfg.top_k for the row's query
+    ("candidate_ids", "candidates", "candidate_scores", best first). A document missing from the corpus is an error."""
+    from hnm.bm25 import BM25Index
+    from hnm.ensemble import Ensemble, parse_members
+    doc_ids = list(corpus)
+    column = {d: j for j, d in enumerate(doc_ids)}
+    texts = [r["query"] for r in rows]
+    index = BM25Index.from_corpus(corpus, quiet=quiet) if cfg.kind in ("bm25", "hybrid") else None
+    ensemble = None
+    if cfg.kind != "bm25":
+        members = parse_members(cfg.models)[:1 if cfg.kind == "dense" else None]
+        ensemble = Ensemble.embed(members, [document_text(corpus[d]) for d in doc_ids], texts,
+                                  cfg=EmbedConfig(precision=cfg.precision), quiet=quiet)
+    out = []
+    for start in range(0, len(rows), cfg.block):
+        block = slice(start, start + cfg.block)
+        sparse = index.scores([index.analyser(t) for t in texts[block]]) if index is not None else None  # (Q, N)
+        dense = ensemble.queries[block] @ ensemble.docs.T if ensemble is not None else None  # (Q, N)
+        scores = (sparse if dense is None else dense if sparse is None else
+                  fuse_hybrid(sparse.astype(np.float64), dense.astype(np.float64), cfg))  # (Q, N)
+        for row, values, top in zip(rows[block], scores, _top(scores, min(cfg.top_k, len(doc_ids)))):
+            def of(ids: List[str]) -> List[float]:
+                missing = [d for d in ids if d not in column]
+                if missing:
+                    raise ValueError(f"query {row['query_id']!r}: document {missing[0]!r} is not in the corpus")
+                return [round(float(values[column[d]]), 6) for d in ids]
+            out.append({**row, "positive_first_stage_scores": of(row["positive_ids"]),
+                        "negative_first_stage_scores": of(row["negative_ids"]),
+                        "candidate_ids": [doc_ids[j] for j in top],
+                        "candidates": [document_text(corpus[doc_ids[j]]) for j in top],
+                        "candidate_scores": [round(float(values[j]), 6) for j in top]})
+    return out

@@ -4,7 +4,7 @@
 
 Writes, beside OUTPUT:
 - OUTPUT              one row per query: {"query_id", "query", "positive_ids", "positives", "positive_scores",
-                      "negative_ids", "negatives", "negative_scores", "negative_sources", "source"}
+                      "positive_grades", "negative_ids", "negatives", "negative_scores", "negative_sources", "source"}
 - OUTPUT.review.jsonl the candidates above a ceiling, likely unlabelled positives: {"query_id", "doc_id", "score",
                       "reference_positive_score"}; never used as negatives
 - OUTPUT.stats.json   the statistics that `table` prints; OUTPUT.scores.svg, the histograms of their scores
@@ -130,7 +130,8 @@ def run(corpus: Dict[str, dict], queries: Dict[str, str], qrels: Qrels, cfg: Min
                 sel.negatives += extra
                 sel.scores += _scores(ensemble, cfg, r, extra)
                 sel.sources += ["random"] * len(extra)
-            out.append(_row(qids[r], query_texts[r], positives[r], pos_scores, sel, doc_ids, texts, cfg))
+            grades = [qrels[qids[r]][doc_ids[d]] for d in positives[r]]  # for a graded loss (train.py)
+            out.append(_row(qids[r], query_texts[r], positives[r], pos_scores, grades, sel, doc_ids, texts, cfg))
             for d, s in sel.flagged:
                 review.append(json.dumps({"query_id": qids[r], "doc_id": doc_ids[d], "score": s,
                                           "reference_positive_score": reference}).encode() + b"\n")
@@ -188,10 +189,11 @@ def _scores(ensemble: Optional[Ensemble], cfg: MineConfig, r: int, docs: List[in
     return [float(x) for x in ensemble.score(np.array([r]), [np.array(docs)])[0]]
 
 
-def _row(qid: str, query: str, pos: np.ndarray, pos_scores: np.ndarray, sel, doc_ids, texts, cfg) -> bytes:
+def _row(qid: str, query: str, pos: np.ndarray, pos_scores: np.ndarray, grades: List[int], sel, doc_ids, texts,
+         cfg) -> bytes:
     row = {"query_id": qid, "query": query,
            "positive_ids": [doc_ids[d] for d in pos], "positives": [texts[d] for d in pos],
-           "positive_scores": [round(float(s), 6) for s in pos_scores],
+           "positive_scores": [round(float(s), 6) for s in pos_scores], "positive_grades": [int(g) for g in grades],
            "negative_ids": [doc_ids[d] for d in sel.negatives], "negatives": [texts[d] for d in sel.negatives],
            "negative_scores": [None if s is None else round(s, 6) for s in sel.scores],
            "negative_sources": sel.sources, "source": cfg.strategy}
