@@ -98,7 +98,8 @@ def measure(folder: Path, test_first: dict, train_first: dict, queries, corpus, 
                                 {q: train_qrels[q] for q in tuning})
     pure = reranked(folder, "test", test_first, queries, corpus, args, model)
     base = per_query_values(test_first, test_qrels)
-    out = {"tuning_queries": len(tuning), "alpha": alpha, "alpha_curve": {str(a): round(v, 5) for a, v in curve.items()},
+    out = {"tuning_queries": len(tuning), "alpha": alpha,
+           "alpha_curve": {str(a): round(v, 5) for a, v in curve.items()},
            "rerank_seconds": sum(json.loads((folder / f"{n}.json").read_text())["seconds"] for n in ("tuning", "test")),
            "per_query": {}}
     for system, run in (("pure", pure), ("interpolated", interpolate(pure, test_first, alpha))):
@@ -262,7 +263,8 @@ def write_table(r: dict, path: Path) -> None:
     machines = sorted({e["machine"] for e in r["runs"].values()})
     text = [f"# Learning curve on {c['data']} {c['test_split']}: the default recipe trained on N of the "
             f"{c['mined_queries']} training queries", "",
-            f"Each N a seeded subset (one seed's subsets nested), mined once with the ensemble ({c['mine']['strategy']}, "
+            "Each N a seeded subset (one seed's subsets nested), mined once with the ensemble "
+            f"({c['mine']['strategy']}, "
             f"{c['mine']['num_negatives']} negatives a query, {c['mine']['random_share']:g} random); `hnm train`'s "
             f"defaults ({c['train']['loss']}, {c['train']['epochs']} epoch, {c['train']['max_length']} tokens, a "
             f"tenth of the N held out as the tuning split), {c['precision']}; alpha chosen on that tuning split over "
@@ -276,7 +278,8 @@ def write_table(r: dict, path: Path) -> None:
     for n, s in r["sizes"].items():
         i, a = s["interpolated"], s["pure"]
         text.append(f"| {n} | {len(s['seeds'])} | {', '.join(map(str, s['tuning_queries']))} | "
-                    f"{', '.join(f'{x:g}' for x in s['alphas'])} | {i['ndcg@10']['mean']:.4f} ± {i['ndcg@10']['sd']:.4f} "
+                    f"{', '.join(f'{x:g}' for x in s['alphas'])} | "
+                    f"{i['ndcg@10']['mean']:.4f} ± {i['ndcg@10']['sd']:.4f} "
                     f"| {_p(i['ndcg@10']['p'])} | {i['mrr@10']['mean']:.4f} ± {i['mrr@10']['sd']:.4f} | "
                     f"{_p(i['mrr@10']['p'])} | {a['ndcg@10']['mean']:.4f} ± {a['ndcg@10']['sd']:.4f} | "
                     f"{_p(a['ndcg@10']['p'])} | {s['train_minutes']:.1f} |")
