@@ -151,7 +151,8 @@ def choose_alpha_kfold(reranked: Run, first: Run, qrels: Qrels, folds: int = 5, 
     scored at the alpha chosen on the others, so the mean of those out-of-fold values estimates what tuning alpha
     on this many queries gives on new ones. When that estimate does not beat the first stage alone (alpha 0) on the
     same queries, alpha 0 is returned: on so few queries the best alpha on the split is noise. Otherwise the alpha
-    choose_alpha picks on all of them. -> (alpha, {"folds", "fold_alphas", "out_of_fold", "first_stage", "curve"}).
+    choose_alpha picks on all of them. -> (alpha, {"folds", "fold_queries", "fold_alphas", "out_of_fold",
+    "first_stage", "curve"}), fold_queries[f] the query ids scored at fold_alphas[f].
 
     Two queries, each with its relevant document d1 and d2: the re-ranker right on q1 and wrong on q2, the first
     stage the reverse. On both, choose_alpha ties alpha 0 .. 0.45 with 0.55 .. 1 and takes 1; left out in turn,
@@ -162,9 +163,10 @@ def choose_alpha_kfold(reranked: Run, first: Run, qrels: Qrels, folds: int = 5, 
     qids = sorted(q for q in reranked if q in qrels)
     folds = max(2, min(folds, len(qids)))
     order = [qids[i] for i in np.random.default_rng(seed).permutation(len(qids))]
-    out_of_fold, fold_alphas = {}, []
+    out_of_fold, fold_alphas, fold_queries = {}, [], []
     for f in range(folds):
         held = set(order[f::folds])
+        fold_queries.append(sorted(held))
         rest = {q: reranked[q] for q in qids if q not in held}
         alpha_f, _ = choose_alpha(rest, first, {q: qrels[q] for q in rest}, grid, metric)
         fold_alphas.append(alpha_f)
@@ -175,8 +177,8 @@ def choose_alpha_kfold(reranked: Run, first: Run, qrels: Qrels, folds: int = 5, 
     alpha, curve = choose_alpha({q: reranked[q] for q in qids}, first, {q: qrels[q] for q in qids}, grid, metric)
     oof = float(np.mean([out_of_fold.get(q, 0.0) for q in qids]))
     base = float(np.mean([alone.get(q, 0.0) for q in qids]))
-    return (alpha if oof > base else 0.0), {"folds": folds, "fold_alphas": fold_alphas, "out_of_fold": oof,
-                                            "first_stage": base, "curve": curve}
+    return (alpha if oof > base else 0.0), {"folds": folds, "fold_queries": fold_queries, "fold_alphas": fold_alphas,
+                                            "out_of_fold": oof, "first_stage": base, "curve": curve}
 
 
 def store_alpha(folder: Path, alpha: float, about: dict) -> None:
