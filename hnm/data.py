@@ -91,15 +91,19 @@ def read_jsonl(path, required: Tuple[str, ...] = ()) -> Iterator[Tuple[int, dict
 
 
 def read_corpus(path) -> Dict[str, dict]:
-    """corpus.jsonl -> {doc id: {"title": str, "text": str}}; the title is optional, duplicate ids are an error."""
+    """corpus.jsonl -> {doc id: {"title": str, "text": str[, "parent_id": str]}}; the title is optional, duplicate
+    ids are an error. A row that is a chunk of a page carries the page's id as "parent_id" (pages.py)."""
     corpus: Dict[str, dict] = {}
     for lineno, rec in read_jsonl(path, required=("_id", "text")):
         if rec["_id"] in corpus:
             raise InputError(f"{path}:{lineno}: field '_id' repeats document id {rec['_id']!r}")
-        title = rec.get("title") or ""
-        if not isinstance(title, str):
-            raise InputError(f"{path}:{lineno}: field 'title' is a {type(title).__name__}, not a string")
-        corpus[rec["_id"]] = {"title": title, "text": rec["text"]}
+        doc = {"title": rec.get("title") or "", "text": rec["text"]}
+        if rec.get("parent_id") is not None:
+            doc["parent_id"] = rec["parent_id"]
+        for field in doc:
+            if not isinstance(doc[field], str):
+                raise InputError(f"{path}:{lineno}: field {field!r} is a {type(doc[field]).__name__}, not a string")
+        corpus[rec["_id"]] = doc
     return corpus
 
 
@@ -174,7 +178,7 @@ def read_qrels(path, queries: Optional[Container[str]] = None, corpus: Optional[
 
 
 def unknown_documents(qrels: Qrels, corpus: Container[str]) -> int:
-    """How many judgments name a document that is not in the corpus."""
+    """How many judgments name a document that is not in the corpus (`corpus`: the ids a judgment may name)."""
     return sum(d not in corpus for docs in qrels.values() for d in docs)
 
 
@@ -188,6 +192,7 @@ def beir_file(folder: Path, name: str) -> Path:
 def load_beir(folder, split: str, strict: bool = False) -> Tuple[Dict[str, dict], Dict[str, str], Qrels]:
     """Read a BEIR-layout folder: (corpus, queries judged in `split`, qrels of `split`).
 
+    Judgments name documents: corpus rows, or the pages that chunked rows carry as "parent_id" (pages.py).
     Judgments that name an unknown query or document are counted and named on stderr, or with `strict` an error
     naming the line (see read_qrels).
     """
@@ -198,7 +203,8 @@ def load_beir(folder, split: str, strict: bool = False) -> Tuple[Dict[str, dict]
         raise FileNotFoundError(f"{qrels_path}: no such file; splits here: {', '.join(have) or 'none'}")
     corpus = read_corpus(beir_file(folder, "corpus.jsonl"))
     all_queries = read_queries(beir_file(folder, "queries.jsonl"))
-    qrels = read_qrels(qrels_path, all_queries, corpus, strict)
+    known = set(corpus) | {doc["parent_id"] for doc in corpus.values() if "parent_id" in doc}  # rows and pages
+    qrels = read_qrels(qrels_path, all_queries, known, strict)
     queries = {qid: all_queries[qid] for qid in qrels}
     return corpus, queries, qrels
 

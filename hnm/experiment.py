@@ -369,7 +369,7 @@ def run_experiment(data: Path, out: Path, cfg: ExperimentConfig = ExperimentConf
                     stale.unlink(missing_ok=True)
         stages.timed(f"train {name}", trained, lambda: _train(rows, folder, b.start, cfg.train_config(seed), quiet))
         stages.timed(f"tune {name}", (folder / "alpha.json").exists(),
-                     lambda: _tune(folder, firsts["train"], queries, corpus, train_qrels, cfg, quiet))
+                     lambda: _tune(folder, firsts["train"], queries, corpus, train_qrels, fcfg, cfg, quiet))
         for stage, path, part, mode in reranks:
             stages.timed(stage, path.exists(), lambda: _rerank(folder, firsts[part], test_queries, corpus, b.top_k,
                                                                mode, path, precision, quiet))
@@ -509,7 +509,7 @@ def _mine(arm: Arm, mine_cfg: MineConfig, corpus, queries, qrels, path: Path, pr
     from hnm.miner import positives_of
     members = [m for m in parse_members(mine_cfg.models) if m.name != "bm25"]
     row_of = {d: i for i, d in enumerate(corpus)}
-    kept, _, _ = positives_of(qrels, queries, row_of, mine_cfg.min_grade)
+    kept = positives_of(qrels, queries, {d: [i] for d, i in row_of.items()}, mine_cfg.min_grade)[0]
     p_vecs, p_docs, q_vecs = [], [], []
     for m in members:
         tokenizer = load_tokenizer(m.name)
@@ -529,20 +529,18 @@ def _train(rows: Path, folder: Path, start: str, tcfg: TrainConfig, quiet: bool)
             json.dump(summary, f, indent=1, default=str)
 
 
-def _tune(folder: Path, first_train: Run, queries, corpus, train_qrels: Qrels, cfg: ExperimentConfig,
-          quiet: bool) -> None:
+def _tune(folder: Path, first_train: Run, queries, corpus, train_qrels: Qrels, fcfg: FirstStageConfig,
+          cfg: ExperimentConfig, quiet: bool) -> None:
     """alpha on the model's tuning queries: their first-stage top k re-ranked, the best nDCG@10 of the grid."""
-    b = cfg.budget
     tuning = [q for q in json.loads((folder / "tuning_queries.json").read_text()) if q in first_train]
     if tuning:
         tuned = tune_alpha(kept_checkpoint(folder), {q: first_train[q] for q in tuning}, queries, corpus,
-                           {q: train_qrels[q] for q in tuning}, cfg.first_stage, b.top_k, precision=b.precision,
-                           quiet=quiet)
+                           {q: train_qrels[q] for q in tuning}, fcfg, precision=cfg.budget.precision, quiet=quiet)
     else:  # no tuning split: pure re-ranking
-        tuned = {"alpha": 1.0, "first_stage": cfg.first_stage, "top_k": b.top_k, "tuning_queries": 0,
+        tuned = {"alpha": 1.0, "first_stage": cfg.first_stage, "top_k": fcfg.top_k, "tuning_queries": 0,
                  "metric": "ndcg@10", "curve": {}}
         if current().main:
-            store_alpha(kept_checkpoint(folder), 1.0, {k: v for k, v in tuned.items() if k != "alpha"})
+            store_alpha(kept_checkpoint(folder), 1.0, fcfg, {k: v for k, v in tuned.items() if k != "alpha"})
     if current().main:
         with atomic_write(folder / "alpha.json") as f:
             json.dump(tuned, f, indent=1)

@@ -31,8 +31,9 @@ Not here: BM25 and embedding themselves (bm25.py, embed.py, ensemble.py), re-ran
 Letters: Q queries of a block, N documents, k the depth kept.
 """
 
+import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Dict, List
 
 import numpy as np
@@ -42,7 +43,9 @@ from hnm.distributed import current
 from hnm.embed import EmbedConfig
 from hnm.ensemble import RRF_K, fuse_zscore
 from hnm.metrics import Run
+from hnm.pages import best_chunks, chunked, page_of
 from hnm.progress import Progress
+from hnm.search import topk
 
 KINDS = ("bm25", "dense", "ensemble", "hybrid")
 HYBRID_FUSIONS = ("zscore", "rrf")
@@ -50,7 +53,7 @@ HYBRID_FUSIONS = ("zscore", "rrf")
 
 @dataclass(frozen=True)
 class FirstStageConfig:
-    kind: str = "bm25"  # bm25, dense (the first of `models`), ensemble (all of them) or hybrid (BM25 + ensemble)
+    kind: str = "hybrid"  # bm25, dense (the first of `models`), ensemble (all of them) or hybrid (BM25 + ensemble)
     top_k: int = 100  # documents kept per query
     models: str = "all-MiniLM-L6-v2,all-mpnet-base-v2"  # NAME[:WEIGHT],... of weights.lock: dense, ensemble, hybrid
     fusion: str = "zscore"  # of the hybrid: zscore over the corpus, or rrf over both top-`depth` lists
@@ -58,6 +61,7 @@ class FirstStageConfig:
     depth: int = 1000  # of each system's list for rrf
     precision: str = "float32"  # of the encoders (embed.py); part of the embedding cache key
     block: int = 256  # queries scored at once by the hybrid
+    per_page: int = 3  # of a chunked corpus: rows kept of each of the top_k pages, to be re-ranked (pages.py)
 
     def __post_init__(self):
         if self.kind not in KINDS:
@@ -66,8 +70,8 @@ class FirstStageConfig:
             raise ValueError(f"hybrid fusion {self.fusion!r} is not one of {', '.join(HYBRID_FUSIONS)}")
         if not 0.0 <= self.bm25_weight <= 1.0:
             raise ValueError(f"bm25_weight is a share in [0, 1], not {self.bm25_weight}")
-        if min(self.top_k, self.depth, self.block) < 1:
-            raise ValueError("top_k, depth and block must be at least 1")
+        if min(self.top_k, self.depth, self.block, self.per_page) < 1:
+            raise ValueError("top_k, depth, block and per_page must be at least 1")
 
 
 def rrf_rows(scores: np.ndarray, depth: int) -> np.ndarray:
@@ -100,73 +104,119 @@ def _top(scores: np.ndarray, k: int) -> List[np.ndarray]:
     return out
 
 
+class FirstStage:
+    """A first stage built once over a corpus and run for any number of queries: BM25's index (saved under
+    $HNM_HOME/bm25/ and loaded by later runs over the same rows) and each model's document vectors (through the
+    embedding cache, embed.py). `retrieve` is one build and one run; `hnm search` keeps one for many queries.
+
+    On a chunked corpus (rows carrying a parent_id, pages.py) a run keeps the rows of each query's `top_k` best
+    pages, at most `per_page` a page: the first stage ranks rows `top_k x per_page` deep, and a page that has more
+    rows there keeps its best.
+    """
+
+    def __init__(self, corpus: Dict[str, dict], cfg: FirstStageConfig = FirstStageConfig(), quiet: bool = False):
+        from hnm.ensemble import ensemble_vectors, parse_members
+        self.cfg, self.corpus, self.doc_ids, self.pages = cfg, corpus, list(corpus), page_of(corpus)
+        self.index = _bm25_index(corpus, quiet) if cfg.kind in ("bm25", "hybrid") else None
+        self.embedders, self.docs = [], None
+        if cfg.kind != "bm25":
+            from hnm.embed import Embedder
+            members = parse_members(cfg.models)[:1 if cfg.kind == "dense" else None]
+            if any(m.name == "bm25" for m in members):
+                raise ValueError("bm25 cannot join a first stage that searches vectors; use --first-stage bm25 or "
+                                 "hybrid")
+            self.weights = [m.weight for m in members]
+            self.embedders = [Embedder.load(m.name, EmbedConfig(precision=cfg.precision), quiet=quiet)
+                              for m in members]
+            texts = [document_text(corpus[d]) for d in self.doc_ids]
+            self.docs = ensemble_vectors([e.encode(texts, quiet=quiet) for e in self.embedders], self.weights)  # (N, D)
+        self.depth = min(cfg.top_k * (cfg.per_page if chunked(self.pages) else 1), len(self.doc_ids))
+
+    def query_vectors(self, texts: List[str], cached: bool = True) -> np.ndarray:
+        """(Q,) query texts -> (Q, D) ensemble vectors, through the embedding cache unless not `cached` (a person's
+        questions at `hnm search`, seldom asked twice)."""
+        from hnm.ensemble import ensemble_vectors
+        if cached:
+            vectors = [e.encode(texts, kind="query", quiet=True) for e in self.embedders]
+        else:
+            vectors = [e.forward([e.prefix("query") + t for t in texts]) for e in self.embedders]
+        return ensemble_vectors(vectors, self.weights)
+
+    def run(self, queries: Dict[str, str], quiet: bool = False, cached: bool = True) -> Run:
+        """{qid: text} -> {qid: {row id: score}}, best pages' rows (the class docstring); queries in blocks,
+        shared among the ranks under torchrun."""
+        qids, texts, k, cfg = list(queries), list(queries.values()), self.depth, self.cfg
+
+        def block(i: int) -> bytes:
+            """[[qid, [[row id, score], ...]], ...] of the i-th block of queries, best first."""
+            rows = slice(i * cfg.block, (i + 1) * cfg.block)
+            if cfg.kind == "bm25":
+                found = self.index.run(dict(zip(qids[rows], texts[rows])), k)
+                return json.dumps([[q, list(docs.items())] for q, docs in found.items()]).encode()
+            dense = self.query_vectors(texts[rows], cached)  # (Q, D)
+            if cfg.kind == "hybrid":
+                sparse = self.index.scores([self.index.analyser(t) for t in texts[rows]])  # (Q, N)
+                fused = fuse_hybrid(sparse.astype(np.float64), (dense @ self.docs.T).astype(np.float64), cfg)
+                ranked = [[[self.doc_ids[j], float(row[j])] for j in top] for row, top in zip(fused, _top(fused, k))]
+            else:
+                scores, ids = topk(dense, self.docs, k)  # (Q, k) each
+                ranked = [[[self.doc_ids[j], s] for j, s in zip(r, sc)] for r, sc in zip(ids.tolist(),
+                                                                                          scores.tolist())]
+            return json.dumps([[q, docs] for q, docs in zip(qids[rows], ranked)]).encode()
+
+        run: Run = {}
+        procs = current()
+        with Progress(len(qids), desc=f"first stage {cfg.kind}", quiet=quiet or not procs.main,
+                      unit=" queries") as bar:
+            for _, blob in procs.in_order(-(-len(qids) // cfg.block), block):
+                part = json.loads(blob)
+                run.update((q, dict(docs)) for q, docs in part)
+                bar.update(len(part))
+        return best_chunks(run, self.pages, cfg.top_k, cfg.per_page) if chunked(self.pages) else run
+
+
+def _bm25_index(corpus: Dict[str, dict], quiet: bool):
+    """BM25's index of the corpus (its defaults), from $HNM_HOME/bm25/<hash of the rows> when an earlier run saved
+    it, else built and saved there."""
+    from hnm.bm25 import BM25Config, BM25Index
+    from hnm.weights import home
+    h = hashlib.sha256(json.dumps(asdict(BM25Config()), sort_keys=True).encode())
+    for d, doc in corpus.items():
+        h.update(json.dumps([d, document_text(doc)], ensure_ascii=False).encode())
+    folder = home() / "bm25" / h.hexdigest()[:24]
+    if (folder / "bm25.json").is_file():
+        return BM25Index.load(folder)
+    index = BM25Index.from_corpus(corpus, quiet=quiet)
+    if current().main:
+        index.save(folder)
+    return index
+
+
 def retrieve(corpus: Dict[str, dict], queries: Dict[str, str], cfg: FirstStageConfig = FirstStageConfig(),
              quiet: bool = False) -> Run:
-    """The top_k documents of each query {qid: text} by the first stage `cfg.kind` (the module docstring)."""
-    from hnm.bm25 import BM25Index
-    from hnm.ensemble import Ensemble, parse_members
-    from hnm.search import topk
-    doc_ids, qids, texts = list(corpus), list(queries), list(queries.values())
-    index = BM25Index.from_corpus(corpus, quiet=quiet) if cfg.kind in ("bm25", "hybrid") else None
-    ensemble = None
-    if cfg.kind != "bm25":
-        members = parse_members(cfg.models)[:1 if cfg.kind == "dense" else None]
-        if any(m.name == "bm25" for m in members):
-            raise ValueError("bm25 cannot join a first stage that searches vectors; use --first-stage bm25 or hybrid")
-        ensemble = Ensemble.embed(members, [document_text(corpus[d]) for d in doc_ids], texts,
-                                  cfg=EmbedConfig(precision=cfg.precision), quiet=quiet)
-    k = min(cfg.top_k, len(doc_ids))
-
-    def block(i: int) -> bytes:
-        """[[qid, [[doc id, score], ...]], ...] of the i-th block of queries, best first."""
-        rows = slice(i * cfg.block, (i + 1) * cfg.block)
-        if cfg.kind == "bm25":
-            found = index.run(dict(zip(qids[rows], texts[rows])), k)
-            return json.dumps([[q, list(docs.items())] for q, docs in found.items()]).encode()
-        if cfg.kind == "hybrid":
-            sparse = index.scores([index.analyser(t) for t in texts[rows]])  # (Q, N)
-            dense = ensemble.queries[rows] @ ensemble.docs.T  # (Q, N) weighted mean cosines
-            fused = fuse_hybrid(sparse.astype(np.float64), dense.astype(np.float64), cfg)
-            ranked = [[[doc_ids[j], float(row[j])] for j in top] for row, top in zip(fused, _top(fused, k))]
-        else:
-            scores, ids = topk(ensemble.queries[rows], ensemble.docs, k)  # (Q, k) each
-            ranked = [[[doc_ids[j], s] for j, s in zip(r, sc)] for r, sc in zip(ids.tolist(), scores.tolist())]
-        return json.dumps([[q, docs] for q, docs in zip(qids[rows], ranked)]).encode()
-
-    run: Run = {}
-    procs = current()
-    with Progress(len(qids), desc=f"first stage {cfg.kind}", quiet=quiet or not procs.main, unit=" queries") as bar:
-        for _, blob in procs.in_order(-(-len(qids) // cfg.block), block):
-            part = json.loads(blob)
-            run.update((q, dict(docs)) for q, docs in part)
-            bar.update(len(part))
-    return run
+    """The top_k documents of each query {qid: text} by the first stage `cfg.kind` (the module docstring); on a
+    chunked corpus, the best rows of the top_k pages (FirstStage)."""
+    return FirstStage(corpus, cfg, quiet).run(queries, quiet)
 
 
 def annotate_rows(corpus: Dict[str, dict], rows: List[dict], cfg: FirstStageConfig = FirstStageConfig(),
                   quiet: bool = False) -> List[dict]:
     """Mined rows -> the same rows with the first stage's scores of their positives and negatives
     ("positive_first_stage_scores", "negative_first_stage_scores") and its top cfg.top_k for the row's query
-    ("candidate_ids", "candidates", "candidate_scores", best first). A document missing from the corpus is an error."""
-    from hnm.bm25 import BM25Index
-    from hnm.ensemble import Ensemble, parse_members
-    doc_ids = list(corpus)
-    column = {d: j for j, d in enumerate(doc_ids)}
+    ("candidate_ids", "candidates", "candidate_scores", best first). A document missing from the corpus is an error.
+    Scores are the first stage's over the whole corpus (a hybrid's fused z-scores); an unchunked corpus."""
+    stage = FirstStage(corpus, cfg, quiet)
+    column = {d: j for j, d in enumerate(stage.doc_ids)}
     texts = [r["query"] for r in rows]
-    index = BM25Index.from_corpus(corpus, quiet=quiet) if cfg.kind in ("bm25", "hybrid") else None
-    ensemble = None
-    if cfg.kind != "bm25":
-        members = parse_members(cfg.models)[:1 if cfg.kind == "dense" else None]
-        ensemble = Ensemble.embed(members, [document_text(corpus[d]) for d in doc_ids], texts,
-                                  cfg=EmbedConfig(precision=cfg.precision), quiet=quiet)
     out = []
     for start in range(0, len(rows), cfg.block):
         block = slice(start, start + cfg.block)
-        sparse = index.scores([index.analyser(t) for t in texts[block]]) if index is not None else None  # (Q, N)
-        dense = ensemble.queries[block] @ ensemble.docs.T if ensemble is not None else None  # (Q, N)
+        analysed = [stage.index.analyser(t) for t in texts[block]] if stage.index is not None else None
+        sparse = stage.index.scores(analysed) if analysed is not None else None  # (Q, N)
+        dense = stage.query_vectors(texts[block]) @ stage.docs.T if stage.embedders else None  # (Q, N)
         scores = (sparse if dense is None else dense if sparse is None else
                   fuse_hybrid(sparse.astype(np.float64), dense.astype(np.float64), cfg))  # (Q, N)
-        for row, values, top in zip(rows[block], scores, _top(scores, min(cfg.top_k, len(doc_ids)))):
+        for row, values, top in zip(rows[block], scores, _top(scores, min(cfg.top_k, len(stage.doc_ids)))):
             def of(ids: List[str]) -> List[float]:
                 missing = [d for d in ids if d not in column]
                 if missing:
@@ -174,7 +224,7 @@ def annotate_rows(corpus: Dict[str, dict], rows: List[dict], cfg: FirstStageConf
                 return [round(float(values[column[d]]), 6) for d in ids]
             out.append({**row, "positive_first_stage_scores": of(row["positive_ids"]),
                         "negative_first_stage_scores": of(row["negative_ids"]),
-                        "candidate_ids": [doc_ids[j] for j in top],
-                        "candidates": [document_text(corpus[doc_ids[j]]) for j in top],
+                        "candidate_ids": [stage.doc_ids[j] for j in top],
+                        "candidates": [document_text(corpus[stage.doc_ids[j]]) for j in top],
                         "candidate_scores": [round(float(values[j]), 6) for j in top]})
     return out

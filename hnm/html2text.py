@@ -27,6 +27,8 @@ Plain text and Markdown (`plain_to_text`) only get their whitespace collapsed; a
 
 Boilerplate (`boilerplate_lines`): on a site with at least `min_pages` pages, a line found on at least `share` of
 them (default: half of at least 3 pages) is template, not content, and is removed from every page of that site.
+Boilerplate is navigation, not content: a line with text from a <pre> or <code> element (Page.code) is neither
+counted nor removed, since code examples often open alike (`fn main() {`, `}`) on most pages of a site.
 
 Not here: stylesheets (an element hidden by a CSS class stays), JavaScript-rendered content, image alt text,
 readability-style scoring of the main block, Markdown rendering (Markdown stays as written).
@@ -38,7 +40,7 @@ from collections import Counter
 from dataclasses import dataclass
 from html.parser import HTMLParser
 from pathlib import PurePosixPath
-from typing import List, Optional, Sequence, Set, Tuple
+from typing import Collection, List, Optional, Sequence, Set, Tuple
 
 KINDS = {"text/html": "html", "application/xhtml+xml": "html", "text/plain": "text", "text/markdown": "markdown",
          "text/x-markdown": "markdown"}  # the content types read, and which cleaner each gets
@@ -63,6 +65,7 @@ _VOID = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "me
 # Start tags that close an open element of the same family, as an HTML parser's implied end tags do (<li>a<li>b).
 _IMPLIED_END = {"li": {"li"}, "dt": {"dt", "dd"}, "dd": {"dt", "dd"}, "td": {"td", "th"}, "th": {"td", "th"},
                 "tr": {"tr", "td", "th"}, "option": {"option"}}
+_CODE = {"pre", "code"}  # lines with text from these are code, never boilerplate
 _CELL = object()  # marks the start of a table cell among a line's fragments
 _INVISIBLE = str.maketrans("", "", "\u00ad\u200b\u200c\u200d\u2060\ufeff")
 
@@ -71,6 +74,7 @@ _INVISIBLE = str.maketrans("", "", "\u00ad\u200b\u200c\u200d\u2060\ufeff")
 class Page:
     title: str
     text: str  # clean lines joined by "\n"; no blank lines, no leading or trailing whitespace on any line
+    code: Tuple[int, ...] = ()  # indices of the lines of text that hold text from a <pre> or <code> element
 
 
 def _collapse(s: str) -> str:
@@ -139,7 +143,9 @@ class _TextExtractor(HTMLParser):
         self.stack: List[tuple] = []  # (tag, skipped), innermost last
         self.skipping = 0  # how many entries of the stack are skipped
         self.lines: List[str] = []
+        self.code: List[int] = []  # indices into lines of the code lines
         self.current: list = []  # fragments of the line being built, strings and _CELL marks
+        self.current_code = False  # whether the line being built has text from a <pre> or <code>
         self.title: List[str] = []
         self.title_done = False  # only the first <title> counts
         self.h1: List[str] = []
@@ -155,8 +161,10 @@ class _TextExtractor(HTMLParser):
                 cells[-1].append(fragment)
         line = " | ".join(c for c in (_collapse("".join(cell)) for cell in cells) if c)
         if line:
+            if self.current_code:
+                self.code.append(len(self.lines))
             self.lines.append(line)
-        self.current = []
+        self.current, self.current_code = [], False
 
     def _inside(self, tags: Set[str]) -> bool:
         return any(t in tags for t, _ in self.stack)
@@ -220,14 +228,19 @@ class _TextExtractor(HTMLParser):
             return
         if self._inside({"h1"}) and not self.h1_done:
             self.h1.append(data)
+        code = self._inside(_CODE)
         if self._inside({"pre"}):
             first, *rest = data.split("\n")
-            self.current.append(first)
+            self._add(first, code)
             for line in rest:
                 self._break()
-                self.current.append(line)
+                self._add(line, code)
         else:
-            self.current.append(data)
+            self._add(data, code)
+
+    def _add(self, fragment: str, code: bool) -> None:
+        self.current.append(fragment)
+        self.current_code |= code and bool(fragment.strip())  # a bare line break of a <pre> is no code
 
 
 def html_to_text(html: str) -> Page:
@@ -239,7 +252,7 @@ def html_to_text(html: str) -> Page:
         parser._pop()
     parser._break()
     title = _collapse("".join(parser.title)) or _collapse("".join(parser.h1))
-    return Page(title, "\n".join(parser.lines))
+    return Page(title, "\n".join(parser.lines), tuple(parser.code))
 
 
 def plain_to_text(text: str, markdown: bool = False) -> Page:
@@ -272,18 +285,24 @@ class BoilerplateRule:
             raise ValueError(f"boilerplate needs at least 2 pages to compare, got min_pages={self.min_pages}")
 
 
-def boilerplate_lines(pages: Sequence[str], rule: BoilerplateRule = BoilerplateRule()) -> Set[str]:
-    """The lines found on at least rule.share of `pages` (the texts of one site), counted once per page.
+def boilerplate_lines(pages: Sequence[str], rule: BoilerplateRule = BoilerplateRule(),
+                      code: Optional[Sequence[Collection[int]]] = None) -> Set[str]:
+    """The lines found on at least rule.share of `pages` (the texts of one site), counted once per page; the lines
+    of page i whose indices are in code[i] (Page.code) are not counted.
 
     ["Home\\nA", "Home\\nB", "Home\\nC", "D"] -> {"Home"} (3 of 4 pages; a site of 2 pages gives set()).
     """
     if len(pages) < rule.min_pages:
         return set()
-    counts = Counter(line for page in pages for line in set(page.split("\n")))
+    skips = [set(c) for c in code] if code else [set()] * len(pages)
+    counts = Counter(line for page, skip in zip(pages, skips)
+                     for line in {line for n, line in enumerate(page.split("\n")) if n not in skip})
     need = max(2, rule.share * len(pages))
     return {line for line, n in counts.items() if n >= need}
 
 
-def remove_lines(text: str, lines: Set[str]) -> str:
-    """`text` without the lines in `lines`: 'Home\\nA' minus {'Home'} -> 'A'."""
-    return "\n".join(line for line in text.split("\n") if line not in lines)
+def remove_lines(text: str, lines: Set[str], keep: Collection[int] = ()) -> str:
+    """`text` without the lines in `lines`, except those whose indices are in `keep` (its code lines):
+    'Home\\nA' minus {'Home'} -> 'A'; '}\\nA\\n}' minus {'}'}, keeping line 2 -> 'A\\n}'."""
+    keep = set(keep)
+    return "\n".join(line for n, line in enumerate(text.split("\n")) if n in keep or line not in lines)

@@ -19,9 +19,17 @@ is embedded. `ingest(sources, output)` does that in three steps:
    near duplicates dropped (Jaccard similarity of 5-word shingle sets >= 0.9), the first copy kept each time;
    redirect stubs (an HTML meta refresh) and pages shorter than `min_chars` dropped and counted; a page that holds
    most of another page's shingles (containment >= `containment`, which Jaccard misses when one page is much the
-   longer) reported, and a page that holds `aggregate_pages` or more other pages, a site's print-everything page,
-   dropped unless `keep_aggregates`; then chunks cut (chunk.py). The corpus and the errors file (JSON lines {"source", "reason"}, by default
-   corpus.errors.jsonl) are written atomically.
+   longer) reported; aggregate pages (below) dropped unless `keep_aggregates`; then chunks cut (chunk.py). The
+   corpus and the errors file (JSON lines {"source", "reason"}, by default corpus.errors.jsonl) are written
+   atomically. A boilerplate line is navigation, never a line of a code example (html2text.py).
+
+An aggregate page is a copy of other pages laid end to end, a site's print-everything page: it holds at least
+`aggregate_pages` other pages, and those pages sit in distinct places of it, one after another. Each held page is
+placed where it matches best (the window of its own length holding most of its shingles); merged, the windows must
+cover at least `aggregate_distinct` of their summed lengths, so the page is at least about as long as the pages it
+holds put together. Holding pages is not enough: reference pages of one kind (a tool's commands) share most of
+their option text, so a long command page holds several shorter ones, but they all match the same place in it (on
+a real book of 104 files, at most 0.65 of their summed lengths against 1.0 for its print-all page), and it is kept.
 
 Corpus rows: {"_id", "title", "text", "source"[, "url"]}, the URL after redirects for fetched pages; chunks add
 "parent_id", "start", "end" with text == parent's cleaned text[start:end]. Document ids are readable: host and path
@@ -41,6 +49,7 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Set, Tuple
 from urllib.parse import urlsplit
 
+import numpy as np
 import requests
 
 from hnm.chunk import ChunkConfig, chunk_spans, check_budget
@@ -82,7 +91,8 @@ class IngestConfig:
     retry_failed: bool = False  # on a rerun, try the sources that failed before again
     min_chars: int = 100  # pages with less text are dropped ("Redirecting..." stubs are 50 to 70 characters)
     containment: float = 0.8  # share of a page's shingles found in another page from which it is "contained"
-    aggregate_pages: int = 3  # a page containing this many others is an aggregate (a print-all page)
+    aggregate_pages: int = 3  # an aggregate (a print-all page) holds at least this many other pages ...
+    aggregate_distinct: float = 0.8  # ... in places that overlap little: merged, they cover this share of their sum
     keep_aggregates: bool = False  # keep aggregate pages in the corpus (they repeat the pages they hold)
 
     def __post_init__(self):
@@ -92,6 +102,8 @@ class IngestConfig:
         if self.min_chars < 0 or self.aggregate_pages < 2:
             raise ValueError(f"need min_chars >= 0 and aggregate_pages >= 2, got {self.min_chars} and "
                              f"{self.aggregate_pages}")
+        if not 0 < self.aggregate_distinct <= 1:
+            raise ValueError(f"aggregate_distinct must be in (0, 1], got {self.aggregate_distinct}")
 
 
 @dataclass(frozen=True)
@@ -249,7 +261,7 @@ def _read(source: Source, session: requests.Session, cfg: FetchConfig, pacer: _P
         raise SourceError("no text left after cleaning")
     redirect = kind == "html" and bool(_META_REFRESH.search(body[:65536].decode("latin-1")))
     return {"title": page.title, "text": page.text, "kind": kind, **({"url": url} if url else {}),
-            **({"redirect": True} if redirect else {})}
+            **({"redirect": True} if redirect else {}), **({"code": list(page.code)} if page.code else {})}
 
 
 def _load_state(path: Path, retry_failed: bool) -> Dict[str, dict]:
@@ -273,10 +285,15 @@ def _load_state(path: Path, retry_failed: bool) -> Dict[str, dict]:
     return done
 
 
+def _shingle_sequence(text: str, k: int) -> List[str]:
+    """The k-shingles of `text` in order, one per word position (_shingles is their set)."""
+    words = re.findall(r"\w+", text.lower())
+    return [" ".join(words[i:i + k]) for i in range(max(1, len(words) - k + 1))]
+
+
 def _shingles(text: str, k: int) -> Set[str]:
     """Sets of k consecutive lower-cased words; a text of fewer words is one shingle."""
-    words = re.findall(r"\w+", text.lower())
-    return {" ".join(words[i:i + k]) for i in range(max(1, len(words) - k + 1))}
+    return set(_shingle_sequence(text, k))
 
 
 def near_duplicates(texts: Sequence[str], k: int, threshold: float) -> Dict[int, Tuple[int, float]]:
@@ -325,6 +342,43 @@ def containments(texts: Sequence[str], k: int, threshold: float) -> List[Tuple[i
             if len(sets[j]) > len(x) and n / len(x) >= threshold:
                 out.append((i, j, n / len(x)))
     return out
+
+
+def aggregates(texts: Sequence[str], holds: Sequence[Tuple[int, int, float]], k: int, pages: int,
+               distinct: float) -> Dict[int, List[int]]:
+    """{j: the texts it holds} for each text j that is an aggregate: it holds (`holds`, from containments) at least
+    `pages` others, and their best-matching windows in it, merged, cover `distinct` of their summed lengths (see the
+    module docstring).
+
+    A print-all page of chapters A, B, C: their windows are its three thirds -> merged, 1.0 of their sum.
+    A command page holding three others by their shared option list: three windows over that list -> about 1/3.
+    """
+    held: Dict[int, List[int]] = {}
+    for i, j, _ in holds:
+        held.setdefault(j, []).append(i)
+    found = {}
+    for j, inside in sorted(held.items()):
+        if len(inside) < pages:
+            continue
+        sequence = _shingle_sequence(texts[j], k)
+        ids = {s: n for n, s in enumerate(dict.fromkeys(sequence))}
+        positions = np.array([ids[s] for s in sequence])  # (P,) shingle ids of j in order
+        windows = []
+        for i in inside:
+            own = _shingle_sequence(texts[i], k)
+            mask = np.zeros(len(ids), dtype=bool)
+            mask[[ids[s] for s in set(own) if s in ids]] = True
+            hits = np.concatenate([[0], np.cumsum(mask[positions])])  # (P + 1,) shingles of i up to each place
+            width = min(len(own), len(sequence))
+            start = int(np.argmax(hits[width:] - hits[:-width]))  # the first window holding most of i
+            windows.append((start, start + width))
+        merged, end = 0, 0
+        for a, b in sorted(windows):  # the length of the union of the windows
+            merged += max(0, b - max(a, end))
+            end = max(end, b)
+        if merged >= distinct * sum(b - a for a, b in windows):
+            found[j] = inside
+    return found
 
 
 def ingest(sources: Sequence[str], output: Path, config: IngestConfig = IngestConfig(),
@@ -380,11 +434,11 @@ def _write(todo: List[Source], state: Dict[str, dict], output: Path, errors: Pat
         if doc["kind"] == "html":
             sites.setdefault(s.site, []).append(doc)
     for site, pages in sites.items():
-        lines = boilerplate_lines([d["text"] for d in pages], config.boilerplate)
+        lines = boilerplate_lines([d["text"] for d in pages], config.boilerplate, [d.get("code", ()) for d in pages])
         if lines:
             report.boilerplate[site] = sorted(lines)
             for d in pages:
-                d["text"] = remove_lines(d["text"], lines)
+                d["text"] = remove_lines(d["text"], lines, d.get("code", ()))
     failures += [{"source": s.key, "reason": "no text left after removing boilerplate lines"}
                  for s, doc in kept if not doc["text"]]
     kept = [(s, doc) for s, doc in kept if doc["text"]]
@@ -396,11 +450,11 @@ def _write(todo: List[Source], state: Dict[str, dict], output: Path, errors: Pat
     kept = [(s, doc) for s, doc in kept if not doc.get("redirect") and len(doc["text"]) >= config.min_chars]
     holds = containments([d["text"] for _, d in kept], config.shingle, config.containment)
     report.contained = [(kept[i][0].doc_id, kept[j][0].doc_id, round(c, 4)) for i, j, c in holds]
-    held_by = Counter(j for _, j, _ in holds)
-    aggregates = {j for j, n in held_by.items() if n >= config.aggregate_pages}
-    report.aggregates = [(kept[j][0].doc_id, held_by[j]) for j in sorted(aggregates)]
+    copies = aggregates([d["text"] for _, d in kept], holds, config.shingle, config.aggregate_pages,
+                        config.aggregate_distinct)
+    report.aggregates = [(kept[j][0].doc_id, len(inside)) for j, inside in sorted(copies.items())]
     if not config.keep_aggregates:
-        kept = [pair for j, pair in enumerate(kept) if j not in aggregates]
+        kept = [pair for j, pair in enumerate(kept) if j not in copies]
     with atomic_write(output) as f:
         for s, doc in kept:
             row = {"_id": s.doc_id, "title": doc["title"], "text": doc["text"], "source": s.key,

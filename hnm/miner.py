@@ -39,22 +39,55 @@ from hnm.distributed import current
 from hnm.embed import EmbedConfig, resolve_precision
 from hnm.ensemble import Ensemble, parse_members
 from hnm.negatives import Candidates, MineConfig, draw_random, reference_score, select
+from hnm.pages import page_of
 from hnm.progress import Progress
 from hnm.search import exact_scores
 from hnm.svg import histograms
 
 
-def positives_of(qrels: Qrels, queries: Dict[str, str], row_of: Dict[str, int], min_grade: int):
-    """-> (query ids with positives, their positive rows (arrays), query ids skipped for having none)."""
-    kept, positives, skipped = [], [], []
+def positives_of(qrels: Qrels, queries: Dict[str, str], rows_of: Dict[str, List[int]], min_grade: int):
+    """-> (query ids with positives, their positive rows (arrays), the judged document of each positive row
+    (arrays: positions in the query's judgments), query ids skipped for having none).
+
+    `rows_of` maps a judged id to its rows: a row's own id to itself, a page's id to its chunks (pages.py), so a
+    page's judgment makes each of its chunks a positive candidate (`chosen_positives` picks among them).
+    """
+    kept, positives, groups, skipped = [], [], [], []
     for qid, judged in qrels.items():  # a judged document missing from the corpus cannot be a positive
-        pos = [row_of[d] for d, grade in judged.items() if grade >= min_grade and d in row_of]
-        if pos and qid in queries:
+        group_of: Dict[int, int] = {}  # row -> position of the judgment that made it positive (first one wins)
+        for j, (d, grade) in enumerate(judged.items()):
+            if grade >= min_grade:
+                for row in rows_of.get(d, ()):
+                    group_of.setdefault(row, j)
+        if group_of and qid in queries:
             kept.append(qid)
-            positives.append(np.array(pos, dtype=np.int64))
+            positives.append(np.array(list(group_of), dtype=np.int64))
+            groups.append(np.array(list(group_of.values()), dtype=np.int64))
         else:
             skipped.append(qid)
-    return kept, positives, skipped
+    return kept, positives, groups, skipped
+
+
+def judged_rows(doc_ids: List[str], pages: Dict[str, str]) -> Dict[str, List[int]]:
+    """{id a judgment may name: rows}: every row by its own id, and every page by its chunks, in corpus order."""
+    out: Dict[str, List[int]] = {}
+    for i, d in enumerate(doc_ids):
+        out.setdefault(d, []).append(i)
+        if pages[d] != d:
+            out.setdefault(pages[d], []).append(i)
+    return out
+
+
+def chosen_positives(groups: np.ndarray, scores: np.ndarray, how: str) -> np.ndarray:
+    """Indices of the positives a row keeps: every one ("all", or no scores), or for each judged page the chunk
+    that scores highest ("best"; the first on a tie). groups [0, 0, 1], scores [0.2, 0.7, 0.4] -> best [1, 2]."""
+    if how == "all" or len(scores) == 0:
+        return np.arange(len(groups))
+    best: Dict[int, int] = {}
+    for i, g in enumerate(groups.tolist()):
+        if g not in best or scores[i] > scores[best[g]]:
+            best[g] = i
+    return np.array(sorted(best.values()), dtype=np.int64)
 
 
 def _fingerprint(cfg: MineConfig, doc_ids: List[str], qids: List[str], positives: List[np.ndarray]) -> str:
@@ -80,10 +113,15 @@ def run(corpus: Dict[str, dict], queries: Dict[str, str], qrels: Qrels, cfg: Min
     procs = current()
     output = Path(output)
     doc_ids = list(corpus)
-    row_of = {d: i for i, d in enumerate(doc_ids)}
+    rows_of = judged_rows(doc_ids, page_of(corpus))
     texts = [document_text(corpus[d]) for d in doc_ids]
     empty = np.array([not t.strip() for t in texts])
-    qids, positives, skipped = positives_of(qrels, queries, row_of, cfg.min_grade)
+    qids, positives, groups, skipped = positives_of(qrels, queries, rows_of, cfg.min_grade)
+    if not qids:
+        raise ValueError(f"none of the {len(qrels)} judged queries has a positive (grade >= {cfg.min_grade}) among "
+                         f"the corpus's {len(doc_ids)} rows or their pages: check that the judgments name the "
+                         f"corpus's ids (e.g. {doc_ids[0]!r}) or its pages' (parent_id)" if doc_ids else
+                         "the corpus is empty")
     query_texts = [queries[q] for q in qids]
 
     bm25 = None
@@ -121,6 +159,8 @@ def run(corpus: Dict[str, dict], queries: Dict[str, str], qrels: Qrels, cfg: Min
         rows = list(range(chunk * cfg.chunk_size, min((chunk + 1) * cfg.chunk_size, len(qids))))
         for r, (ranked, scores, pos_scores) in zip(rows, candidates.ranked(rows, [positives[r] for r in rows])):
             rng = np.random.default_rng([cfg.seed, r])
+            keep = chosen_positives(groups[r], pos_scores, cfg.chunk_positives)
+            pos, pos_scores = positives[r][keep], pos_scores[keep] if len(pos_scores) else pos_scores
             reference = reference_score(pos_scores, cfg)
             sel = select(ranked, scores, reference, cfg, rng, cfg.num_negatives - n_random)
             if n_random:
@@ -130,8 +170,9 @@ def run(corpus: Dict[str, dict], queries: Dict[str, str], qrels: Qrels, cfg: Min
                 sel.negatives += extra
                 sel.scores += _scores(ensemble, cfg, r, extra)
                 sel.sources += ["random"] * len(extra)
-            grades = [qrels[qids[r]][doc_ids[d]] for d in positives[r]]  # for a graded loss (train.py)
-            out.append(_row(qids[r], query_texts[r], positives[r], pos_scores, grades, sel, doc_ids, texts, cfg))
+            judged = list(qrels[qids[r]].values())  # each kept positive's grade, for a graded loss (train.py)
+            grades = [judged[j] for j in groups[r][keep]]
+            out.append(_row(qids[r], query_texts[r], pos, pos_scores, grades, sel, doc_ids, texts, cfg))
             for d, s in sel.flagged:
                 review.append(json.dumps({"query_id": qids[r], "doc_id": doc_ids[d], "score": s,
                                           "reference_positive_score": reference}).encode() + b"\n")
@@ -165,7 +206,7 @@ def run(corpus: Dict[str, dict], queries: Dict[str, str], qrels: Qrels, cfg: Min
     progress_path.unlink()
     rows_iter = [json.loads(line) for line in output.read_text(encoding="utf-8").splitlines()]
     stats = statistics(rows_iter, _sidecar(output, ".review.jsonl"), cfg, skipped, int(empty.sum()), candidates,
-                       unknown_documents(qrels, row_of))
+                       unknown_documents(qrels, rows_of))
     stats["seconds"] = round(time.monotonic() - t0, 2)
     stats["precision"] = resolve_precision(embed_cfg.precision)  # what "auto" chose on this machine
     with atomic_write(_sidecar(output, ".stats.json")) as f:

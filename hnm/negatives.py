@@ -50,6 +50,7 @@ from hnm.search import exact_scores, topk
 
 STRATEGIES = ("ensemble", "dense", "bm25", "random")
 CLUSTERINGS = ("kmeans", "agglomerative", "gmm", "none")  # of the ensemble strategy's documents
+CHUNK_POSITIVES = ("best", "all")  # of a judged page's chunks
 REFERENCES = {"strongest": np.max, "median": np.median, "weakest": np.min}  # of the positives' scores
 
 
@@ -74,6 +75,10 @@ class MineConfig:
     num_negatives: int = 15
     random_share: float = 0.25
     min_grade: int = 1  # judgments with at least this grade are positives
+    # a judged page cut into chunks (rows with its id as parent_id): which chunks are positives. best: the chunk the
+    # strategy scores highest for the query (every chunk without scores, as random has none); all: every chunk.
+    # No chunk of a positive page is ever a negative.
+    chunk_positives: str = "best"
     seed: int = 42
     chunk_size: int = 256  # queries per chunk: bounds memory, and the work a killed run loses
     kmeans_sample: int = 100_000  # k-means is fitted on at most this many documents (a seeded sample), then all assigned
@@ -89,6 +94,8 @@ class MineConfig:
             raise ValueError(f"unknown strategy {self.strategy!r}; choose one of {', '.join(STRATEGIES)}")
         if self.ceiling_from not in REFERENCES:
             raise ValueError(f"ceiling_from must be one of {', '.join(REFERENCES)}, not {self.ceiling_from!r}")
+        if self.chunk_positives not in CHUNK_POSITIVES:
+            raise ValueError(f"chunk_positives must be one of {', '.join(CHUNK_POSITIVES)}, not {self.chunk_positives!r}")
         if self.sampling not in ("top", "random"):
             raise ValueError(f"sampling must be 'top' or 'random', not {self.sampling!r}")
         if not 0 <= self.skip_top < self.max_rank:

@@ -11,8 +11,13 @@ score of a candidate is alpha x z(re-ranker) + (1 - alpha) x z(first stage), eac
 query's re-ranked candidates, so that neither scale decides. alpha 1 is pure re-ranking, alpha 0 the first stage.
 `choose_alpha` picks alpha on a tuning split (held-out training queries, never the test split) by nDCG@10 over a
 grid (`choose_alpha_kfold`, on a split of a few dozen queries, keeps that choice only where it carries over
-from some of them to the others); `store_alpha` writes it into the checkpoint's config.json (key
-hnm.interpolation), where `rerank`, `evaluate` and `experiment` read it back.
+from some of them to the others); `store_alpha` writes it into the checkpoint's config.json (key hnm.interpolation,
+one alpha per first stage and its settings: `stage_key`), where `rerank`, `evaluate`, `search` and `experiment` read
+it back; a first stage the checkpoint was not tuned for gets equal weights (`alpha_for`), never another first
+stage's alpha.
+
+On a chunked corpus (pages.py) the rows of each page are re-ranked and a page scores as its best row (MaxP);
+runs, judgments and metrics are per page (`rerank_pages`).
 
 Metrics are those of metrics.py (trec_eval's definitions): MRR@10, P@1, P@10, nDCG@10, R@100. Two systems are
 compared per query on nDCG@10 and MRR@10 with the paired percentile bootstrap (95% interval of the mean
@@ -31,9 +36,10 @@ import numpy as np
 
 from hnm.data import Qrels, atomic_write, beir_file, document_text, read_corpus, read_queries
 from hnm.distributed import current
-from hnm.ensemble import zscore
+from hnm.ensemble import parse_members, zscore
 from hnm.firststage import KINDS, FirstStageConfig
 from hnm.metrics import Run, evaluate, paired_bootstrap, per_query, randomisation_test, rank_documents
+from hnm.pages import page_of, page_qrels, to_pages
 from hnm.progress import Progress
 from hnm.reranker import CrossEncoder
 
@@ -45,15 +51,16 @@ ALPHA_GRID = tuple(round(a, 2) for a in np.linspace(0.0, 1.0, 21))  # steps of 0
 
 @dataclass(frozen=True)
 class EvalConfig:
-    first_stage: str = "bm25"  # bm25, dense (the first of `models`), ensemble (all of them) or hybrid
+    first_stage: str = "hybrid"  # bm25, dense (the first of `models`), ensemble (all of them) or hybrid
     top_k: int = 100  # documents retrieved per query, all of them re-ranked
     models: str = "all-MiniLM-L6-v2,all-mpnet-base-v2"  # NAME[:WEIGHT],... of weights.lock, for dense and ensemble
     fusion: str = "zscore"  # of the hybrid first stage (firststage.py)
     bm25_weight: float = 0.5  # of the hybrid first stage
     embed_precision: str = "float32"  # of the first stage's encoders
+    per_page: int = 3  # of a chunked corpus: rows re-ranked of each of the top_k pages (pages.py)
     batch_size: int = 64  # pairs per cross-encoder forward pass
     precision: str = "float32"  # of the cross-encoder: float32 or bfloat16
-    alpha: Optional[float] = None  # interpolation weight of the re-ranker; None: the checkpoint's, else 1
+    alpha: Optional[float] = None  # weight of the re-ranker; None: the checkpoint's for this first stage (alpha_for)
     resamples: int = 10000  # of the bootstrap and the randomisation test
     seed: int = 0  # of the bootstrap and the randomisation test
 
@@ -66,7 +73,7 @@ class EvalConfig:
 
     def retrieval(self) -> FirstStageConfig:
         return FirstStageConfig(kind=self.first_stage, top_k=self.top_k, models=self.models, fusion=self.fusion,
-                                bm25_weight=self.bm25_weight, precision=self.embed_precision)
+                                bm25_weight=self.bm25_weight, precision=self.embed_precision, per_page=self.per_page)
 
 
 def read_collection(folder: Path) -> Tuple[Dict[str, dict], Dict[str, str]]:
@@ -181,38 +188,91 @@ def choose_alpha_kfold(reranked: Run, first: Run, qrels: Qrels, folds: int = 5, 
                                             "out_of_fold": oof, "first_stage": base, "curve": curve}
 
 
-def store_alpha(folder: Path, alpha: float, about: dict) -> None:
-    """Write alpha (and what it was tuned on: first stage, k, queries, the curve) into the checkpoint's config.json
-    as hnm.interpolation, atomically."""
+UNTUNED_ALPHA = 0.5  # a checkpoint with no alpha for the first stage at hand: equal weights, never another's alpha
+
+
+def stage_key(cfg: FirstStageConfig) -> str:
+    """The first stage's settings an alpha is tuned for (not top_k), as a readable key: "bm25", or
+    "hybrid zscore bm25_weight=0.5 models=all-MiniLM-L6-v2:1,all-mpnet-base-v2:1 precision=float32"."""
+    parts = [cfg.kind]
+    if cfg.kind == "hybrid":
+        parts += [cfg.fusion, f"bm25_weight={cfg.bm25_weight:g}"]
+    if cfg.kind != "bm25":
+        members = parse_members(cfg.models)[:1 if cfg.kind == "dense" else None]
+        parts += ["models=" + ",".join(f"{m.name}:{m.weight:g}" for m in members), f"precision={cfg.precision}"]
+    return " ".join(parts)
+
+
+def store_alpha(folder: Path, alpha: float, stage: FirstStageConfig, about: dict) -> None:
+    """Write alpha (and what it was tuned on: k, queries, the curve) into the checkpoint's config.json, under
+    hnm.interpolation[stage_key(stage)], atomically; the alphas of other first stages stay."""
     path = Path(folder) / "config.json"
     config = json.loads(path.read_text(encoding="utf-8"))
-    config["hnm"]["interpolation"] = {"alpha": alpha, **about}
+    tuned = config["hnm"].get("interpolation") or {}
+    if "alpha" in tuned:  # the format of hnm 0.1: one alpha, for the first stage it names
+        tuned = {tuned.get("first_stage", "bm25"): tuned}
+    tuned[stage_key(stage)] = {"alpha": alpha, "first_stage": stage.kind, **about}
+    config["hnm"]["interpolation"] = tuned
     with atomic_write(path) as f:
         json.dump(config, f, indent=2)
 
 
-def stored_alpha(folder: Path) -> Optional[float]:
-    """The alpha that store_alpha wrote into the checkpoint, or None."""
+def stored_alphas(folder: Path) -> Dict[str, float]:
+    """{stage key: alpha} of every first stage the checkpoint was tuned for (hnm 0.1's one alpha: under its kind)."""
     config = json.loads((Path(folder) / "config.json").read_text(encoding="utf-8"))
-    found = config.get("hnm", {}).get("interpolation")
-    return None if found is None else float(found["alpha"])
+    tuned = config.get("hnm", {}).get("interpolation") or {}
+    if "alpha" in tuned:
+        return {tuned.get("first_stage", "bm25"): float(tuned["alpha"])}
+    return {key: float(entry["alpha"]) for key, entry in tuned.items()}
 
 
-def tune_alpha(checkpoint: Path, first: Run, queries: Dict[str, str], corpus: Dict[str, dict], qrels: Qrels,
-               first_stage: str, top_k: int, batch_size: int = 64, precision: str = "float32",
-               quiet: bool = False) -> dict:
-    """Re-rank the tuning queries' first-stage run `first` with the checkpoint, choose alpha on their judgments and
-    store it in the checkpoint; -> what was stored: {"alpha", "first_stage", "top_k", "tuning_queries", "metric",
-    "curve"}."""
-    pure = rerank(CrossEncoder.from_checkpoint(checkpoint), first, queries, corpus, top_k, batch_size, precision, quiet)
-    alpha, curve = choose_alpha(pure, first, qrels)
-    about = {"first_stage": first_stage, "top_k": top_k, "tuning_queries": len(first), "metric": "ndcg@10",
+def stored_alpha(folder: Path, stage: FirstStageConfig) -> Optional[float]:
+    """The alpha tuned for this first stage with these settings, or None. An alpha stored by hnm 0.1, which named
+    only the kind of first stage, counts for that kind."""
+    alphas = stored_alphas(folder)
+    found = alphas.get(stage_key(stage))
+    return alphas.get(stage.kind) if found is None else found
+
+
+def alpha_for(folder: Path, stage: FirstStageConfig, given: Optional[float] = None) -> Tuple[float, str]:
+    """The alpha to use and why: `given`, else the one tuned for this first stage, else UNTUNED_ALPHA with a note
+    naming the first stages it was tuned for (an alpha tuned for another first stage is never reused)."""
+    if given is not None:
+        return given, "given"
+    found = stored_alpha(folder, stage)
+    if found is not None:
+        return found, f"tuned for {stage_key(stage)}"
+    others = stored_alphas(folder)
+    return UNTUNED_ALPHA, (f"not tuned for {stage_key(stage)} (tuned for: {'; '.join(others) or 'none'}); "
+                           f"equal weights {UNTUNED_ALPHA:g} instead: run hnm tune with this first stage")
+
+
+def rerank_pages(model: CrossEncoder, rows_run: Run, queries: Dict[str, str], corpus: Dict[str, dict],
+                 batch_size: int = 64, precision: str = "float32", quiet: bool = False) -> Tuple[Run, Run]:
+    """A first stage's run over rows (FirstStage.run) re-ranked -> (first stage per page, re-ranker alone per page):
+    every row of the run scored, a page scoring as its best row (MaxP, pages.py); on a corpus without chunks the
+    pages are the rows."""
+    depth = max((len(docs) for docs in rows_run.values()), default=1)
+    pure = rerank(model, rows_run, queries, corpus, depth, batch_size, precision, quiet)
+    pages = page_of(corpus)
+    return to_pages(rows_run, pages), to_pages(pure, pages)
+
+
+def tune_alpha(checkpoint: Path, rows_run: Run, queries: Dict[str, str], corpus: Dict[str, dict], qrels: Qrels,
+               stage: FirstStageConfig, batch_size: int = 64, precision: str = "float32", quiet: bool = False) -> dict:
+    """Re-rank the tuning queries' first-stage run with the checkpoint, choose alpha on their judgments (per page)
+    and store it in the checkpoint for this first stage; -> {"alpha", "first_stage", "stage", "top_k",
+    "tuning_queries", "metric", "curve"}."""
+    first, pure = rerank_pages(CrossEncoder.from_checkpoint(checkpoint), rows_run, queries, corpus, batch_size,
+                               precision, quiet)
+    alpha, curve = choose_alpha(pure, first, page_qrels(qrels, page_of(corpus)))
+    about = {"top_k": stage.top_k, "tuning_queries": len(first), "metric": "ndcg@10",
              "curve": {str(a): round(v, 5) for a, v in curve.items()}}
     procs = current()
     if procs.main:  # one writer under torchrun; every rank has computed the same alpha
-        store_alpha(checkpoint, alpha, about)
+        store_alpha(checkpoint, alpha, stage, about)
     procs.barrier()
-    return {"alpha": alpha, **about}
+    return {"alpha": alpha, "first_stage": stage.kind, "stage": stage_key(stage), **about}
 
 
 def metrics_of(run: Run, qrels: Qrels) -> Dict[str, float]:

@@ -40,7 +40,9 @@ from safetensors.torch import load_file
 from hnm.errors import WeightsError
 from hnm.progress import Progress
 
-DEFAULT_LOCK = Path(__file__).resolve().parents[1] / "weights.lock"
+# The copy of the repository's weights.lock that ships in the package (a wheel carries nothing outside hnm/); a test
+# keeps the two the same bytes.
+DEFAULT_LOCK = Path(__file__).resolve().parent / "weights.lock"
 DEFAULT_HUB = "https://huggingface.co"
 ARCHITECTURES = ("bert", "mpnet")
 POOLINGS = ("mean", "cls", "max")
@@ -135,7 +137,7 @@ def _spec_from_table(name: str, t: dict, source: Path) -> ModelSpec:
 
 
 def read_lock(path: Optional[Path] = None) -> Dict[str, ModelSpec]:
-    """Parse weights.lock (default: $HNM_LOCK, else the one at the repository root) into {name: ModelSpec}."""
+    """Parse weights.lock (default: $HNM_LOCK, else the copy shipped in the package) into {name: ModelSpec}."""
     path = Path(path or os.environ.get("HNM_LOCK") or DEFAULT_LOCK)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no weights.lock here; set HNM_LOCK to the lock file's path")

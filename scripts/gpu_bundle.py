@@ -1,33 +1,34 @@
-"""Carry a prepared experiment to a GPU machine that reaches nothing, and run it there.
+"""Carry a prepared experiment to an offline GPU machine, and run it there.
 
-This workplace lends, to some sessions, a GPU machine (the `device` tool) that reaches no model hub and takes at
-most 64 MiB of files per call. Once an experiment's first stages and minings are done on the CPU (`hnm experiment
---prepare`: they are the only stages that need the ensemble's encoders), the rest needs only the re-ranker's start
-model. `pack` puts those stages, the BEIR data and the start model's files in one tar.xz and cuts it into parts
-that fit one call each; on the GPU machine `keep` stores a part, and `run` stores the last, joins them, checks the
-sha256, profiles one training step of the budget's shape (`profile`: is the host's tokenising or the device the
-bound?), and runs each experiment until a deadline, writing its report, results and runs into $OUT. A `run` with
-no part resumes the experiments (they are resumable stage by stage) while the machine is still the same; a later
-lease goes on from what an earlier one finished once its runs and its models' done.json, alpha.json and
-tuning_queries.json are copied back into the prepared folder, since `pack` takes those records too.
+For a GPU machine that reaches no model hub and takes files in pieces of limited size. Once an experiment's first
+stages and minings are done on the CPU (`hnm experiment --prepare`: they are the only stages that need the
+ensemble's encoders), the rest needs only the re-ranker's start model. `pack` puts those stages, the BEIR data and
+the start model's files in one tar.xz and cuts it into parts of 56 MiB (PART_BYTES) under .dev/, with bundle.json
+(the parts and their sha256); on the GPU machine `keep` stores a part, and `run` stores the last, joins them, checks
+the sha256, profiles one training step of the budget's shape (`profile`: is the host's tokenising or the device the
+bound?), and runs each experiment until a deadline (--minutes), writing its report, results and runs into $OUT (or
+/tmp/hnm-bundle/out). A `run` with no part resumes the experiments (they are resumable stage by stage) while the
+machine still holds the unpacked bundle; a later run on a fresh machine goes on from what an earlier one finished
+once its runs and its models' done.json, alpha.json and tuning_queries.json are copied back into the prepared
+folder, since `pack` takes those records too.
 
+    # on the CPU machine
     python -m hnm experiment --data ../shared/data/scifact --budget gpu --arms ensemble+,random,ensemble,bm25,dense \\
         --out /work/cache/experiments/scifact-gpu --prepare
     python scripts/gpu_bundle.py pack --start all-MiniLM-L6-v2 --job scifact ../shared/data/scifact \\
         /work/cache/experiments/scifact-gpu "--budget gpu --arms ensemble+,random,ensemble,bm25,dense"
-    # then, with the device tool, one call per part, back to back (a machine stays warm 30 s after a call); the
-    # first also checks the GPU paths on a tiny model (`check`), so that a fault shows before the long call:
-    #   carry [".dev/part-1-of-2", ".dev/tokenizer.json"]
-    #       command: python3 scripts/gpu_bundle.py keep .dev/part-1-of-2 && python3 scripts/gpu_bundle.py check
-    #   carry [".dev/part-2-of-2", ".dev/bundle.json"]  command: python3 scripts/gpu_bundle.py run .dev/part-2-of-2 --minutes 9
+    # on the GPU machine, in a checkout of hnm with .dev/ copied beside it: each part but the last, then the last;
+    # `check` first tries the GPU paths on a tiny model (it needs only .dev/tokenizer.json), so a fault shows early
+    python3 scripts/gpu_bundle.py keep .dev/part-1-of-2 && python3 scripts/gpu_bundle.py check
+    python3 scripts/gpu_bundle.py run .dev/part-2-of-2 --minutes 9
 
-The tool sends the whole checkout with each call, and the runs committed under scripts/results/experiment_*/runs
-are about 57 MB: delete them from the working tree for the calls (`rm -r scripts/results/experiment_*/runs`) and
-bring them back from git after (`git checkout -- scripts/results`), with nothing uncommitted in them.
+The checkout itself is about 4 MB without the runs committed under scripts/results/experiment_*/runs (about 57 MB):
+where every transfer counts, copy it without them.
 
 The experiment's arguments given to `pack` must be those it was prepared with (budget, splits, arms), or it mines
 again, which needs the encoders that are not there; --start must be the budget's start model (all-MiniLM-L6-v2,
-91 MB, is two parts; all-mpnet-base-v2, 438 MB, would be eight, which is why the `gpu` budget starts from MiniLM). `.dev/` is this checkout's own (in .git/info/exclude).
+91 MB, is two parts; all-mpnet-base-v2, 438 MB, would be eight, which is why the `gpu` budget starts from MiniLM).
+`.dev/` is kept out of git (.git/info/exclude).
 Not here: the experiment itself (hnm/experiment.py).
 """
 

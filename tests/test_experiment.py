@@ -16,7 +16,7 @@ from hnm.encoder import EncoderConfig, build_encoder
 from hnm.experiment import ARMS, SHUFFLES, Budget, ExperimentConfig, run_experiment, shuffled, work_order
 from hnm.metrics import evaluate, rank_documents, read_trec_run
 from hnm.results import claim, report
-from hnm.twostage import stored_alpha
+from hnm.twostage import stored_alphas
 
 
 def tiny_model(home, tokenizer_json):
@@ -107,7 +107,7 @@ def test_small_experiment_runs_every_arm_and_reports(tmp_path, monkeypatch):
     for name, alpha in results["alphas"].items():
         assert 0.0 <= alpha <= 1.0
         kept = out / "models" / name / "best"  # the best held-out checkpoint, or the last without one
-        assert stored_alpha(kept if kept.exists() else kept.with_name("last")) == alpha
+        assert list(stored_alphas(kept if kept.exists() else kept.with_name("last")).values()) == [alpha]
     assert set(results["alphas"]) == {f"{a}-s{s}" for a in ("ensemble+", "random", "ensemble", "bm25")
                                       for s in (0, 1)} | {"dense-s0", "ensemble+ passages-s0"}
     assert sum(results["split_sizes"].values()) == results["queries"] == 6

@@ -147,3 +147,23 @@ def test_boilerplate_rule_is_validated():
         BoilerplateRule(share=0)
     with pytest.raises(ValueError, match="at least 2 pages"):
         BoilerplateRule(min_pages=1)
+
+
+def test_code_lines_are_marked():
+    page = html_to_text("<p>Intro</p><pre><code>fn main() {\n    run();\n\n}\n</code></pre><p>Run <code>cargo build"
+                        "</code> first.</p><pre>$ ls\nout</pre><p>End</p>")
+    assert page.text == "Intro\nfn main() {\nrun();\n}\nRun cargo build first.\n$ ls\nout\nEnd"
+    assert page.code == (1, 2, 3, 4, 5, 6)  # a line with any text from <pre> or <code> is code
+
+
+def test_code_lines_are_never_boilerplate():
+    # As a book generator writes it: a chapter list outside <nav>, and examples that all open and close alike.
+    pages = [html_to_text(f"<div class='sidebar'><p>Introduction</p><p>Guide</p></div><h1>Chapter {i}</h1>"
+                          f"<pre><code>#![allow(unused)]\nfn main() {{\n    step_{i}();\n}}</code></pre>")
+             for i in range(4)]
+    texts, code = [p.text for p in pages], [p.code for p in pages]
+    assert boilerplate_lines(texts) >= {"Introduction", "Guide", "fn main() {", "}"}  # without the code marks
+    assert boilerplate_lines(texts, code=code) == {"Introduction", "Guide"}
+    lines = boilerplate_lines(texts, code=code) | {"}"}  # a code line equal to a boilerplate line stays too
+    assert remove_lines(texts[0], lines, code[0]) == "Chapter 0\n#![allow(unused)]\nfn main() {\nstep_0();\n}"
+    assert remove_lines("}\nA\n}", {"}"}, keep=[2]) == "A\n}"

@@ -10,6 +10,7 @@ import threading
 import time
 from collections import Counter
 from pathlib import Path
+from typing import List
 
 import pytest
 
@@ -259,6 +260,66 @@ def test_site_stubs_short_pages_and_the_print_all_page(tmp_path):
                                                                    keep_aggregates=True), quiet=True)
     assert "book/print.html" in [r["_id"] for r in rows(tmp_path / "all.jsonl")] and kept.aggregates
 
+
+
+def _write_book(site: Path) -> List[str]:
+    """A book as a static-site generator writes it: a chapter list and the book's title outside <nav> on every page,
+    three guides, two groups of six command pages that share their group's option list (one command 84 to 89%
+    contained in a longer one), examples that all open with `fn main() {`, and a print-all page. -> the page names."""
+    rng = random.Random(31)
+    vocab = [a + b for a in ("ka", "lo", "mi", "nu", "pe", "ro", "sa", "ti", "vo", "ze", "bri", "dra", "fle", "gro")
+             for b in ("ban", "cel", "dor", "fin", "gal", "hum", "jis", "kor", "lem", "mop", "nix", "pur", "qua")]
+
+    def words(n: int) -> str:
+        return " ".join(rng.choice(vocab) for _ in range(n))
+
+    def example(name: str) -> str:
+        return f"<pre><code>fn main() {{\n    {name}();\n}}</code></pre>"
+
+    contents = {f"{name}.html": f"<h1>{name}</h1><p>{words(60)}</p>{example(name)}<p>{words(60)}</p>"
+                for name in ("intro", "install", "faq")}
+    for group in range(2):
+        options = "".join(f"<p>--option-{group}-{n} {words(30)}</p>" for n in range(10))  # shared by the group
+        for rank in range(6):
+            name = f"cmd-{group}{rank}"
+            contents[f"commands/{name}.html"] = f"<h1>{name}</h1><p>{words(35 + 5 * rank)}</p>{example(name)}{options}"
+    template = ("<title>{}</title><div class='menu-bar'><h1>The Book</h1></div><div class='sidebar'><p>Introduction"
+                "</p><p>Installation</p><p>Commands</p></div><main>{}</main>")
+    (site / "commands").mkdir(parents=True)
+    for name, content in contents.items():
+        (site / name).write_text(template.format(name, content))
+    (site / "print.html").write_text(template.format("The Book", "".join(contents.values())))
+    return list(contents)
+
+
+def test_a_print_all_page_is_dropped_and_command_pages_sharing_options_are_kept(tmp_path):
+    site = tmp_path / "book"
+    names = _write_book(site)
+    out = tmp_path / "corpus.jsonl"
+    report = ingest([str(site)], out, IngestConfig(fetch=FAST, chunk=ChunkConfig("none")), quiet=True)
+    assert sorted(r["_id"] for r in rows(out)) == sorted(f"book/{name}" for name in names)  # 15 pages, no print-all
+    assert report.aggregates == [("book/print.html", 15)]
+    commands = [(page, holder, c) for page, holder, c in report.contained if holder != "book/print.html"]
+    assert all(0.8 <= c < 0.9 for *_, c in commands)
+    held = Counter(holder for _, holder, _ in commands)  # holding 3 or more pages does not make a print-all page
+    assert held == {f"book/commands/cmd-{g}{r}.html": r for g in range(2) for r in range(1, 6)}
+    assert report.boilerplate == {str(site): ["Commands", "Installation", "Introduction", "The Book"]}
+    for row in rows(out):  # the examples' shared lines are code, not boilerplate
+        name = row["_id"].rsplit("/", 1)[1].removesuffix(".html")
+        assert f"fn main() {{\n{name}();\n}}" in row["text"]
+
+
+def test_aggregates_worked_example():
+    rng = random.Random(2)
+    a, b, c, shared = (" ".join(f"w{rng.randrange(10_000)}" for _ in range(n)) for n in (40, 40, 40, 200))
+    texts = [a, b, c, f"{a} {b} {c}"]  # three pages and their print-all page
+    holds = ingest_module.containments(texts, 5, 0.8)
+    assert sorted(holds) == [(0, 3, 1.0), (1, 3, 1.0), (2, 3, 1.0)]
+    assert ingest_module.aggregates(texts, holds, 5, 3, 0.8) == {3: [0, 1, 2]}
+    siblings = [f"{x} {shared}" for x in (a[:40], a[:80], a[:120], a)]  # one option list, intros growing
+    holds = ingest_module.containments(siblings, 5, 0.8)
+    assert [i for i, j, _ in holds if j == 3] == [0, 1, 2]  # the longest holds three ...
+    assert ingest_module.aggregates(siblings, holds, 5, 3, 0.8) == {}  # ... all in the same place
 
 def test_sources_expand_in_order_with_unique_readable_ids(tmp_path):
     for folder in ("one/site", "two/site"):

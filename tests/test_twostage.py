@@ -17,8 +17,8 @@ from hnm.embed import EmbedConfig, Embedder
 from hnm.encoder import EncoderConfig
 from hnm.metrics import rank_documents, read_trec_run
 from hnm.firststage import FirstStageConfig, retrieve
-from hnm.twostage import (REPORTED, choose_alpha, choose_alpha_kfold, compare, interpolate, read_collection, rerank,
-                          store_alpha, stored_alpha)
+from hnm.twostage import (REPORTED, UNTUNED_ALPHA, alpha_for, choose_alpha, choose_alpha_kfold, compare, interpolate,
+                          read_collection, rerank, stage_key, store_alpha, stored_alpha)
 from hnm.reranker import CrossEncoder
 
 INTEROP = json.loads((FIXTURES / "reranker_interop.json").read_text())
@@ -150,11 +150,24 @@ def test_interpolation_and_alpha_by_hand(tmp_path):
     ckpt = tmp_path / "ckpt"
     ckpt.mkdir()
     (ckpt / "config.json").write_text(json.dumps({"hidden_size": 8, "hnm": {"head": "pooler", "max_length": 16}}))
-    assert stored_alpha(ckpt) is None
-    store_alpha(ckpt, 0.35, {"first_stage": "hybrid", "top_k": 20})
-    assert stored_alpha(ckpt) == 0.35
+    hybrid, bm25 = FirstStageConfig(kind="hybrid"), FirstStageConfig(kind="bm25")
+    assert stored_alpha(ckpt, hybrid) is None
+    store_alpha(ckpt, 0.35, hybrid, {"top_k": 20})
+    store_alpha(ckpt, 0.8, bm25, {"top_k": 20})
+    assert stored_alpha(ckpt, hybrid) == 0.35 and stored_alpha(ckpt, bm25) == 0.8  # one alpha per first stage
     saved = json.loads((ckpt / "config.json").read_text())
-    assert saved["hidden_size"] == 8 and saved["hnm"]["interpolation"]["first_stage"] == "hybrid"
+    assert saved["hidden_size"] == 8 and saved["hnm"]["interpolation"][stage_key(hybrid)]["first_stage"] == "hybrid"
+    # other settings of the same kind of first stage are another first stage: never another's alpha
+    other = FirstStageConfig(kind="hybrid", bm25_weight=0.3)
+    assert stored_alpha(ckpt, other) is None
+    alpha, why = alpha_for(ckpt, other)
+    assert alpha == UNTUNED_ALPHA and "not tuned for hybrid zscore bm25_weight=0.3" in why and "0.35" not in why
+    assert alpha_for(ckpt, hybrid) == (0.35, f"tuned for {stage_key(hybrid)}")
+    assert alpha_for(ckpt, other, given=1.0) == (1.0, "given")
+    # the format of hnm 0.1, one alpha naming its kind of first stage, still reads, for that kind only
+    saved["hnm"]["interpolation"] = {"alpha": 0.6, "first_stage": "bm25", "top_k": 20}
+    (ckpt / "config.json").write_text(json.dumps(saved))
+    assert stored_alpha(ckpt, bm25) == 0.6 and stored_alpha(ckpt, hybrid) is None
 
 
 def test_tune_verb_stores_alpha_and_rerank_uses_it(small, tiny, tmp_path):
@@ -165,17 +178,21 @@ def test_tune_verb_stores_alpha_and_rerank_uses_it(small, tiny, tmp_path):
     queries.write_text(json.dumps(["nope", *list(json.loads(line)["_id"] for line in
                                                   (small / "queries.jsonl").read_text().splitlines())[:6]]))
     done = run_cli("tune", "--data", small, "--split", "test", "--reranker", ckpt, "--queries", queries, "--top-k",
-                   "5", "--quiet")
+                   "5", "--first-stage", "bm25", "--quiet")
     assert done.returncode == 0, done.stderr
     assert "on 6 tuning queries, first stage bm25 top 5" in done.stdout  # an unjudged id is left out
-    alpha = stored_alpha(ckpt)
+    alpha = stored_alpha(ckpt, FirstStageConfig(kind="bm25"))
     assert alpha is not None and f"alpha {alpha:g} " in done.stdout
     bm25_run = tmp_path / "bm25.trec"
     done = run_cli("bm25", "--data", small, "--split", "test", "--top-k", "5", "--output", bm25_run)
     assert done.returncode == 0, done.stderr
     done = run_cli("rerank", "--data", small, "--run", bm25_run, "--reranker", ckpt, "--output", tmp_path / "r.trec",
-                   "--quiet")
+                   "--first-stage", "bm25", "--quiet")
     assert done.returncode == 0 and f"alpha {alpha:g} ->" in done.stdout
+    # the run said to come from the hybrid, for which the checkpoint was not tuned: equal weights, said
+    done = run_cli("rerank", "--data", small, "--run", bm25_run, "--reranker", ckpt, "--output", tmp_path / "r.trec",
+                   "--quiet")
+    assert done.returncode == 0 and f"alpha {UNTUNED_ALPHA:g} ->" in done.stdout and "not tuned for hybrid" in done.stderr
     done = run_cli("rerank", "--data", small, "--run", bm25_run, "--reranker", ckpt, "--output", tmp_path / "r.trec",
                    "--alpha", "1", "--quiet")
     assert done.returncode == 0 and "alpha 1 ->" in done.stdout

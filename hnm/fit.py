@@ -1,0 +1,237 @@
+"""The default recipe as one resumable job, for a user with one folder of documents and judged questions.
+
+    report = fit(Path("kestrel"), Path("kestrel/fit"))      # `python -m hnm fit --data kestrel --output kestrel/fit`
+
+Five stages; each leaves its result in the output folder, and a rerun (after a kill, or with --stop-after) skips
+what is done and resumes what is half done:
+
+1. split.json   the judged queries of `split` (qrels/<split>.tsv) to learn from, and the test queries: those of
+                qrels/<test_split>.tsv when the folder has it, else a seeded share `test_share` of the judged
+                queries, held out of everything else. Training then holds out `TrainConfig.eval_fraction` of the
+                learning queries as the tuning split (model/tuning_queries.json), which picks the kept checkpoint
+                and alpha.
+2. mined.jsonl  hard negatives for the training queries (miner.py, MineConfig).
+3. model/       the cross-encoder trained on them (train.py, TrainConfig); model/best is kept.
+4. tune.json    alpha for the first stage (FirstStageConfig) on the tuning queries, also stored in the checkpoint.
+5. report.md    on the test queries: the first stage alone, the re-ranker alone and interpolated, MRR@10, nDCG@10
+                and the other metrics, with paired tests against the first stage (report.json: the same, whole).
+
+Before training it says how many examples the rows make and roughly what they cost, and it warns when the tuning
+split is too small to choose alpha well. A chunked corpus is handled throughout (pages.py). The folder's settings
+are written to fit.json on the first run; a rerun with other settings is refused (start a new output folder).
+
+Not here: the stages themselves (miner.py, train.py, twostage.py) and the command line (__main__.py).
+"""
+
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Dict, List, Optional
+
+import numpy as np
+
+from hnm.data import Qrels, atomic_write, load_beir, read_qrels
+from hnm.embed import EmbedConfig
+from hnm.errors import HnmError
+from hnm.firststage import FirstStage, FirstStageConfig
+from hnm.negatives import MineConfig
+from hnm.pages import page_of, page_qrels
+from hnm.train import TrainConfig
+
+TUNING_FLOOR = 30  # tuning queries under which alpha and the kept checkpoint are uncertain
+CPU_PAIRS_PER_S = (13, 21)  # training pairs/s of the default recipe on a 2-core CPU (scripts/results/ablation_*)
+
+
+@dataclass(frozen=True)
+class FitConfig:
+    split: str = "train"  # the judgments to learn from: qrels/<split>.tsv
+    test_split: str = "test"  # qrels/<test_split>.tsv, when the folder has it; else a share of `split`'s queries
+    test_share: float = 0.2  # of the judged queries held out as the test split when there is no test file
+    seed: int = 0  # of that split
+    start: str = "all-MiniLM-L6-v2"  # the encoder of weights.lock (or a checkpoint folder) the re-ranker starts from
+    mine: MineConfig = field(default_factory=MineConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    stage: FirstStageConfig = field(default_factory=lambda: FirstStageConfig(top_k=20))  # top_k: re-ranked
+    embed: EmbedConfig = field(default_factory=EmbedConfig)
+
+    def __post_init__(self):
+        if not 0.0 < self.test_share < 1.0:
+            raise ValueError(f"test_share is a share in (0, 1), not {self.test_share}")
+        if self.split == self.test_split:
+            raise ValueError(f"the split to learn from and the test split are both {self.split!r}")
+
+
+def split_queries(qrels: Qrels, share: float, seed: int) -> List[str]:
+    """The test queries drawn from `qrels`: round(share x n) of them (at least 1 of 2 or more), seeded, sorted."""
+    qids = sorted(qrels)
+    n = max(1, round(share * len(qids))) if len(qids) > 1 else 0
+    return sorted(np.array(qids)[np.random.default_rng(seed).permutation(len(qids))[:n]].tolist())
+
+
+def _settings(cfg: FitConfig) -> dict:
+    """fit.json: what a rerun must repeat (not stop_after, which only says where this invocation ends)."""
+    out = asdict(cfg)
+    out["train"].pop("stop_after")
+    return out
+
+
+def _same_settings(out: Path, cfg: FitConfig) -> None:
+    path = out / "fit.json"
+    if path.exists():
+        try:
+            before = json.loads(path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as e:
+            raise HnmError(f"{path}: not valid JSON ({e.msg}); remove the output folder to start again") from None
+        now = json.loads(json.dumps(_settings(cfg)))  # as JSON reads it back: tuples become lists
+        if before != now:
+            changed = [k for k in now if before.get(k) != now[k]]
+            raise HnmError(f"{path}: this folder was fitted with other settings ({', '.join(changed)}); give the "
+                           f"same flags to resume, or another --output")
+    else:
+        with atomic_write(path) as f:
+            json.dump(_settings(cfg), f, indent=1)
+
+
+def _split(data: Path, out: Path, cfg: FitConfig, say) -> dict:
+    """split.json: {"learn": [qids], "test": [qids], "test_from": file or share}, made once."""
+    path = out / "split.json"
+    if path.exists():
+        return json.loads(path.read_text(encoding="utf-8"))
+    _, queries, qrels = load_beir(data, cfg.split)
+    test_file = Path(data) / "qrels" / f"{cfg.test_split}.tsv"
+    if test_file.is_file():
+        test = sorted(read_qrels(test_file, quiet=True))
+        learn = sorted(q for q in qrels if q not in set(test))
+        source = str(test_file)
+    else:
+        test = split_queries(qrels, cfg.test_share, cfg.seed)
+        learn = sorted(set(qrels) - set(test))
+        source = f"a seeded {cfg.test_share:.0%} of {cfg.split}'s judged queries (seed {cfg.seed})"
+    if not learn:
+        raise HnmError(f"{Path(data) / 'qrels' / (cfg.split + '.tsv')}: no judged query is left to learn from")
+    split = {"learn": learn, "test": test, "test_from": source}
+    n_tuning = round(cfg.train.eval_fraction * len(learn))
+    say(f"split: {len(learn)} queries to learn from ({len(learn) - n_tuning} to train on, {n_tuning} to tune on, "
+        f"{cfg.train.eval_fraction:.0%}), {len(test)} to test on ({source})")
+    with atomic_write(path) as f:
+        json.dump(split, f, indent=1)
+    return split
+
+
+def fit(data: Path, out: Path, cfg: FitConfig = FitConfig(), quiet: bool = False, say=print) -> dict:
+    """Run (or resume) the five stages of the module docstring; -> the report ({"metrics", "comparisons",
+    "alpha", "seconds", ...}), or {"stopped": step} when training ended early at TrainConfig.stop_after."""
+    from hnm.miner import run as mine
+    from hnm.train import kept_checkpoint, train
+    from hnm.twostage import tune_alpha
+    data, out = Path(data), Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    _same_settings(out, cfg)
+    seconds: Dict[str, float] = json.loads((out / "seconds.json").read_text()) if (out / "seconds.json").exists() \
+        else {}
+
+    def timed(stage: str, started: float) -> None:
+        seconds[stage] = round(seconds.get(stage, 0.0) + time.monotonic() - started, 1)
+        with atomic_write(out / "seconds.json") as f:
+            json.dump(seconds, f)
+
+    split = _split(data, out, cfg, say)
+    corpus, queries, qrels = load_beir(data, cfg.split)
+    learn = {q: qrels[q] for q in split["learn"] if q in qrels}
+    rows = out / "mined.jsonl"
+    if not rows.exists():
+        t0 = time.monotonic()
+        mine(corpus, queries, learn, cfg.mine, rows, cfg.embed, quiet=quiet)
+        timed("mine", t0)
+    model = out / "model"
+    if not (out / "train.json").exists():
+        _announce(rows, cfg.train, say)
+        t0 = time.monotonic()
+        summary = train(rows, model, cfg.start, cfg.train, resume=(model / "last").exists(), quiet=quiet)
+        timed("train", t0)
+        if summary["steps"] < summary["total_steps"]:
+            say(f"training stopped at step {summary['steps']} of {summary['total_steps']} (--stop-after); "
+                f"run the same command again to go on")
+            return {"stopped": summary["steps"]}
+        with atomic_write(out / "train.json") as f:
+            json.dump(summary, f, indent=1, default=str)
+    first = FirstStage(corpus, cfg.stage, quiet)
+    checkpoint = kept_checkpoint(model)
+    if not (out / "tune.json").exists():
+        t0 = time.monotonic()
+        tuning = [q for q in json.loads((model / "tuning_queries.json").read_text()) if q in learn]
+        if len(tuning) < TUNING_FLOOR:
+            say(f"note: {len(tuning)} tuning queries: with fewer than {TUNING_FLOOR}, alpha and the kept checkpoint "
+                f"are uncertain (judge more queries, or raise --eval-fraction)")
+        picked = {q: queries[q] for q in tuning}
+        tuned = tune_alpha(checkpoint, first.run(picked, quiet), picked, corpus, {q: learn[q] for q in tuning},
+                           cfg.stage, quiet=quiet) if tuning else {"alpha": 0.0, "tuning_queries": 0}
+        timed("tune", t0)
+        with atomic_write(out / "tune.json") as f:
+            json.dump(tuned, f, indent=1)
+    alpha = json.loads((out / "tune.json").read_text())["alpha"]
+    t0 = time.monotonic()
+    report = _report(data, cfg, split, first, checkpoint, alpha, quiet)
+    timed("report", t0)
+    report["seconds"] = seconds
+    with atomic_write(out / "report.json") as f:
+        json.dump(report, f, indent=1)
+    with atomic_write(out / "report.md") as f:
+        f.write(report_markdown(report))
+    return report
+
+
+def _announce(rows: Path, tcfg: TrainConfig, say) -> None:
+    """How many examples the rows make and roughly what training them costs, said before it starts."""
+    from hnm.train import examples_of, read_rows, split_rows
+    usable, _ = read_rows(rows, tcfg.negatives, tcfg.teacher)
+    kept, _ = split_rows(usable, tcfg.eval_fraction, tcfg.seed)
+    examples = len(examples_of(kept, tcfg.negatives, tcfg.teacher))
+    per_query = np.mean([len(r["positives"]) for r in kept]) if kept else 0.0
+    steps = tcfg.max_steps or tcfg.epochs * -(-examples // (tcfg.batch_size * tcfg.grad_accum))
+    pairs = steps * tcfg.batch_size * tcfg.grad_accum * (1 + tcfg.negatives)
+    low, high = (pairs / r / 60 for r in CPU_PAIRS_PER_S[::-1])
+    say(f"training: {len(kept)} queries with {per_query:.1f} positives each make {examples:,} examples; {steps:,} "
+        f"steps of {tcfg.batch_size * tcfg.grad_accum} examples, {pairs:,} (query, document) pairs in all: about "
+        f"{high:.0f} to {low:.0f} minutes on a 2-core CPU in float32, far less on a GPU")
+
+
+def _report(data: Path, cfg: FitConfig, split: dict, first, checkpoint: Path, alpha: float, quiet: bool) -> dict:
+    """The test queries: the first stage alone, the re-ranker alone and interpolated, compared per page."""
+    from hnm.data import beir_file, read_queries
+    from hnm.reranker import CrossEncoder
+    from hnm.twostage import compare, interpolate, rerank_pages
+    test_file = Path(data) / "qrels" / f"{cfg.test_split}.tsv"
+    all_queries = read_queries(beir_file(data, "queries.jsonl"))
+    qrels = read_qrels(test_file if test_file.is_file() else Path(data) / "qrels" / f"{cfg.split}.tsv",
+                       all_queries, quiet=True)
+    test = {q: all_queries[q] for q in split["test"] if q in all_queries and q in qrels}
+    if not test:
+        raise HnmError(f"no test query of split.json has a text and judgments in {data}")
+    rows = first.run(test, quiet)
+    first_pages, pure = rerank_pages(CrossEncoder.from_checkpoint(checkpoint), rows, test, first.corpus, quiet=quiet)
+    name = f"first stage ({cfg.stage.kind})"
+    systems = {name: first_pages, "re-ranker alone": pure, f"interpolated (alpha {alpha:g})": interpolate(
+        pure, first_pages, alpha)}
+    report = compare(systems, page_qrels({q: qrels[q] for q in test}, first.pages))
+    report["comparisons"] = [c for c in report["comparisons"] if c["a"] == name]
+    return {**report, "alpha": alpha, "test_queries": len(test), "first_stage": cfg.stage.kind,
+            "checkpoint": str(checkpoint), "top_k": cfg.stage.top_k}
+
+
+def report_markdown(report: dict) -> str:
+    """report.md: the before/after table with the paired tests against the first stage."""
+    from hnm.twostage import REPORTED
+    lines = [f"# hnm fit: {report['test_queries']} test queries, first stage {report['first_stage']} top "
+             f"{report['top_k']}, alpha {report['alpha']:g}", "",
+             "| system | " + " | ".join(REPORTED) + " |", "| --- |" + " --- |" * len(REPORTED)]
+    for name, m in report["metrics"].items():
+        lines.append(f"| {name} | " + " | ".join(f"{m[k]:.4f}" for k in REPORTED) + " |")
+    lines += ["", "Against the first stage (paired randomisation test; 95% bootstrap interval of the difference):", ""]
+    for c in report["comparisons"]:
+        lines.append(f"- {c['b']}, {c['metric']}: {c['mean_difference']:+.4f} [{c['low']:+.4f}, {c['high']:+.4f}], "
+                     f"p = {c['p']:.4f}")
+    if report.get("seconds"):
+        lines += ["", "Wall time (s): " + ", ".join(f"{k} {v:g}" for k, v in report["seconds"].items())]
+    return "\n".join(lines) + "\n"

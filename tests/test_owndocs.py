@@ -1,0 +1,110 @@
+"""A user's own documents, end to end, as the README's worked example runs them: `ingest` with its defaults (pages
+cut into chunks), judgments that name pages, `mine`, `search`, and `fit` killed (stopped) and resumed."""
+
+import json
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from conftest import FIXTURES, REPO, require_model
+
+QUESTION = "How do I schedule automatic snapshots of a volume?"
+
+
+def run_cli(*args, cwd=REPO, stdin=None):
+    return subprocess.run([sys.executable, "-m", "hnm", *map(str, args)], capture_output=True, text=True, cwd=cwd,
+                          input=stdin)
+
+
+@pytest.fixture(scope="module")
+def kestrel(tmp_path_factory):
+    """The worked example: the fixture site ingested with every default, and the example's page judgments."""
+    require_model("all-MiniLM-L6-v2")
+    folder = tmp_path_factory.mktemp("own") / "kestrel"
+    shutil.copytree(FIXTURES / "ingest" / "example", folder)
+    done = run_cli("ingest", FIXTURES / "ingest" / "site", "-o", folder / "corpus.jsonl", "--quiet")
+    assert done.returncode == 0, done.stderr
+    rows = [json.loads(line) for line in (folder / "corpus.jsonl").read_text().splitlines()]
+    assert all(r["_id"].startswith(r["parent_id"] + "#") for r in rows)  # chunks, named after their page
+    return folder
+
+
+def test_default_ingest_page_judgments_mine_then_search(kestrel, tmp_path):
+    done = run_cli("mine", "--data", kestrel, "--strategy", "dense", "--models", "all-MiniLM-L6-v2",
+                   "--num-negatives", "2", "--output", tmp_path / "mined.jsonl", "--quiet")
+    assert done.returncode == 0, done.stderr
+    rows = [json.loads(line) for line in (tmp_path / "mined.jsonl").read_text().splitlines()]
+    assert len(rows) == 5  # every query kept: its page's judgment found its chunks
+    for row in rows:
+        page = row["positive_ids"][0].split("#")[0]
+        assert all(p.startswith(page + "#") for p in row["positive_ids"])
+        assert not any(n.startswith(page + "#") for n in row["negative_ids"])  # never a chunk of the positive page
+
+    done = run_cli("search", "--data", kestrel, "--models", "all-MiniLM-L6-v2", "--first-stage", "hybrid",
+                   "--format", "jsonl", QUESTION)
+    assert done.returncode == 0, done.stderr
+    hits = [json.loads(line) for line in done.stdout.splitlines()]
+    assert hits[0]["doc_id"] == "site/snapshots.html" and hits[0]["rank"] == 1
+    assert {"query", "rank", "doc_id", "score", "title", "snippet", "chunk_id"} <= set(hits[0])
+    assert hits[0]["chunk_id"].startswith("site/snapshots.html#") and hits[0]["query"] == QUESTION
+    assert len({h["doc_id"] for h in hits}) == len(hits)  # one hit a page
+
+    # the text format, and queries from standard input, one a line (a pipe, or a person typing)
+    done = run_cli("search", "--data", kestrel, "--first-stage", "bm25", "--top-k", "2",
+                   stdin=QUESTION + "\nWhich role can invite new members to a workspace?\n")
+    assert done.returncode == 0, done.stderr
+    assert "site/snapshots.html" in done.stdout and "site/roles.html" in done.stdout
+    assert done.stdout.count("\n  1 ") == 2  # two queries, each with its own ranking
+
+
+def test_fit_stops_resumes_and_reports_then_search_uses_the_tuned_alpha(kestrel, tmp_path):
+    out = tmp_path / "fit"
+    flags = ["fit", "--data", kestrel, "--output", out, "--models", "all-MiniLM-L6-v2", "--strategy", "dense",
+             "--num-negatives", "2", "--max-steps", "4", "--eval-fraction", "0.25", "--test-share", "0.2", "--quiet"]
+    done = run_cli(*flags, "--stop-after", "2")
+    assert done.returncode == 0, done.stderr
+    assert "training stopped at step 2 of 4" in done.stdout and not (out / "report.md").exists()
+    assert "split: 4 queries to learn from" in done.stdout and "1 to test on" in done.stdout
+    assert "examples" in done.stdout and "minutes" in done.stdout  # the cost, said before training
+    mined = (out / "mined.jsonl").stat().st_mtime_ns
+    done = run_cli(*flags)
+    assert done.returncode == 0, done.stderr
+    assert (out / "mined.jsonl").stat().st_mtime_ns == mined  # not mined again
+    log = [json.loads(line) for line in (out / "model" / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log if "loss" in r] == [1, 2, 3, 4]  # resumed at step 3
+    report = json.loads((out / "report.json").read_text())
+    assert report["test_queries"] == 1 and "first stage (hybrid)" in report["metrics"]
+    assert "| re-ranker alone |" in (out / "report.md").read_text()
+    assert "note: 1 tuning queries" in done.stdout  # too few to choose alpha well, and said so
+    # other settings in the same folder are refused, naming what changed
+    done = run_cli(*flags[:-1], "--max-steps", "5")
+    assert done.returncode == 2 and "fit.json" in done.stderr and "train" in done.stderr
+
+    tuned = json.loads((out / "tune.json").read_text())
+    done = run_cli("search", "--data", kestrel, "--models", "all-MiniLM-L6-v2", "--reranker", out / "model" / "best",
+                   "--format", "jsonl", QUESTION)
+    assert done.returncode == 0, done.stderr
+    assert "not tuned" not in done.stderr and tuned["stage"].startswith("hybrid")
+    assert len(done.stdout.splitlines()) >= 1
+
+
+def test_search_says_what_is_wrong_with_the_folder(tmp_path):
+    done = run_cli("search", "--data", tmp_path, "--first-stage", "bm25", "anything")
+    assert done.returncode == 2 and "corpus.jsonl: no such file" in done.stderr and "Traceback" not in done.stderr
+    (tmp_path / "corpus.jsonl").write_text("")
+    done = run_cli("search", "--data", tmp_path, "--first-stage", "bm25", "anything")
+    assert done.returncode == 2 and "corpus.jsonl: no documents" in done.stderr
+
+
+def test_judgments_that_name_neither_rows_nor_pages_are_counted_and_named(kestrel, tmp_path):
+    data = tmp_path / "d"
+    shutil.copytree(kestrel, data)
+    (data / "qrels" / "train.tsv").write_text("query-id\tcorpus-id\tscore\nq1\tsnapshots.html\t1\n"
+                                              "q2\tsite/restore.html\t1\n")
+    done = run_cli("mine", "--data", data, "--strategy", "random", "--num-negatives", "1", "--output",
+                   tmp_path / "m.jsonl", "--quiet")
+    assert done.returncode == 0, done.stderr
+    assert "1 name documents missing from the corpus" in done.stderr and "'snapshots.html'" in done.stderr
+    assert len((tmp_path / "m.jsonl").read_text().splitlines()) == 1
