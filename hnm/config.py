@@ -44,7 +44,9 @@ REFERENCE_POSITIVES = ("strongest", "median", "weakest")  # the positive a minin
 FIRST_STAGES = ("bm25", "dense", "ensemble", "hybrid")  # firststage.py
 HYBRID_FUSIONS = ("zscore", "rrf")  # of the hybrid first stage
 HEADS = ("pooler", "linear", "mean")  # of a new re-ranker (reranker.py)
-LOSSES = ("softmax", "triplet", "bce", "margin_mse")  # losses.py's LOSSES and MarginMSE alone
+LOSSES = ("softmax", "triplet", "bce", "margin_mse", "listnet")  # losses.py's LOSSES, MarginMSE alone, graded ListNet
+TEACHERS = ("ensemble", "first_stage")  # whose scores MarginMSE distils (train.TEACHER_FIELDS)
+HELD_OUT_CHECKS = ("rows", "candidates")  # what training's held-out check re-ranks (train.held_out_metrics)
 BM25_VARIANTS = ("robertson", "lucene", "atire", "bm25l", "bm25+")  # bm25.py's VARIANTS
 CHUNK_MODES = ("none", "tokens", "sentences")  # chunk.py
 ARCHITECTURES = ("bert", "mpnet")  # of the encoders (encoder.py), as weights.lock names them
@@ -286,7 +288,8 @@ class EvalConfig:  # twostage.py
 @dataclass(frozen=True)
 class TrainConfig:  # train.py
     loss: str = setting("triplet", "training loss: triplet (the paper's, with --negatives 1), softmax (listwise), "
-                                   "bce, or margin_mse (distils the mined rows' ensemble scores alone)", choices=LOSSES)
+                                   "bce, margin_mse (distils the teacher's scores alone), or listnet (graded: the "
+                                   "rows' positive_grades against the negatives' 0)", choices=LOSSES)
     margin: float = setting(1.0, "of the triplet loss", ge=0)
     negatives: int = setting(1, "negatives per example: 1 makes triplets (each mined negative its own example)", ge=1)
     distill: float = setting(0.0, "weight of MarginMSE on the rows' ensemble scores added to the loss; 0: none", ge=0)
@@ -322,8 +325,22 @@ class TrainConfig:  # train.py
                                   "batches and losses), or bucketed (tokens, each step's examples of similar length: "
                                   "less padding, other losses)", choices=FEEDS)
 
+    teacher_scores: str = setting("ensemble", "the teacher of MarginMSE: the mined rows' ensemble cosines, or "
+                                              "first_stage, the fused first-stage scores firststage.annotate_rows "
+                                              "adds to the rows (the hybrid's z-scores: --teacher-scale about 1)",
+                                  choices=TEACHERS)
+    folds: int = setting(0, "k > 1: hold out fold --fold of k seeded folds of the queries instead of "
+                            "--eval-fraction (k-fold tuning)", ge=0)
+    fold: int = setting(0, "the fold held out when --folds is set", ge=0)
+    held_out: str = setting("rows", "what the held-out check re-ranks: each held-out row's positives and negatives, "
+                                    "or candidates, the first stage's top k that firststage.annotate_rows adds (the "
+                                    "list the model will face)", choices=HELD_OUT_CHECKS)
+
     def __post_init__(self):
         check(self)
+        if self.folds == 1 or not self.fold < max(self.folds, 1):
+            raise ValueError(f"folds is 0 (none) or at least 2, and fold one of 0 .. folds - 1; got {self.folds} and "
+                             f"{self.fold}")
 
     @property
     def teacher(self) -> bool:

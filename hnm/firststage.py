@@ -23,6 +23,10 @@ The scores of a hybrid run are the fused ones; twostage.py interpolates a re-ran
 Queries go in blocks of `block` so that the (block, N) score matrices stay small on a large corpus; under torchrun
 the blocks are shared among the ranks and every rank gets the whole run, in query order (distributed.py).
 
+`annotate_rows` adds the first stage's view to mined rows (miner.py), for the few-label levers of train.py: its
+score of every positive and negative (a teacher to distil from) and its top k with their texts (the list the
+held-out check re-ranks).
+
 Not here: BM25 and embedding themselves (bm25.py, embed.py, ensemble.py), re-ranking (twostage.py).
 Letters: Q queries of a block, N documents, k the depth kept.
 """
@@ -164,3 +168,34 @@ def retrieve(corpus: Dict[str, dict], queries: Dict[str, str], cfg: FirstStageCo
     """The top_k documents of each query {qid: text} by the first stage `cfg.kind` (the module docstring); on a
     chunked corpus, the best rows of the top_k pages (FirstStage)."""
     return FirstStage(corpus, cfg, quiet).run(queries, quiet)
+
+
+def annotate_rows(corpus: Dict[str, dict], rows: List[dict], cfg: FirstStageConfig = FirstStageConfig(),
+                  quiet: bool = False) -> List[dict]:
+    """Mined rows -> the same rows with the first stage's scores of their positives and negatives
+    ("positive_first_stage_scores", "negative_first_stage_scores") and its top cfg.top_k for the row's query
+    ("candidate_ids", "candidates", "candidate_scores", best first). A document missing from the corpus is an error.
+    Scores are the first stage's over the whole corpus (a hybrid's fused z-scores); an unchunked corpus."""
+    stage = FirstStage(corpus, cfg, quiet)
+    column = {d: j for j, d in enumerate(stage.doc_ids)}
+    texts = [r["query"] for r in rows]
+    out = []
+    for start in range(0, len(rows), cfg.block):
+        block = slice(start, start + cfg.block)
+        analysed = [stage.index.analyser(t) for t in texts[block]] if stage.index is not None else None
+        sparse = stage.index.scores(analysed) if analysed is not None else None  # (Q, N)
+        dense = stage.query_vectors(texts[block]) @ stage.docs.T if stage.embedders else None  # (Q, N)
+        scores = (sparse if dense is None else dense if sparse is None else
+                  fuse_hybrid(sparse.astype(np.float64), dense.astype(np.float64), cfg))  # (Q, N)
+        for row, values, top in zip(rows[block], scores, _top(scores, min(cfg.top_k, len(stage.doc_ids)))):
+            def of(ids: List[str]) -> List[float]:
+                missing = [d for d in ids if d not in column]
+                if missing:
+                    raise ValueError(f"query {row['query_id']!r}: document {missing[0]!r} is not in the corpus")
+                return [round(float(values[column[d]]), 6) for d in ids]
+            out.append({**row, "positive_first_stage_scores": of(row["positive_ids"]),
+                        "negative_first_stage_scores": of(row["negative_ids"]),
+                        "candidate_ids": [stage.doc_ids[j] for j in top],
+                        "candidates": [document_text(corpus[stage.doc_ids[j]]) for j in top],
+                        "candidate_scores": [round(float(values[j]), 6) for j in top]})
+    return out

@@ -8,9 +8,10 @@ its positive (column 0) and with its n negatives (columns 1..n). Each returns th
 
 Distillation has its own signature, as it needs the teacher's scores of the same pairs: `margin_mse(scores,
 teacher)`, the teacher being the ensemble whose similarities the mined rows carry (positive_scores,
-negative_scores).
+negative_scores), or the first stage whose fused scores firststage.annotate_rows adds. So has the graded listwise
+loss, which needs each document's judgment: `listnet(scores, grades)`, grades (B, 1 + n), the negatives' 0.
 
-Not here: other distillation losses (KL over the list, RankNet on teacher pairs), in-batch negatives (a cross-encoder scores each pair on its own, so other queries' documents cost a forward each).
+Not here: LambdaLoss and other metric-driven listwise losses, other distillation losses (KL over the list, RankNet on teacher pairs), in-batch negatives (a cross-encoder scores each pair on its own, so other queries' documents cost a forward each).
 """
 
 from typing import Callable, Dict
@@ -62,6 +63,20 @@ def margin_mse(scores: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
     student = scores[:, :1] - scores[:, 1:]  # (B, n)
     target = teacher[:, :1] - teacher[:, 1:]  # (B, n)
     return F.mse_loss(student, target)
+
+
+def listnet(scores: torch.Tensor, grades: torch.Tensor) -> torch.Tensor:
+    """mean over examples b of -sum over the 1 + n documents d of softmax(grades_b)_d x log softmax(scores_b)_d.
+
+    ListNet's top-one cross-entropy (Cao et al. 2007, "Learning to rank: from pairwise approach to listwise
+    approach", ICML): the model's softmax over the list is pulled towards the softmax of the judgments, so a
+    positive judged 4 (a complete answer, on Cranfield's scale) must stand further above the negatives (grade 0)
+    than one judged 1; with every positive graded alike it is the softmax loss against a soft target.
+    scores [[0, 0]], grades [[1, 0]] -> target [e / (e + 1), 1 / (e + 1)], loss ln 2 = 0.6931;
+    scores [[1, 0]], grades [[0, 0]] -> target [0.5, 0.5], loss 0.5 (ln(1 + e) - 1) + 0.5 ln(1 + e) = 0.8133.
+    """
+    target = F.softmax(grades.float(), dim=1)  # (B, 1 + n)
+    return -(target * F.log_softmax(scores, dim=1)).sum(dim=1).mean()
 
 
 LOSSES: Dict[str, Callable[[torch.Tensor, float], torch.Tensor]] = {

@@ -4,7 +4,7 @@
 
 Writes, beside OUTPUT:
 - OUTPUT              one row per query: {"query_id", "query", "positive_ids", "positives", "positive_scores",
-                      "negative_ids", "negatives", "negative_scores", "negative_sources", "source"}
+                      "positive_grades", "negative_ids", "negatives", "negative_scores", "negative_sources", "source"}
 - OUTPUT.review.jsonl the candidates above a ceiling, likely unlabelled positives: {"query_id", "doc_id", "score",
                       "reference_positive_score"}; never used as negatives. With the pca selection, the candidates
                       its rule kept out, each with the conditions it "failed" (negatives.CONDITIONS), and the
@@ -180,7 +180,9 @@ def run(corpus: Dict[str, dict], queries: Dict[str, str], qrels: Qrels, cfg: Min
                 sel.scores += candidates.pca_scores(r, extra) if cfg.selection == "pca" else \
                     _scores(ensemble, cfg, r, extra)
                 sel.sources += ["random"] * len(extra)
-            out.append(_row(qids[r], query_texts[r], pos, pos_scores, sel, doc_ids, texts, cfg))
+            judged = list(qrels[qids[r]].values())  # each kept positive's grade, for a graded loss (train.py)
+            grades = [judged[j] for j in groups[r][keep]]
+            out.append(_row(qids[r], query_texts[r], pos, pos_scores, grades, sel, doc_ids, texts, cfg))
             for i, (d, s) in enumerate(sel.flagged):
                 line = {"query_id": qids[r], "doc_id": doc_ids[d], "score": s, "reference_positive_score": reference}
                 if sel.failed is not None:
@@ -245,10 +247,11 @@ def _scores(ensemble: Optional[Ensemble], cfg: MineConfig, r: int, docs: List[in
     return [float(x) for x in ensemble.score(np.array([r]), [np.array(docs)])[0]]
 
 
-def _row(qid: str, query: str, pos: np.ndarray, pos_scores: np.ndarray, sel, doc_ids, texts, cfg) -> bytes:
+def _row(qid: str, query: str, pos: np.ndarray, pos_scores: np.ndarray, grades: List[int], sel, doc_ids, texts,
+         cfg) -> bytes:
     row = {"query_id": qid, "query": query,
            "positive_ids": [doc_ids[d] for d in pos], "positives": [texts[d] for d in pos],
-           "positive_scores": [round(float(s), 6) for s in pos_scores],
+           "positive_scores": [round(float(s), 6) for s in pos_scores], "positive_grades": [int(g) for g in grades],
            "negative_ids": [doc_ids[d] for d in sel.negatives], "negatives": [texts[d] for d in sel.negatives],
            "negative_scores": [None if s is None else round(s, 6) for s in sel.scores],
            "negative_sources": sel.sources, "source": cfg.strategy}

@@ -4,7 +4,8 @@
     Path("scores.svg").write_text(svg)
 
 `histograms`: overlaid, semi-transparent histograms over shared bins, with axes, ticks and a legend. `bars`: one
-bar per system with its confidence interval as a whisker. Not here:
+bar per system with its confidence interval as a whisker. `lines`: a line per series over labelled, evenly spaced
+x positions (a learning curve's sizes), each point with an optional whisker, and a legend. Not here:
 anything interactive, log scales, or other chart types.
 """
 
@@ -125,6 +126,51 @@ def bars(values: Dict[str, float], low: Dict[str, float], high: Dict[str, float]
         else:
             out.append(f'<text x="{cx:.1f}" y="{T + ph + 16}" text-anchor="middle">{escape(name)}</text>')
         out.append(f'<text x="{cx:.1f}" y="{y(values[name]) - 4:.1f}" text-anchor="middle">{values[name]:.3f}</text>')
+    out.append(f'<text x="16" y="{T + ph / 2}" text-anchor="middle" transform="rotate(-90 16 {T + ph / 2})">'
+               f'{escape(ylabel)}</text>')
+    out.append("</svg>")
+    return "\n".join(out) + "\n"
+
+
+def lines(labels: Sequence[str], series: Dict[str, Sequence[float]], low: Dict[str, Sequence[float]],
+          high: Dict[str, Sequence[float]], title: str, xlabel: str, ylabel: str) -> str:
+    """One SVG document: a line with a dot per point for each named series over the evenly spaced x positions
+    `labels`, and a whisker from low to high at each point of a series that has them."""
+    values = [v for name in series for v in (*series[name], *low.get(name, ()), *high.get(name, ()))]
+    lo, hi = (min(values), max(values)) if values else (0.0, 1.0)
+    ticks = nice_ticks(lo, hi if hi > lo else lo + 1e-3)
+    bottom, top = float(ticks[0]), float(ticks[-1])
+    pw, ph = W - L - R, H - T - B
+    slot = pw / max(1, len(labels))
+
+    def x(i: int) -> float:
+        return L + slot * (i + 0.5)
+
+    def y(v: float) -> float:
+        return T + ph - (v - bottom) / (top - bottom) * ph
+
+    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" viewBox="0 0 {W} {H}" '
+           f'font-family="sans-serif" font-size="12">',
+           f'<rect width="{W}" height="{H}" fill="white"/>',
+           f'<text x="{W / 2}" y="22" text-anchor="middle" font-size="15">{escape(title)}</text>',
+           f'<line x1="{L}" y1="{T + ph}" x2="{L + pw}" y2="{T + ph}" stroke="black"/>',
+           f'<line x1="{L}" y1="{T}" x2="{L}" y2="{T + ph}" stroke="black"/>']
+    for v in ticks:
+        out.append(f'<text x="{L - 6}" y="{y(v) + 4:.1f}" text-anchor="end">{_label(v, ticks)}</text>')
+    for i, label in enumerate(labels):
+        out.append(f'<text x="{x(i):.1f}" y="{T + ph + 18}" text-anchor="middle">{escape(str(label))}</text>')
+    for k, (name, ys) in enumerate(series.items()):
+        colour = COLOURS[k % len(COLOURS)]
+        points = " ".join(f"{x(i):.1f},{y(v):.1f}" for i, v in enumerate(ys))
+        out.append(f'<polyline points="{points}" fill="none" stroke="{colour}" stroke-width="2"/>')
+        for i, v in enumerate(ys):
+            if name in low and name in high:
+                out.append(f'<line x1="{x(i):.1f}" y1="{y(low[name][i]):.1f}" x2="{x(i):.1f}" '
+                           f'y2="{y(high[name][i]):.1f}" stroke="{colour}"/>')
+            out.append(f'<circle cx="{x(i):.1f}" cy="{y(v):.1f}" r="3" fill="{colour}"/>')
+        out.append(f'<rect x="{L + 10}" y="{T + 8 + 18 * k}" width="12" height="12" fill="{colour}"/>')
+        out.append(f'<text x="{L + 28}" y="{T + 18 + 18 * k}">{escape(name)}</text>')
+    out.append(f'<text x="{L + pw / 2}" y="{H - 10}" text-anchor="middle">{escape(xlabel)}</text>')
     out.append(f'<text x="16" y="{T + ph / 2}" text-anchor="middle" transform="rotate(-90 16 {T + ph / 2})">'
                f'{escape(ylabel)}</text>')
     out.append("</svg>")

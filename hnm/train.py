@@ -55,7 +55,7 @@ from hnm.distributed import Processes
 from hnm.errors import HnmError, InputError
 from hnm.embed import resolve_precision
 from hnm.feed import Inline, Prefetch, TokenStore, bucket_order
-from hnm.losses import loss_function, margin_mse
+from hnm.losses import listnet, loss_function, margin_mse
 from hnm.metrics import evaluate
 from hnm.progress import Progress
 from hnm.config import FEEDS
@@ -65,6 +65,9 @@ from hnm.tokenize import Batch
 from hnm.weights import read_safetensors, sha256_of
 
 BUCKET_WINDOW = 64  # steps whose examples are sorted by length together by the "bucketed" feed
+# the rows' fields holding each teacher's scores of the positives and the negatives
+TEACHER_FIELDS = {"ensemble": ("positive_scores", "negative_scores"),
+                  "first_stage": ("positive_first_stage_scores", "negative_first_stage_scores")}
 
 
 
@@ -76,15 +79,18 @@ class Example:
     negatives: Tuple[str, ...]
     line: int  # of its row in the rows file, to name it in errors
     teacher: Optional[Tuple[float, ...]] = None  # the mined rows' scores of the positive and the negatives
+    grades: Optional[Tuple[float, ...]] = None  # the positive's judgment and the negatives' 0, for a graded loss
 
 
 # ------------------------------------------------------------------------------------------------------ data
 
 
-def read_rows(path: Path, negatives: int, teacher: bool = False) -> Tuple[List[dict], List[str]]:
+def read_rows(path: Path, negatives: int, teacher: bool = False,
+              fields: Tuple[str, str] = TEACHER_FIELDS["ensemble"]) -> Tuple[List[dict], List[str]]:
     """Mined rows -> (usable rows, each with its "line"; one message per skipped row, "FILE:LINE: why").
 
-    With `teacher`, a row also needs a score for every positive and negative (random negatives have none).
+    With `teacher`, a row also needs a score for every positive and negative in `fields` (random negatives have
+    none in the ensemble's).
     A malformed row (a missing field, a list of the wrong type or length) raises InputError naming its line.
     """
     rows, skipped = [], []
@@ -96,34 +102,42 @@ def read_rows(path: Path, negatives: int, teacher: bool = False) -> Tuple[List[d
         for ids, texts in (("positive_ids", "positives"), ("negative_ids", "negatives")):
             if len(row[ids]) != len(row[texts]):
                 raise InputError(f"{path}:{line}: {len(row[ids])} {ids} but {len(row[texts])} {texts}")
+        for ids, texts in (("positive_grades", "positives"), ("candidate_ids", "candidates")):  # optional fields
+            if ids in row and len(row[ids]) != len(row.get(texts, ())):
+                raise InputError(f"{path}:{line}: {len(row.get(ids, ()))} {ids} but {len(row.get(texts, ()))} {texts}")
         if not row["positives"]:
             skipped.append(f"{path}:{line}: query {row['query_id']!r} has no positive")
         elif not row["negatives"]:
             skipped.append(f"{path}:{line}: query {row['query_id']!r} has no negatives")
-        elif teacher and not _has_scores(row):
+        elif teacher and not _has_scores(row, fields):
             skipped.append(f"{path}:{line}: query {row['query_id']!r} lacks the scores distillation needs")
         else:
             rows.append({**row, "line": line})
     return rows, skipped
 
 
-def _has_scores(row: dict) -> bool:
+def _has_scores(row: dict, fields: Tuple[str, str]) -> bool:
     return all(isinstance(row.get(f), list) and len(row[f]) == len(row[t]) and
                all(isinstance(v, (int, float)) for v in row[f])
-               for f, t in (("positive_scores", "positives"), ("negative_scores", "negatives")))
+               for f, t in zip(fields, ("positives", "negatives")))
 
 
-def split_rows(rows: List[dict], fraction: float, seed: int) -> Tuple[List[dict], List[dict]]:
-    """(training rows, held-out rows): round(fraction x rows) whole queries, chosen by the seed, in file order."""
-    n_eval = round(fraction * len(rows))
-    held = set(np.random.default_rng(seed).permutation(len(rows))[:n_eval].tolist())
+def split_rows(rows: List[dict], fraction: float, seed: int, folds: int = 0,
+               fold: int = 0) -> Tuple[List[dict], List[dict]]:
+    """(training rows, held-out rows): round(fraction x rows) whole queries, chosen by the seed, in file order; with
+    folds k > 1, the queries at positions fold, fold + k, ... of the seed's permutation (k disjoint folds covering
+    every row: 5 rows, k 2 -> folds of 3 and 2)."""
+    order = np.random.default_rng(seed).permutation(len(rows))
+    held = set((order[fold::folds] if folds > 1 else order[:round(fraction * len(rows))]).tolist())
     return ([r for i, r in enumerate(rows) if i not in held], [r for i, r in enumerate(rows) if i in held])
 
 
-def examples_of(rows: List[dict], negatives: int, teacher: bool = False) -> List[Example]:
+def examples_of(rows: List[dict], negatives: int, teacher: bool = False, graded: bool = False,
+                fields: Tuple[str, str] = TEACHER_FIELDS["ensemble"]) -> List[Example]:
     """Every positive of a row with every group of n consecutive negatives (a leftover group smaller than n unused);
     a row with fewer than n negatives (a false-negative guard can leave one short) makes one group of its negatives
-    repeated in turn. With `teacher`, each example carries the rows' scores of its positive and negatives.
+    repeated in turn. With `teacher`, each example carries the rows' scores (`fields`) of its positive and negatives;
+    with `graded`, the positive's grade (the row's positive_grades, 1 where the row has none) and the negatives' 0.
 
     A row with positives [p1, p2] and negatives [a, b, c], n = 1 -> (p1, a), (p1, b), (p1, c), (p2, a), ...;
     negatives [a, b], n = 3 -> (p1, (a, b, a)), (p2, (a, b, a)).
@@ -135,8 +149,11 @@ def examples_of(rows: List[dict], negatives: int, teacher: bool = False) -> List
                   else [[j % m for j in range(negatives)]])
         for i, p in enumerate(row["positives"]):
             for g in groups:
-                scores = ((row["positive_scores"][i], *(row["negative_scores"][j] for j in g)) if teacher else None)
-                out.append(Example(row["query"], p, tuple(row["negatives"][j] for j in g), row["line"], scores))
+                scores = ((row[fields[0]][i], *(row[fields[1]][j] for j in g)) if teacher else None)
+                grades = ((float(row.get("positive_grades", [1] * (i + 1))[i]), *(0.0 for _ in g)) if graded
+                          else None)
+                out.append(Example(row["query"], p, tuple(row["negatives"][j] for j in g), row["line"], scores,
+                                   grades))
     return out
 
 
@@ -235,11 +252,16 @@ def _set_rng_state(state: torch.Tensor, device: torch.device) -> None:
 # ---------------------------------------------------------------------------------------------------- the loop
 
 
-def held_out_metrics(model: CrossEncoder, rows: List[dict], precision: str) -> Dict[str, float]:
-    """Re-rank each held-out row's positives and negatives: {"mrr@10", "ndcg@10"} (metrics.py)."""
+def held_out_metrics(model: CrossEncoder, rows: List[dict], precision: str,
+                     candidates: bool = False) -> Dict[str, float]:
+    """Re-rank each held-out row's positives and negatives, or with `candidates` the first stage's top k that the
+    row carries (firststage.annotate_rows: the list the model will face; a positive outside it counts as missed):
+    {"mrr@10", "ndcg@10"} (metrics.py)."""
     queries, docs, keys = [], [], []
     for row in rows:
-        for doc_id, text in zip(row["positive_ids"] + row["negative_ids"], row["positives"] + row["negatives"]):
+        ids, texts = ((row["candidate_ids"], row["candidates"]) if candidates else
+                      (row["positive_ids"] + row["negative_ids"], row["positives"] + row["negatives"]))
+        for doc_id, text in zip(ids, texts):
             queries.append(row["query"])
             docs.append(text)
             keys.append((row["query_id"], doc_id))
@@ -279,12 +301,17 @@ def train(rows_path: Path, output: Path, start: str, cfg: TrainConfig = TrainCon
 def _train(rows_path: Path, output: Path, start: str, cfg: TrainConfig, resume: bool, quiet: bool,
            procs: Processes) -> dict:
     main = procs.rank == 0
-    rows, skipped = read_rows(rows_path, cfg.negatives, cfg.teacher)
+    rows, skipped = read_rows(rows_path, cfg.negatives, cfg.teacher, TEACHER_FIELDS[cfg.teacher_scores])
     if main and skipped and not quiet:
         shown = "\n  ".join(skipped[:10]) + (f"\n  ... and {len(skipped) - 10} more" if len(skipped) > 10 else "")
         print(f"skipped {len(skipped)} rows:\n  {shown}", flush=True)
-    train_rows, eval_rows = split_rows(rows, cfg.eval_fraction, cfg.seed)
-    examples = examples_of(train_rows, cfg.negatives, cfg.teacher)
+    train_rows, eval_rows = split_rows(rows, cfg.eval_fraction, cfg.seed, cfg.folds, cfg.fold)
+    if cfg.held_out == "candidates" and any("candidate_ids" not in r for r in eval_rows):
+        line = next(r["line"] for r in eval_rows if "candidate_ids" not in r)
+        raise InputError(f"{rows_path}:{line}: the held-out check re-ranks the first stage's candidates, and this row "
+                         f"has none; add them with firststage.annotate_rows, or check on the rows (held_out rows)")
+    examples = examples_of(train_rows, cfg.negatives, cfg.teacher, cfg.loss == "listnet",
+                           TEACHER_FIELDS[cfg.teacher_scores])
     per_step = cfg.batch_size * cfg.grad_accum * procs.world  # G, examples per optimiser step
     steps_per_epoch = len(examples) // per_step
     if steps_per_epoch == 0:
@@ -324,7 +351,7 @@ def _train(rows_path: Path, output: Path, start: str, cfg: TrainConfig, resume: 
             with atomic_write(output / "tuning_queries.json") as f:  # the held-out queries, to tune on later
                 json.dump([r["query_id"] for r in eval_rows], f)
     net = DistributedDataParallel(model) if procs.world > 1 else model
-    loss_fn = None if cfg.loss == "margin_mse" else loss_function(cfg.loss)
+    loss_fn = None if cfg.loss in ("margin_mse", "listnet") else loss_function(cfg.loss)
     precision = resolve_precision(cfg.precision, procs.device)
     autocast = torch.autocast(procs.device.type, dtype=torch.bfloat16, enabled=precision == "bfloat16")
 
@@ -384,7 +411,7 @@ def _train(rows_path: Path, output: Path, start: str, cfg: TrainConfig, resume: 
             epoch_end = cfg.eval_each_epoch and done % steps_per_epoch == 0
             if eval_rows and (done == total or epoch_end or (cfg.eval_every and done % cfg.eval_every == 0)):
                 state["best"] = _evaluate_and_keep(model, eval_rows, precision, state["best"], done, best_dir, log,
-                                                   main)
+                                                   main, cfg.held_out == "candidates")
                 procs.barrier()
             if done % cfg.save_every == 0 or done == stop:
                 checkpoint(done)
@@ -447,19 +474,22 @@ def _micro_step(net: torch.nn.Module, model: CrossEncoder, batch: List[Example],
         logits = net(ids, mask, types)  # (B(1+n),)
     scores = logits.float().view(len(batch), 1 + cfg.negatives)  # (B, 1 + n)
     loss = loss_fn(scores, cfg.margin) if loss_fn is not None else scores.new_zeros(())
+    if cfg.loss == "listnet":
+        loss = listnet(scores, torch.tensor([e.grades for e in batch], device=scores.device))  # grades (B, 1 + n)
     if cfg.teacher:
         teacher = torch.tensor([e.teacher for e in batch], dtype=torch.float32, device=scores.device)  # (B, 1 + n)
-        loss = loss + (1.0 if loss_fn is None else cfg.distill) * margin_mse(scores, cfg.teacher_scale * teacher)
+        alone = cfg.loss == "margin_mse"
+        loss = loss + (1.0 if alone else cfg.distill) * margin_mse(scores, cfg.teacher_scale * teacher)
     (loss / cfg.grad_accum).backward()
     return float(loss.detach())
 
 
 def _evaluate_and_keep(model: CrossEncoder, eval_rows: List[dict], precision: str, best: Optional[dict],
-                       step: int, best_dir: Path, log, main: bool) -> Optional[dict]:
+                       step: int, best_dir: Path, log, main: bool, candidates: bool = False) -> Optional[dict]:
     """Score the held-out rows on the main process; keep the model in best_dir when MRR@10 improves."""
     if not main:
         return best
-    metrics = held_out_metrics(model, eval_rows, precision)
+    metrics = held_out_metrics(model, eval_rows, precision, candidates)
     improved = (best is None or metrics["mrr@10"] > best["mrr@10"]) and not _non_finite(model)
     if improved:
         tmp = best_dir.with_name(best_dir.name + ".tmp")
@@ -476,6 +506,8 @@ def _check_resumable(state: dict, cfg: TrainConfig, data: dict, world: int, last
     """A resumed run must train the same way on the same rows with as many processes, or its losses would differ."""
     stored = {k: v for k, v in state["config"].items() if k != "stop_after"}
     given = {k: v for k, v in asdict(cfg).items() if k != "stop_after"}
+    defaults = asdict(TrainConfig())  # a field added since the checkpoint was made counts at its default
+    stored = {**defaults, **stored}
     for config in (stored, given):  # "text" and "tokens" feed the same batches: only bucketing changes the run
         config["feed"] = "bucketed" if config.get("feed") == "bucketed" else "text or tokens"
     changed = [f"{k}: {stored.get(k)!r} -> {v!r}" for k, v in given.items() if stored.get(k) != v]

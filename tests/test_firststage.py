@@ -9,7 +9,7 @@ from hnm.bm25 import BM25Index
 from hnm.data import bundled_cranfield, document_text, load_beir
 from hnm.embed import EmbedConfig, Embedder
 from hnm.ensemble import zscore as zscore_rows
-from hnm.firststage import FirstStageConfig, fuse_hybrid, retrieve, rrf_rows
+from hnm.firststage import FirstStageConfig, annotate_rows, fuse_hybrid, retrieve, rrf_rows
 from test_experiment import tiny_model
 
 
@@ -55,3 +55,20 @@ def test_hybrid_run_is_the_fused_sum(tmp_path, monkeypatch, fusion):
         best = np.lexsort((np.arange(len(ids)), -row))[:7]
         assert list(got) == [ids[i] for i in best]
         assert np.allclose(list(got.values()), row[best], atol=1e-5)
+
+
+def test_annotate_rows_adds_the_first_stages_scores_and_top_k():
+    corpus = {"a": {"title": "", "text": "wing flow"}, "b": {"title": "", "text": "wing"},
+              "c": {"title": "", "text": "heat pipe"}}
+    rows = [{"query_id": "q", "query": "wing flow", "positive_ids": ["b"], "positives": ["wing"],
+             "negative_ids": ["c", "a"], "negatives": ["heat pipe", "wing flow"]}]
+    got = annotate_rows(corpus, rows, FirstStageConfig(kind="bm25", top_k=2))[0]
+    bm25 = dict(zip(corpus, BM25Index.from_corpus(corpus, quiet=True).scores([["wing", "flow"]])[0].tolist()))
+    # "a" matches both words, "b" one, "c" none: the top 2 are a then b, with BM25's own scores
+    assert got["candidate_ids"] == ["a", "b"] and got["candidates"] == ["wing flow", "wing"]
+    assert got["candidate_scores"] == pytest.approx([bm25["a"], bm25["b"]], abs=1e-6)
+    assert got["positive_first_stage_scores"] == pytest.approx([bm25["b"]], abs=1e-6)
+    assert got["negative_first_stage_scores"] == pytest.approx([0.0, bm25["a"]], abs=1e-6)
+    assert {k: got[k] for k in rows[0]} == rows[0]  # the row's own fields unchanged
+    with pytest.raises(ValueError, match="'x' is not in the corpus"):
+        annotate_rows(corpus, [{**rows[0], "negative_ids": ["x"]}], FirstStageConfig(kind="bm25"))

@@ -4,7 +4,7 @@ import xml.etree.ElementTree as ET
 
 import numpy as np
 
-from hnm.svg import bars, histograms, nice_step, nice_ticks
+from hnm.svg import bars, histograms, lines, nice_step, nice_ticks
 
 NS = "{http://www.w3.org/2000/svg}"
 
@@ -53,3 +53,16 @@ def test_ticks_fall_on_round_steps():
             v = float(text)
             assert v == 0 or any(np.isclose(v / (m * 10.0 ** e), round(v / (m * 10.0 ** e)))
                                  for m in (1, 2, 5) for e in range(-3, 4))
+
+
+def test_lines_draw_a_polyline_per_series_and_whiskers_where_given():
+    root = ET.fromstring(lines(["25", "50", "all"], {"first stage": [0.7, 0.7, 0.7], "pipeline": [0.6, 0.72, 0.78]},
+                               {"pipeline": [0.55, 0.7, 0.77]}, {"pipeline": [0.65, 0.74, 0.79]}, "curve", "N",
+                               "nDCG@10"))
+    assert len(list(root.iter(NS + "polyline"))) == 2
+    assert len(list(root.iter(NS + "circle"))) == 6
+    assert len(list(root.iter(NS + "line"))) == 2 + 3  # two axes; a whisker at each of the pipeline's three points
+    texts = [t.text for t in root.iter(NS + "text")]
+    assert {"25", "50", "all", "first stage", "pipeline"} <= set(texts)
+    # the y axis spans the whiskers, 0.55 to 0.79, in round steps of 0.05 (0.24 / 5 = 0.048, rounded up)
+    assert "0.55" in texts and "0.80" in texts and "0.50" not in texts

@@ -19,7 +19,8 @@ from safetensors.torch import load_file
 from conftest import FIXTURES, REPO, require_model
 from hnm.encoder import EncoderConfig
 from hnm.errors import HnmError, InputError
-from hnm.losses import binary_cross_entropy, loss_function, margin_mse, softmax_cross_entropy, triplet_margin
+from hnm.losses import (binary_cross_entropy, listnet, loss_function, margin_mse, softmax_cross_entropy,
+                        triplet_margin)
 from hnm.reranker import CrossEncoder
 from hnm.train import (TrainConfig, epoch_order, examples_of, held_out_metrics, linear_schedule, parameter_groups,
                        read_rows, split_rows, train)
@@ -356,3 +357,85 @@ def test_token_feed_gives_the_text_feeds_losses_and_bucketing_runs(golden, tmp_p
     assert len(logs["bucketed"]) == 6 and all(math.isfinite(r["loss"]) for r in logs["bucketed"])
     assert [r["loss"] for r in logs["bucketed"]] != [r["loss"] for r in logs["text"]]  # other examples share steps
     assert all(r["host_seconds"] >= 0 for r in log_of(tmp_path / "tokens"))
+
+
+# ------------------------------------------------------------------------------------------ few-label levers
+
+
+def test_listnet_by_hand():
+    # grades [1, 0] -> target [e / (e + 1), 1 / (e + 1)]; equal scores -> log softmax -ln 2 each -> loss ln 2
+    assert listnet(torch.tensor([[0.0, 0.0]]), torch.tensor([[1.0, 0.0]])).item() == pytest.approx(math.log(2))
+    # grades alike -> target [0.5, 0.5]; scores [1, 0] -> 0.5 (ln(1 + e) - 1) + 0.5 ln(1 + e)
+    expected = 0.5 * (math.log(1 + math.e) - 1) + 0.5 * math.log(1 + math.e)
+    assert listnet(torch.tensor([[1.0, 0.0]]), torch.tensor([[0.0, 0.0]])).item() == pytest.approx(expected)
+    assert expected == pytest.approx(0.8133, abs=1e-4)
+    # the loss is least where the scores equal the grades up to a shift: a positive judged 1 one unit above its
+    # negatives has a zero gradient, one judged 4 is pushed up (d loss / d s_0 = softmax(s)_0 - target_0 < 0)
+    for grade, sign in ((1.0, 0), (4.0, -1)):
+        scores = torch.tensor([[1.0, 0.0, 0.0]], requires_grad=True)
+        listnet(scores, torch.tensor([[grade, 0.0, 0.0]])).backward()
+        push = scores.grad[0, 0].item()
+        assert push == pytest.approx(0.0, abs=1e-7) if sign == 0 else push < -0.3
+
+
+def test_graded_examples_carry_the_positives_grades():
+    rows = [{"query": "q", "positives": ["p1", "p2"], "positive_grades": [4, 1], "negatives": ["a", "b"], "line": 1},
+            {"query": "r", "positives": ["p3"], "negatives": ["c", "d"], "line": 2}]
+    got = [(e.positive, e.grades) for e in examples_of(rows, 2, graded=True)]
+    assert got == [("p1", (4.0, 0.0, 0.0)), ("p2", (1.0, 0.0, 0.0)), ("p3", (1.0, 0.0, 0.0))]  # no grades: 1
+    assert examples_of(rows, 2)[0].grades is None
+
+
+def test_k_fold_split_covers_every_row_once():
+    rows = [{"query_id": str(i)} for i in range(5)]
+    held = [split_rows(rows, 0.1, seed=3, folds=2, fold=f)[1] for f in (0, 1)]
+    assert sorted(len(h) for h in held) == [2, 3]
+    assert sorted(r["query_id"] for h in held for r in h) == [str(i) for i in range(5)]
+    kept, out = split_rows(rows, 0.1, seed=3, folds=2, fold=0)
+    assert len(kept) + len(out) == 5 and not {r["query_id"] for r in kept} & {r["query_id"] for r in out}
+    for bad in ({"folds": 1}, {"folds": 3, "fold": 3}, {"fold": 1}):
+        with pytest.raises(ValueError, match="folds"):
+            TrainConfig(**bad)
+
+
+class LengthScorer:
+    """A stand-in re-ranker whose score of a document is its length."""
+
+    def score(self, queries, docs, precision="float32"):
+        return torch.tensor([float(len(d)) for d in docs])
+
+
+def test_held_out_check_on_the_first_stages_candidates():
+    row = {"query_id": "q", "query": "q", "positive_ids": ["a", "z"], "positives": ["a", "zzzz"],
+           "negative_ids": ["n"], "negatives": ["n"], "candidate_ids": ["b", "a"], "candidates": ["bb", "a"]}
+    # its own rows: zzzz (relevant) first, then a and n tied: MRR 1
+    assert held_out_metrics(LengthScorer(), [row], "float32")["mrr@10"] == 1.0
+    # the candidates: bb (4 letters fewer than zzzz, but z is not among them) first, a second; z never retrieved
+    got = held_out_metrics(LengthScorer(), [row], "float32", candidates=True)
+    assert got["mrr@10"] == 0.5
+    assert got["ndcg@10"] == pytest.approx((1 / math.log2(3)) / (1 + 1 / math.log2(3)))  # 0.3869
+
+
+def test_the_levers_train_together(tmp_path):
+    """ListNet on graded rows, MarginMSE from the first stage's scores, fold 1 of 3 held out and checked on the
+    candidates: a few steps run, the losses are finite, the check reads the candidates."""
+    rows = [json.loads(line) for line in ROWS.read_text().splitlines()]
+    for i, row in enumerate(rows):
+        row["positive_grades"] = [1 + i % 3] * len(row["positives"])
+        row["positive_first_stage_scores"] = [2.0] * len(row["positives"])
+        row["negative_first_stage_scores"] = [0.5 * j for j in range(len(row["negatives"]))]
+        row["candidate_ids"] = row["negative_ids"][:2] + row["positive_ids"][:1]
+        row["candidates"] = row["negatives"][:2] + row["positives"][:1]
+    path = tmp_path / "rows.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    cfg = replace(CFG, loss="listnet", negatives=2, distill=1.0, teacher_scores="first_stage", teacher_scale=1.0,
+                  folds=3, fold=1, held_out="candidates", max_steps=3, eval_every=3, save_every=3)
+    summary = train(path, tmp_path / "run", str(make_start(tmp_path / "start")), cfg, quiet=True)
+    assert all(math.isfinite(x) for x in losses_of(tmp_path / "run"))
+    assert summary["eval_rows"] in (13, 14)  # a third of the 40 rows
+    assert summary["best"]["step"] == 3
+    without = tmp_path / "bare.jsonl"
+    without.write_text("".join(json.dumps({k: v for k, v in r.items() if not k.startswith("candidate")}) + "\n"
+                               for r in rows))
+    with pytest.raises(InputError, match="candidates"):
+        train(without, tmp_path / "bare", str(make_start(tmp_path / "start2")), cfg, quiet=True)

@@ -3,6 +3,7 @@ by hand, and the evaluate, rerank and tune verbs end to end on a slice of the bu
 re-ranker."""
 
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -17,8 +18,8 @@ from hnm.encoder import EncoderConfig
 from hnm.metrics import rank_documents, read_trec_run
 from hnm.errors import HnmError
 from hnm.firststage import FirstStageConfig, retrieve
-from hnm.twostage import (REPORTED, UNTUNED_ALPHA, alpha_for, choose_alpha, compare, interpolate, read_collection,
-                          rerank, stage_key, store_alpha, stored_alpha)
+from hnm.twostage import (REPORTED, UNTUNED_ALPHA, alpha_for, choose_alpha, choose_alpha_kfold, compare, interpolate,
+                          read_collection, rerank, stage_key, store_alpha, stored_alpha)
 from hnm.reranker import CrossEncoder
 
 INTEROP = json.loads((FIXTURES / "reranker_interop.json").read_text())
@@ -198,3 +199,21 @@ def test_tune_verb_stores_alpha_and_rerank_uses_it(small, tiny, tmp_path):
     assert done.returncode == 0 and "alpha 1 ->" in done.stdout
     done = run_cli("tune", "--data", small, "--split", "test", "--reranker", tiny, "--quiet")
     assert done.returncode == 2 and "tuning_queries.json: no tuning queries" in done.stderr
+
+
+def test_kfold_alpha_falls_back_to_the_first_stage_when_tuning_does_not_carry_over():
+    qrels = {"q1": {"d1": 1}, "q2": {"d1": 1}}
+    # q1: the re-ranker right, the first stage wrong; q2 the reverse (a tie puts d2 first: doc id descending)
+    reranked = {"q1": {"d1": 1.0, "d2": 0.0}, "q2": {"d1": 0.0, "d2": 1.0}}
+    first = {"q1": {"d1": 0.0, "d2": 1.0}, "q2": {"d1": 1.0, "d2": 0.0}}
+    assert choose_alpha(reranked, first, qrels)[0] == 1.0  # alone, each side wins one query: the tie goes up
+    alpha, about = choose_alpha_kfold(reranked, first, qrels, folds=5)
+    wrong, right = 1 / math.log2(3), 1.0  # nDCG@10 with the relevant document second, first
+    assert about["folds"] == 2 and sorted(about["fold_alphas"]) == [0.45, 1.0]
+    assert about["out_of_fold"] == pytest.approx(wrong) and about["first_stage"] == pytest.approx((wrong + right) / 2)
+    assert alpha == 0.0
+    # both queries agree with the re-ranker: every fold picks 1, out of fold it wins, and alpha 1 stays
+    agreeing = {"q1": reranked["q1"], "q2": {"d1": 1.0, "d2": 0.0}}
+    against = {"q1": first["q1"], "q2": {"d1": 0.0, "d2": 1.0}}
+    alpha, about = choose_alpha_kfold(agreeing, against, qrels)
+    assert alpha == 1.0 and about["fold_alphas"] == [1.0, 1.0] and about["out_of_fold"] == 1.0
