@@ -187,7 +187,8 @@ def annotate_rows(corpus: Dict[str, dict], rows: List[dict], cfg: FirstStageConf
         dense = stage.query_vectors(texts[block]) @ stage.docs.T if stage.embedders else None  # (Q, N)
         scores = (sparse if dense is None else dense if sparse is None else
                   fuse_hybrid(sparse.astype(np.float64), dense.astype(np.float64), cfg))  # (Q, N)
-        for row, values, top in zip(rows[block], scores, _top(scores, min(cfg.top_k, len(stage.doc_ids)))):
+        _, tops = best_k(scores, _columns(scores), min(cfg.top_k, len(stage.doc_ids)))  # (Q, k), best first
+        for row, values, top in zip(rows[block], scores, tops.tolist()):
             def of(ids: List[str]) -> List[float]:
                 missing = [d for d in ids if d not in column]
                 if missing:
