@@ -6,7 +6,6 @@ import sys
 
 PROBE = """
 import resource, sys, torch
-import hnm.embed  # the heap of an encoding process: in a bare torch process the freed block is not reused here
 from hnm.allocator import keep_freed_memory
 if sys.argv[1] == "keep":
     assert keep_freed_memory()
