@@ -2,6 +2,12 @@
 
 The public API, one module per concept (see the README's layout table), loaded on first use: `import hnm` imports
 neither torch nor NumPy, and `hnm.TrainConfig` or `from hnm import train` imports only the module that holds it.
+
+    import hnm
+    corpus, queries, qrels = hnm.load_beir("kestrel", "train")
+    rows = hnm.mine_hard_negatives(corpus, queries, qrels, hnm.MineConfig(num_negatives=2))
+    hnm.train_reranker(rows, "kestrel/model", config=hnm.TrainConfig(max_steps=50))
+    hits = hnm.Searcher(corpus, reranker="kestrel/model/best").search(["How do I schedule snapshots?"])[0]
 """
 
 import importlib
@@ -17,6 +23,9 @@ _WHERE = {  # public name -> "module" or "module:attribute" when the names diffe
     "read_trec_run": "metrics", "write_trec_run": "metrics", "mine": "miner:run", "retrieve": "firststage",
     "choose_alpha": "twostage", "interpolate": "twostage", "rerank": "twostage", "CrossEncoder": "reranker",
     "topk": "search", "train": "train", "fetch": "weights", "read_lock": "weights",
+    # the pipeline in one call a step (api.py), a searcher built once (searcher.py), the recipe as one job (fit.py)
+    "mine_hard_negatives": "api", "train_reranker": "api", "Searcher": "searcher", "Hit": "searcher",
+    "fit": "fit", "FitConfig": "config",
 }
 __all__ = list(_WHERE)
 
