@@ -115,6 +115,8 @@ class FirstStage:
         """{qid: text} -> {qid: {row id: score}}, best pages' rows (the class docstring); queries in blocks,
         shared among the ranks under torchrun."""
         qids, texts, k, cfg = list(queries), list(queries.values()), self.depth, self.cfg
+        # every query's vector before the blocks: encoding is collective under torchrun, the blocks are shared out
+        dense_all = self.query_vectors(texts, cached) if self.embedders else None  # (Q, D)
 
         def block(i: int) -> bytes:
             """[[qid, [[row id, score], ...]], ...] of the i-th block of queries, best first."""
@@ -122,7 +124,7 @@ class FirstStage:
             if cfg.kind == "bm25":
                 found = self.index.run(dict(zip(qids[rows], texts[rows])), k)
                 return json.dumps([[q, list(docs.items())] for q, docs in found.items()]).encode()
-            dense = self.query_vectors(texts[rows], cached)  # (Q, D)
+            dense = dense_all[rows]  # (Q, D)
             if cfg.kind == "hybrid":
                 sparse = self.index.scores([self.index.analyser(t) for t in texts[rows]])  # (Q, N)
                 fused = fuse_hybrid(sparse.astype(np.float64), (dense @ self.docs.T).astype(np.float64), cfg)

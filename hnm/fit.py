@@ -103,7 +103,7 @@ def fit(data: Path, out: Path, cfg: FitConfig = FitConfig(), quiet: bool = False
     "alpha", "seconds", ...}), or {"stopped": step} when training ended early at TrainConfig.stop_after."""
     from hnm.miner import run as mine
     from hnm.train import kept_checkpoint, train
-    from hnm.twostage import tune_alpha
+    from hnm.twostage import store_alpha, tune_alpha
     data, out = Path(data), Path(out)
     out.mkdir(parents=True, exist_ok=True)
     _same_settings(out, cfg)
@@ -140,7 +140,7 @@ def fit(data: Path, out: Path, cfg: FitConfig = FitConfig(), quiet: bool = False
     if not (out / "tune.json").exists():
         t0 = time.monotonic()
         tuning = [q for q in json.loads((model / "tuning_queries.json").read_text()) if q in learn]
-        if len(tuning) < TUNING_FLOOR:
+        if 0 < len(tuning) < TUNING_FLOOR:
             say(f"note: {len(tuning)} tuning queries: with fewer than {TUNING_FLOOR}, alpha and the kept checkpoint "
                 f"are uncertain (judge more queries, or raise --eval-fraction)")
         picked = {q: queries[q] for q in tuning}
@@ -149,7 +149,8 @@ def fit(data: Path, out: Path, cfg: FitConfig = FitConfig(), quiet: bool = False
                                cfg.stage, precision=cfg.train.precision, quiet=quiet)
         else:  # nothing to choose alpha on: the first stage alone, which a re-ranker cannot make worse
             say("note: no tuning queries, so alpha is 0 (the first stage alone); raise --eval-fraction")
-            tuned = {"alpha": 0.0, "tuning_queries": 0}
+            tuned = {"alpha": 0.0, "tuning_queries": 0, "top_k": cfg.stage.top_k}
+            store_alpha(checkpoint, 0.0, cfg.stage, {k: v for k, v in tuned.items() if k != "alpha"})
         timed("tune", t0)
         with atomic_write(out / "tune.json") as f:
             json.dump(tuned, f, indent=1)
@@ -174,10 +175,11 @@ def _announce(rows: Path, tcfg: TrainConfig, say) -> None:
     per_query = np.mean([len(r["positives"]) for r in kept]) if kept else 0.0
     steps = tcfg.max_steps or tcfg.epochs * -(-examples // (tcfg.batch_size * tcfg.grad_accum))
     pairs = steps * tcfg.batch_size * tcfg.grad_accum * (1 + tcfg.negatives)
-    low, high = (pairs / r / 60 for r in CPU_PAIRS_PER_S[::-1])
+    fast, slow = (pairs / rate for rate in CPU_PAIRS_PER_S[::-1])  # seconds
+    when = f"{fast:.0f} to {slow:.0f} seconds" if slow < 120 else f"{fast / 60:.0f} to {slow / 60:.0f} minutes"
     say(f"training: {len(kept)} queries with {per_query:.1f} positives each make {examples:,} examples; {steps:,} "
         f"steps of {tcfg.batch_size * tcfg.grad_accum} examples, {pairs:,} (query, document) pairs in all: about "
-        f"{high:.0f} to {low:.0f} minutes on a 2-core CPU in float32, far less on a GPU")
+        f"{when} on a 2-core CPU in float32, far less on a GPU")
 
 
 def _report(data: Path, cfg: FitConfig, split: dict, first, checkpoint: Path, alpha: float, quiet: bool) -> dict:

@@ -128,31 +128,13 @@ def run(corpus: Dict[str, dict], queries: Dict[str, str], qrels: Qrels, cfg: Min
                          "the corpus is empty")
     query_texts = [queries[q] for q in qids]
 
-    bm25 = None
-    if cfg.strategy in ("ensemble", "dense") and ensemble is None:
-        members = parse_members(cfg.models)[:1 if cfg.strategy == "dense" else None]
-        if any(m.name == "bm25" for m in members):
-            from hnm.bm25 import BM25Index
-            bm25 = BM25Index.from_corpus(corpus, quiet=quiet)
-        ensemble = Ensemble.embed(members, texts, query_texts, cfg.fusion, embed_cfg, bm25, quiet, cfg.vectors)
-    if cfg.strategy == "bm25":
-        from hnm.bm25 import BM25Index
-        bm25 = BM25Index.from_corpus(corpus, quiet=quiet)
+    ensemble, bm25 = _embedded(corpus, texts, query_texts, cfg, embed_cfg, ensemble, quiet)
     candidates = Candidates(cfg, len(doc_ids), empty, ensemble, bm25, query_texts)
 
     part, review_part = _sidecar(output, ".part"), _sidecar(output, ".review.part")
     progress_path = _sidecar(output, ".progress.json")
     fingerprint = _fingerprint(cfg, doc_ids, qids, positives)
-    state = {"fingerprint": fingerprint, "chunks": 0, "bytes": 0, "review_bytes": 0}
-    if procs.main:
-        if progress_path.exists():
-            saved = json.loads(progress_path.read_text())
-            if saved.get("fingerprint") == fingerprint and part.exists() and review_part.exists():
-                state = saved
-        for path, size in ((part, state["bytes"]), (review_part, state["review_bytes"])):
-            with open(path, "ab") as f:
-                f.truncate(size)  # drop whatever a killed chunk left half-written
-    state = json.loads(procs.broadcast_bytes(json.dumps(state).encode()))
+    state = _resume(progress_path, part, review_part, fingerprint, procs)
 
     n_random = round(cfg.num_negatives * cfg.random_share)
     n_chunks = -(-len(qids) // cfg.chunk_size)
@@ -226,16 +208,53 @@ def run(corpus: Dict[str, dict], queries: Dict[str, str], qrels: Qrels, cfg: Min
                                       {d: i for i, d in enumerate(doc_ids)}, cfg)
     stats["seconds"] = round(time.monotonic() - t0, 2)
     stats["precision"] = resolve_precision(embed_cfg.precision)  # what "auto" chose on this machine
+    _write_beside(output, rows_iter, stats, cfg, fmt)
+    procs.broadcast_bytes(json.dumps(stats).encode())
+    return stats
+
+
+def _embedded(corpus: Dict[str, dict], texts: List[str], query_texts: List[str], cfg: MineConfig,
+              embed_cfg: EmbedConfig, ensemble: Optional[Ensemble], quiet: bool):
+    """-> (the ensemble of the strategies that embed, or the one given; BM25's index where the strategy or a member
+    needs it)."""
+    bm25 = None
+    if cfg.strategy in ("ensemble", "dense") and ensemble is None:
+        members = parse_members(cfg.models)[:1 if cfg.strategy == "dense" else None]
+        if any(m.name == "bm25" for m in members):
+            from hnm.bm25 import BM25Index
+            bm25 = BM25Index.from_corpus(corpus, quiet=quiet)
+        ensemble = Ensemble.embed(members, texts, query_texts, cfg.fusion, embed_cfg, bm25, quiet, cfg.vectors)
+    if cfg.strategy == "bm25":
+        from hnm.bm25 import BM25Index
+        bm25 = BM25Index.from_corpus(corpus, quiet=quiet)
+    return ensemble, bm25
+
+
+def _resume(progress_path: Path, part: Path, review_part: Path, fingerprint: str, procs) -> dict:
+    """Where a killed run with the same fingerprint stopped (its .part files cut back to the recorded length), else
+    the start; rank 0 reads it and tells the others."""
+    state = {"fingerprint": fingerprint, "chunks": 0, "bytes": 0, "review_bytes": 0}
+    if procs.main:
+        if progress_path.exists():
+            saved = json.loads(progress_path.read_text())
+            if saved.get("fingerprint") == fingerprint and part.exists() and review_part.exists():
+                state = saved
+        for path, size in ((part, state["bytes"]), (review_part, state["review_bytes"])):
+            with open(path, "ab") as f:
+                f.truncate(size)  # drop whatever a killed chunk left half-written
+    return json.loads(procs.broadcast_bytes(json.dumps(state).encode()))
+
+
+def _write_beside(output: Path, rows: List[dict], stats: dict, cfg: MineConfig, fmt: str) -> None:
+    """OUTPUT.stats.json, OUTPUT.scores.svg and, for fmt other than jsonl, the flat export."""
     with atomic_write(_sidecar(output, ".stats.json")) as f:
         json.dump(stats, f, indent=1)
     with atomic_write(_sidecar(output, ".scores.svg")) as f:
-        f.write(histograms({"positives": [s for row in rows_iter for s in row["positive_scores"]],
-                            "negatives": [s for row in rows_iter for s in row["negative_scores"] if s is not None]},
+        f.write(histograms({"positives": [s for row in rows for s in row["positive_scores"]],
+                            "negatives": [s for row in rows for s in row["negative_scores"] if s is not None]},
                            title=f"{cfg.strategy} mining: scores of positives and negatives", xlabel="score"))
     if fmt != "jsonl":
-        export(rows_iter, output.with_name(f"{output.stem}.{fmt}.jsonl"), fmt)
-    procs.broadcast_bytes(json.dumps(stats).encode())
-    return stats
+        export(rows, output.with_name(f"{output.stem}.{fmt}.jsonl"), fmt)
 
 
 def _scores(ensemble: Optional[Ensemble], cfg: MineConfig, r: int, docs: List[int]) -> List[Optional[float]]:

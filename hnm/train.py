@@ -301,17 +301,7 @@ def train(rows_path: Path, output: Path, start: str, cfg: TrainConfig = TrainCon
 def _train(rows_path: Path, output: Path, start: str, cfg: TrainConfig, resume: bool, quiet: bool,
            procs: Processes) -> dict:
     main = procs.rank == 0
-    rows, skipped = read_rows(rows_path, cfg.negatives, cfg.teacher, TEACHER_FIELDS[cfg.teacher_scores])
-    if main and skipped and not quiet:
-        shown = "\n  ".join(skipped[:10]) + (f"\n  ... and {len(skipped) - 10} more" if len(skipped) > 10 else "")
-        print(f"skipped {len(skipped)} rows:\n  {shown}", flush=True)
-    train_rows, eval_rows = split_rows(rows, cfg.eval_fraction, cfg.seed, cfg.folds, cfg.fold)
-    if cfg.held_out == "candidates" and any("candidate_ids" not in r for r in eval_rows):
-        line = next(r["line"] for r in eval_rows if "candidate_ids" not in r)
-        raise InputError(f"{rows_path}:{line}: the held-out check re-ranks the first stage's candidates, and this row "
-                         f"has none; add them with firststage.annotate_rows, or check on the rows (held_out rows)")
-    examples = examples_of(train_rows, cfg.negatives, cfg.teacher, cfg.loss == "listnet",
-                           TEACHER_FIELDS[cfg.teacher_scores])
+    examples, eval_rows, skipped = _training_data(rows_path, cfg, main and not quiet)
     per_step = cfg.batch_size * cfg.grad_accum * procs.world  # G, examples per optimiser step
     steps_per_epoch = len(examples) // per_step
     if steps_per_epoch == 0:
@@ -420,6 +410,22 @@ def _train(rows_path: Path, output: Path, start: str, cfg: TrainConfig, resume: 
     return {"steps": stop, "total_steps": total, "last_loss": loss_value, "best": state["best"], "precision": precision,
             "seconds": seconds, "pairs_per_s": pairs_done / seconds if seconds else 0.0,
             "skipped_rows": skipped, "examples": len(examples), "eval_rows": len(eval_rows)}
+
+
+def _training_data(rows_path: Path, cfg: TrainConfig, say: bool) -> Tuple[List[Example], List[dict], List[str]]:
+    """The rows file -> (training examples, held-out rows, one message per skipped row, said when `say`)."""
+    rows, skipped = read_rows(rows_path, cfg.negatives, cfg.teacher, TEACHER_FIELDS[cfg.teacher_scores])
+    if say and skipped:
+        shown = "\n  ".join(skipped[:10]) + (f"\n  ... and {len(skipped) - 10} more" if len(skipped) > 10 else "")
+        print(f"skipped {len(skipped)} rows:\n  {shown}", flush=True)
+    train_rows, eval_rows = split_rows(rows, cfg.eval_fraction, cfg.seed, cfg.folds, cfg.fold)
+    if cfg.held_out == "candidates" and any("candidate_ids" not in r for r in eval_rows):
+        line = next(r["line"] for r in eval_rows if "candidate_ids" not in r)
+        raise InputError(f"{rows_path}:{line}: the held-out check re-ranks the first stage's candidates, and this row "
+                         f"has none; add them with firststage.annotate_rows, or check on the rows (held_out rows)")
+    examples = examples_of(train_rows, cfg.negatives, cfg.teacher, cfg.loss == "listnet",
+                           TEACHER_FIELDS[cfg.teacher_scores])
+    return examples, eval_rows, skipped
 
 
 def _pairs(batch: List[Example], negatives: int) -> Tuple[List[str], List[str]]:
