@@ -34,6 +34,7 @@ Letters: Q queries of a block, N documents, k the depth kept.
 import hashlib
 import json
 from dataclasses import asdict
+from pathlib import Path
 from typing import Dict, List
 
 import numpy as np
@@ -148,15 +149,20 @@ class FirstStage:
         return best_chunks(run, self.pages, cfg.top_k, cfg.per_page) if chunked(self.pages) else run
 
 
-def _bm25_index(corpus: Dict[str, dict], quiet: bool):
-    """BM25's index of the corpus (its defaults), from $HNM_HOME/bm25/<hash of the rows> when an earlier run saved
-    it, else built and saved there."""
-    from hnm.bm25 import BM25Config, BM25Index
+def bm25_folder(corpus: Dict[str, dict]) -> Path:
+    """Where BM25's index of this corpus (its defaults) is saved: $HNM_HOME/bm25/<hash of the rows and settings>."""
+    from hnm.bm25 import BM25Config
     from hnm.weights import home
     h = hashlib.sha256(json.dumps(asdict(BM25Config()), sort_keys=True).encode())
     for d, doc in corpus.items():
         h.update(json.dumps([d, document_text(doc)], ensure_ascii=False).encode())
-    folder = home() / "bm25" / h.hexdigest()[:24]
+    return home() / "bm25" / h.hexdigest()[:24]
+
+
+def _bm25_index(corpus: Dict[str, dict], quiet: bool):
+    """BM25's index of the corpus, from bm25_folder when an earlier run saved it, else built and saved there."""
+    from hnm.bm25 import BM25Index
+    folder = bm25_folder(corpus)
     if (folder / "bm25.json").is_file():
         return BM25Index.load(folder)
     index = BM25Index.from_corpus(corpus, quiet=quiet)
