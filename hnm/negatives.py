@@ -111,15 +111,20 @@ def select(ranked: np.ndarray, scores: Optional[np.ndarray], positive_score: flo
     ids, s = ranked[cfg.skip_top:cfg.max_rank], scores[cfg.skip_top:cfg.max_rank]
     top = ceiling(positive_score, cfg)
     above = s >= top
-    ok = ~above
+    chosen = _take(~above, s, cfg, rng, n_hard)
+    return Selection([int(ids[i]) for i in chosen], [float(s[i]) for i in chosen], [cfg.strategy] * len(chosen),
+                     [(int(ids[i]), float(s[i])) for i in np.flatnonzero(above)])
+
+
+def _take(ok: np.ndarray, s: np.ndarray, cfg: MineConfig, rng: np.random.Generator, n_hard: int) -> np.ndarray:
+    """Window positions of the negatives: among those `ok` and at or above the floor `min_score`, the first
+    `n_hard` (sampling top) or `n_hard` drawn at random in window order (sampling random)."""
     if cfg.min_score is not None:
-        ok &= s >= cfg.min_score
+        ok = ok & (s >= cfg.min_score)
     eligible = np.flatnonzero(ok)
     if cfg.sampling == "random" and len(eligible) > n_hard:
         eligible = np.sort(rng.choice(eligible, size=n_hard, replace=False))
-    chosen = eligible[:n_hard]
-    return Selection([int(ids[i]) for i in chosen], [float(s[i]) for i in chosen], [cfg.strategy] * len(chosen),
-                     [(int(ids[i]), float(s[i])) for i in np.flatnonzero(above)])
+    return eligible[:n_hard]
 
 
 def select_pca(ranked: np.ndarray, scores: np.ndarray, positive_scores: np.ndarray, between: np.ndarray,
@@ -137,13 +142,7 @@ def select_pca(ranked: np.ndarray, scores: np.ndarray, positive_scores: np.ndarr
     nearer_than_positives = np.all(d[None, :] < (1.0 - positive_scores)[:, None], axis=0)  # (C,) for every PD
     nearer_query_than_positive = np.all(d[None, :] < 1.0 - between[:, window], axis=0)  # (C,) for every PD
     passed = np.stack([nearer_than_positives, nearer_query_than_positive])  # (2, C), in CONDITIONS' order
-    ok = passed.all(axis=0)
-    if cfg.min_score is not None:
-        ok &= s >= cfg.min_score
-    eligible = np.flatnonzero(ok)
-    if cfg.sampling == "random" and len(eligible) > n_hard:
-        eligible = np.sort(rng.choice(eligible, size=n_hard, replace=False))
-    chosen = eligible[:n_hard]
+    chosen = _take(passed.all(axis=0), s, cfg, rng, n_hard)
     out = np.flatnonzero(~passed.all(axis=0))
     return Selection([int(ids[i]) for i in chosen], [float(s[i]) for i in chosen], [cfg.strategy] * len(chosen),
                      [(int(ids[i]), float(s[i])) for i in out],
