@@ -108,3 +108,15 @@ def test_judgments_that_name_neither_rows_nor_pages_are_counted_and_named(kestre
     assert done.returncode == 0, done.stderr
     assert "1 name documents missing from the corpus" in done.stderr and "'snapshots.html'" in done.stderr
     assert len((tmp_path / "m.jsonl").read_text().splitlines()) == 1
+
+
+def test_fit_without_tuning_queries_keeps_the_first_stage_and_says_so(kestrel, tmp_path):
+    out = tmp_path / "fit"
+    done = run_cli("fit", "--data", kestrel, "--output", out, "--models", "all-MiniLM-L6-v2", "--strategy", "dense",
+                   "--num-negatives", "2", "--max-steps", "2", "--eval-fraction", "0", "--first-stage", "bm25",
+                   "--quiet")
+    assert done.returncode == 0, done.stderr
+    assert "no tuning queries, so alpha is 0" in done.stdout and "alpha 0" in (out / "report.md").read_text()
+    from hnm.config import FirstStageConfig
+    from hnm.twostage import stored_alpha
+    assert stored_alpha(out / "model" / "last", FirstStageConfig(kind="bm25")) == 0.0  # search will keep it out
