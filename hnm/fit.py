@@ -72,16 +72,15 @@ def _same_settings(out: Path, cfg: FitConfig) -> None:
             json.dump(_settings(cfg), f, indent=1)
 
 
-def _split(data: Path, out: Path, cfg: FitConfig, say) -> dict:
+def _split(data: Path, out: Path, qrels: Qrels, cfg: FitConfig, say) -> dict:
     """split.json: {"learn": [qids], "test": [qids], "test_from": file or share}, made once."""
     path = out / "split.json"
     if path.exists():
         return json.loads(path.read_text(encoding="utf-8"))
-    _, queries, qrels = load_beir(data, cfg.split)
     test_file = Path(data) / "qrels" / f"{cfg.test_split}.tsv"
     if test_file.is_file():
         test = sorted(read_qrels(test_file, quiet=True))
-        learn = sorted(q for q in qrels if q not in set(test))
+        learn = sorted(set(qrels) - set(test))
         source = str(test_file)
     else:
         test = split_queries(qrels, cfg.test_share, cfg.seed)
@@ -115,8 +114,8 @@ def fit(data: Path, out: Path, cfg: FitConfig = FitConfig(), quiet: bool = False
         with atomic_write(out / "seconds.json") as f:
             json.dump(seconds, f)
 
-    split = _split(data, out, cfg, say)
     corpus, queries, qrels = load_beir(data, cfg.split)
+    split = _split(data, out, qrels, cfg, say)
     learn = {q: qrels[q] for q in split["learn"] if q in qrels}
     rows = out / "mined.jsonl"
     if not rows.exists():
