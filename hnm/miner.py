@@ -39,7 +39,7 @@ import numpy as np
 from hnm.data import Qrels, atomic_write, document_text, named, unknown_documents
 from hnm.distributed import current
 from hnm.embed import EmbedConfig, resolve_precision
-from hnm.errors import HnmError, InputError
+from hnm.errors import InputError
 from hnm.ensemble import Ensemble, parse_members
 from hnm.negatives import CONDITIONS, Candidates, MineConfig, ceiling, draw_random, reference_score, select, \
     select_pca

@@ -58,8 +58,6 @@ from hnm.feed import Inline, Prefetch, TokenStore, bucket_order
 from hnm.losses import listnet, loss_function, margin_mse
 from hnm.metrics import evaluate
 from hnm.progress import Progress
-from hnm.config import FEEDS
-from hnm.feed import Inline, Prefetch, TokenStore, bucket_order
 from hnm.reranker import CrossEncoder
 from hnm.tokenize import Batch
 from hnm.weights import read_safetensors, sha256_of
