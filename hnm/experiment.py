@@ -53,7 +53,7 @@ from hnm.embed import resolve_precision
 from hnm.firststage import FirstStageConfig, retrieve
 from hnm.metrics import Run, rank_documents, read_trec_run, write_trec_run
 from hnm.reranker import CrossEncoder
-from hnm.results import FLOOR, against, claim, judge, report
+from hnm.results import FIRST, FLOOR, System, against, claim, judge, report
 from hnm.svg import bars
 from hnm.train import kept_checkpoint, train
 from hnm.twostage import interpolate, rerank, store_alpha, tune_alpha
@@ -252,9 +252,7 @@ def run_experiment(data: Path, out: Path, cfg: ExperimentConfig = ExperimentConf
     for arm, seed in work_order(cfg.arms, b.seeds):
         name = f"{arm.name}-s{seed}"
         folder = out / "models" / name
-        reranks = [(f"rerank {label} seed {seed}", out / "runs" / f"{_slug(label)}-s{seed}.trec", "test", mode)
-                   for mode, label in ((("truncate", arm.name), ("passages", f"{arm.name} / MaxP")) if arm.passages
-                                       else (("truncate", arm.name),))]
+        reranks = [(f"rerank {s.label} seed {seed}", _run_path(out, s, seed), "test", s.mode) for s in _modes(arm)]
         if check and seed == b.seeds[0]:
             reranks.append((f"rerank {arm.name} on {check} seed {seed}", _check_path(out, arm, seed, check), "check",
                             "truncate"))
@@ -310,24 +308,33 @@ def shuffled(run: Run, seed: int) -> Run:
             for q, docs in sorted(run.items())}
 
 
-def _systems(out: Path, cfg: ExperimentConfig, first: Run) -> Dict[str, Dict[int, Run]]:
-    """Every finished run: {label: {seed: run}}, each re-ranked arm twice, interpolated (its label) and pure, and the
-    first stage's top k shuffled (SHUFFLES seeds), the floor for the pure rows."""
-    systems: Dict[str, Dict[int, Run]] = {"first-stage": {0: first}}
+def _modes(arm: Arm) -> Tuple[System, ...]:
+    """The arm's re-ranked systems: on each document's start, and with passages also by its best passage."""
+    return (System(arm.name),) + ((System(arm.name, "passages"),) if arm.passages else ())
+
+
+def _run_path(out: Path, system: System, seed: int) -> Path:
+    return out / "runs" / f"{_slug(system.label)}-s{seed}.trec"
+
+
+def _systems(out: Path, cfg: ExperimentConfig, first: Run) -> Dict[System, Dict[int, Run]]:
+    """Every finished run: {system: {seed: run}}, each re-ranked arm twice, interpolated and pure, and the first
+    stage's top k shuffled (SHUFFLES seeds), the floor for the pure rows."""
+    systems: Dict[System, Dict[int, Run]] = {FIRST: {0: first}}
     top = {q: dict(rank_documents(docs, cfg.budget.top_k)) for q, docs in first.items()}
     systems[FLOOR] = {seed: shuffled(top, seed) for seed in range(SHUFFLES)}
     for arm in cfg.arms:
-        for mode in ("truncate", "passages") if arm.passages else ("truncate",):
-            label = arm.name if mode == "truncate" else f"{arm.name} / MaxP"
+        if arm.mine is None:
+            continue
+        for system in _modes(arm):
             for seed in cfg.budget.seeds:
-                path = out / "runs" / f"{_slug(label)}-s{seed}.trec"
-                alpha_path = out / "models" / f"{arm.name}-s{seed}" / "alpha.json"
-                if arm.mine is None or not path.exists():
+                path = _run_path(out, system, seed)
+                if not path.exists():
                     continue
                 pure = read_trec_run(path)
-                alpha = json.loads(alpha_path.read_text())["alpha"]
-                systems.setdefault(label, {})[seed] = interpolate(pure, first, alpha)
-                systems.setdefault(f"{label}, pure", {})[seed] = pure
+                alpha = json.loads((out / "models" / f"{arm.name}-s{seed}" / "alpha.json").read_text())["alpha"]
+                systems.setdefault(system, {})[seed] = interpolate(pure, first, alpha)
+                systems.setdefault(system._replace(pure=True), {})[seed] = pure
     return systems
 
 
@@ -363,8 +370,8 @@ def _write_results(out: Path, data: Path, cfg: ExperimentConfig, corpus, corpus_
     systems = _systems(out, cfg, first)
     within, beyond = _long_queries(test_qrels, long_docs)
     results = judge(systems, test_qrels, cfg.resamples, b.top_k, {"within window": within, "beyond window": beyond})
-    results["relevant_documents"] = {n: relevant_document_rr(r[min(r)], test_qrels, long_docs)
-                                     for n, r in systems.items()}
+    results["relevant_documents"] = {s.label: relevant_document_rr(r[min(r)], test_qrels, long_docs)
+                                     for s, r in systems.items()}
     results["claim"] = claim(results["seeds_mean"], p_values=results["p_values"])
     results["rule_mining"] = {}  # the pca rule's mining statistics (miner.pca_statistics), where it has mined
     for arm in cfg.arms:
@@ -394,7 +401,7 @@ def _write_results(out: Path, data: Path, cfg: ExperimentConfig, corpus, corpus_
     with atomic_write(out / "report.md") as f:
         f.write(report(results))
     m, ci = results["seeds_mean"], results["intervals"]
-    shown = [n for n in m if not n.endswith(", pure") and n != FLOOR]
+    shown = [n for n, s in results["systems"].items() if not (s["pure"] or s["shuffled"])]
     with atomic_write(out / "chart.svg") as f:
         f.write(bars({n: m[n]["ndcg@10"] for n in shown}, {n: ci[n]["ndcg@10"][0] for n in shown},
                      {n: ci[n]["ndcg@10"][1] for n in shown}, f"nDCG@10 on {Path(data).name} {cfg.test_split}, "

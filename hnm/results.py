@@ -8,31 +8,62 @@ and the Markdown report that experiment.py writes.
 Not here: running the arms (experiment.py), the metrics and tests themselves (metrics.py).
 """
 
-from typing import Dict, Optional, Tuple
+from typing import Dict, NamedTuple, Optional, Tuple
 
 import numpy as np
 
-from hnm.config import CLUSTERINGS, STRATEGIES
+from hnm.config import CLUSTERING_ARMS, RULE_ARMS, STRATEGIES
 from hnm.data import Qrels
 from hnm.metrics import Run, evaluate, paired_bootstrap, per_query, randomisation_test, rank_documents
 
-BASELINES = ("first-stage", "random")  # every system is tested against these
-FLOOR = "first-stage, shuffled"  # the first stage's candidates in random orders: each pure row is tested against it
+
+class System(NamedTuple):
+    """One row of the experiment's tables, as a typed key; its label is made only where a table or results.json is
+    written. The first stage alone is System("first-stage"), its candidates in seeded random orders (the floor a pure
+    row is read against) System("first-stage", shuffled=True)."""
+    arm: str  # an experiment arm's name (config.Arm.name), or "first-stage"
+    mode: str = "truncate"  # or "passages": each document scored by its best passage (MaxP)
+    pure: bool = False  # the re-ranker alone (alpha 1); False: interpolated with the first stage by the tuned alpha
+    shuffled: bool = False
+
+    @property
+    def label(self) -> str:
+        return (self.arm + (" / MaxP" if self.mode == "passages" else "") + (", pure" if self.pure else "")
+                + (", shuffled" if self.shuffled else ""))
+
+    def twin(self) -> Optional["System"]:
+        """The k-means system, (f), a clustering arm's or the rule arm's row is tested against: ("ensemble+ gmm",
+        pure) -> ("ensemble+", pure)."""
+        return self._replace(arm="ensemble+") if self.arm in TWINNED else None
+
+    @classmethod
+    def parse(cls, label: str) -> "System":
+        """The system of a label, for results.json files written before they recorded their systems."""
+        s = {}
+        for suffix, field in ((", shuffled", "shuffled"), (", pure", "pure")):
+            if label.endswith(suffix):
+                label, s[field] = label[:-len(suffix)], True
+        if label.endswith(" / MaxP"):
+            label, s["mode"] = label[:-len(" / MaxP")], "passages"
+        return cls(label, **s)
+
+
+FIRST, RANDOM = System("first-stage"), System("random")
+BASELINES = (FIRST, RANDOM)  # every system is tested against these
+FLOOR = System("first-stage", shuffled=True)  # tested against each pure row
 
 
 # the paper's mining arms, (b) to (f): one per mining strategy, then (f), the ensemble with its safeguards
 MINED_ARMS = tuple(reversed(STRATEGIES)) + ("ensemble+",)
-OTHER_CLUSTERINGS = CLUSTERINGS[1:]  # (f)'s other clusterings (experiment.CLUSTERING_ARMS): vs k-means
-RULES = ("pca rule",)  # the authors' 2025 rule instead of (f)'s k-means and ceiling (experiment.RULE_ARMS): vs (f)
+RULES = tuple(a.name for a in RULE_ARMS)  # the authors' 2025 rule instead of (f)'s k-means and ceiling: vs (f)
+TWINNED = tuple(a.name for a in CLUSTERING_ARMS) + RULES  # (f) with another clustering, or the rule: vs (f)
 
 
-def kmeans_twin(name: str) -> Optional[str]:
-    """The k-means system, (f), a clustering arm's or a rule arm's row is tested against: "ensemble+ gmm, pure" ->
-    "ensemble+, pure", "pca rule" -> "ensemble+"."""
-    for prefix in [f"ensemble+ {c}" for c in OTHER_CLUSTERINGS] + list(RULES):
-        if name.startswith(prefix):
-            return "ensemble+" + name[len(prefix):]
-    return None
+def systems_of(r: dict) -> Dict[str, System]:
+    """{label: System} of a results.json, from its record, or from its labels when it predates the record."""
+    if "systems" in r:
+        return {label: System(**s) for label, s in r["systems"].items()}
+    return {label: System.parse(label) for label in r["seeds_mean"]}
 
 
 def claim(mean: Dict[str, dict], metric: str = "mrr@10", p_values: Optional[Dict[str, dict]] = None) -> Optional[dict]:
@@ -57,12 +88,14 @@ def claim(mean: Dict[str, dict], metric: str = "mrr@10", p_values: Optional[Dict
     return out
 
 
-def judge(systems: Dict[str, Dict[int, Run]], qrels: Qrels, resamples: int, top_k: int,
+def judge(typed: Dict[System, Dict[int, Run]], qrels: Qrels, resamples: int, top_k: int,
           split: Dict[str, set]) -> dict:
     """Metrics per system and seed, their mean and spread over the seeds; on each query's metric averaged over the
     seeds, 95% bootstrap intervals of MRR@10 and nDCG@10, randomisation p-values against the baselines, and the
-    long-document split."""
+    long-document split. Every table is keyed by the systems' labels; "systems" records what each label is."""
     k = top_k
+    systems = {s.label: runs for s, runs in typed.items()}
+    kind = {s.label: s for s in typed}
     keys = ("mrr@10", "p@1", "p@5", "p@10", "ndcg@10", f"r@{k}")
     table = {n: {s: {m: v for m, v in evaluate(r, qrels, ks=(1, 5, 10, k),
                                                metrics=("mrr", "p", "r", "ndcg")).items() if m in keys}
@@ -84,9 +117,11 @@ def judge(systems: Dict[str, Dict[int, Run]], qrels: Qrels, resamples: int, top_
             a = np.array([v[metric][q] for q in qs])
             ci = paired_bootstrap(a, np.zeros_like(a), n=resamples, seed=0)  # the mean's own interval
             intervals[n][metric] = (ci["low"], ci["high"])
-            rivals = MINED_ARMS if n in MINED_ARMS else ()  # the claim's orderings, each pair tested
-            floor = FLOOR if n.endswith(", pure") else None
-            for base in (*BASELINES, kmeans_twin(n), floor, *rivals):
+            s = kind[n]
+            # the claim's orderings, each pair tested
+            rivals = [System(a) for a in MINED_ARMS] if s in [System(a) for a in MINED_ARMS] else []
+            for other in (*BASELINES, s.twin(), FLOOR if s.pure else None, *rivals):
+                base = other.label if other else None
                 if base in values and base != n:
                     c = np.array([values[base][metric][q] for q in qs])
                     pvalues.setdefault(n, {})[f"{metric} vs {base}"] = randomisation_test(a, c, n=resamples,
@@ -94,8 +129,8 @@ def judge(systems: Dict[str, Dict[int, Run]], qrels: Qrels, resamples: int, top_
             for part, members in split.items():
                 sub = [v[metric][q] for q in qs if q in members]
                 long_docs.setdefault(n, {})[f"{metric} {part}"] = float(np.mean(sub)) if sub else None
-    return {"per_seed": table, "seeds_mean": mean, "seeds_std": spread, "intervals": intervals, "p_values": pvalues,
-            "long_documents": long_docs, "split_sizes": {k: len(v) for k, v in split.items()}, "queries": len(qrels)}
+    return {"systems": {n: s._asdict() for n, s in kind.items()}, "per_seed": table, "seeds_mean": mean,
+            "seeds_std": spread, "intervals": intervals, "p_values": pvalues, "long_documents": long_docs, "split_sizes": {k: len(v) for k, v in split.items()}, "queries": len(qrels)}
 
 
 def against(alone: Run, reranked: Dict[str, Run], qrels: Qrels, resamples: int,
@@ -177,7 +212,8 @@ def _example(loss: str, negatives: int) -> str:
 
 def _rule_table(r: dict) -> list:
     """The authors' 2025 rule (arXiv 2505.18366) against (f) and random negatives, and what its mining did."""
-    rows = [n for n in r["seeds_mean"] if n.startswith(RULES) and kmeans_twin(n) in r["seeds_mean"]]
+    systems = systems_of(r)
+    rows = [n for n, s in systems.items() if s.arm in RULES and s.twin().label in r["seeds_mean"]]
     if not rows:
         return []
     lines = ["", "The authors' follow-up rule (arXiv 2505.18366: PCA of the concatenated ensemble embeddings, then "
@@ -187,7 +223,7 @@ def _rule_table(r: dict) -> list:
              "| system | seeds | nDCG@10 | p vs (f) | p vs random | MRR@10 | p vs (f) | p vs random |",
              "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     for n in rows:
-        m, sd, ps, twin = r["seeds_mean"][n], r["seeds_std"][n], r["p_values"].get(n, {}), kmeans_twin(n)
+        m, sd, ps, twin = r["seeds_mean"][n], r["seeds_std"][n], r["p_values"].get(n, {}), systems[n].twin().label
         seeds = len(r["per_seed"][n])
         cells = [f"{_pm(m, sd, k, seeds)} | {_p(ps, f'{k} vs {twin}')} | {_p(ps, f'{k} vs random')}"
                  for k in ("ndcg@10", "mrr@10")]
@@ -217,8 +253,9 @@ def report(r: dict) -> str:
              f"Machine: {r['machine']}.", "",
              "Each arm's row interpolates its re-ranker with the first stage (alpha from the model's tuning split); "
              "', pure' rows are the re-ranker alone (alpha 1)"
-             + (f"; '{FLOOR}' is the first stage's top {b['top_k']} in {len(r['per_seed'][FLOOR])} seeded random "
-                "orders, the floor the pure rows are tested against" if FLOOR in r["per_seed"] else "")
+             + (f"; '{FLOOR.label}' is the first stage's top {b['top_k']} in {len(r['per_seed'][FLOOR.label])} "
+                "seeded random orders, the floor the pure rows are tested against" if FLOOR.label in r["per_seed"]
+                else "")
              + ".", "", headline(r), "", "Every metric (mean ± sample "
              "standard deviation over the seeds):", "",
              "| system | " + " | ".join(keys) + " |", "| --- | " + " | ".join("---" for _ in keys) + " |"]
@@ -286,8 +323,8 @@ def report(r: dict) -> str:
                 cells = [f"{v['by depth'][d]['ndcg@10']:.4f} (p {_p(v['by depth'][d], 'p ndcg@10')})" for d in depths]
                 lines.append(f"| {n}, pure on {name} | " + " | ".join(cells)
                              + f" | {v['ndcg@10']:.4f} (p {_p(v, 'p ndcg@10')}) |")
-    twins = [(n, kmeans_twin(n)) for n in r["seeds_mean"] if kmeans_twin(n) in r["seeds_mean"]
-             and not n.startswith(RULES)]
+    twins = [(n, s.twin().label) for n, s in systems_of(r).items()
+             if s.arm in TWINNED and s.arm not in RULES and s.twin().label in r["seeds_mean"]]
     if twins:
         lines += ["", "The paper's open question on clustering: (f) with each clustering against k-means, (f) itself "
                   "(mean ± sample standard deviation over the seeds; paired randomisation p against the k-means "

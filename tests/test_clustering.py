@@ -327,17 +327,18 @@ def test_experiment_flag_adds_the_clustering_arms_after_the_others(tmp_path, mon
 
 
 def test_clustering_arms_are_tested_against_kmeans_and_reported_beside_it():
-    from hnm.results import judge, kmeans_twin, report
+    from hnm.results import System, judge, report
     rng = np.random.default_rng(0)
     qrels = {f"q{i}": {"d0": 1} for i in range(30)}
 
     def run(shift):  # d0's rank moves with the system
         return {q: {"d0": float(rng.normal(shift)), **{f"d{j}": float(rng.normal()) for j in range(1, 6)}}
                 for q in qrels}
-    systems = {"first-stage": {0: run(0.0)}, "random": {0: run(0.0)}, "ensemble+": {0: run(1.0), 1: run(1.0)},
-               "ensemble+, pure": {0: run(1.0)}, "ensemble+ gmm": {0: run(3.0), 1: run(3.0)},
-               "ensemble+ gmm, pure": {0: run(3.0)}}
-    assert [kmeans_twin(n) for n in systems] == [None, None, None, None, "ensemble+", "ensemble+, pure"]
+    systems = {System("first-stage"): {0: run(0.0)}, System("random"): {0: run(0.0)},
+               System("ensemble+"): {0: run(1.0), 1: run(1.0)}, System("ensemble+", pure=True): {0: run(1.0)},
+               System("ensemble+ gmm"): {0: run(3.0), 1: run(3.0)}, System("ensemble+ gmm", pure=True): {0: run(3.0)}}
+    assert [s.twin() for s in systems] == [None, None, None, None, System("ensemble+"), System("ensemble+", pure=True)]
+    assert [System.parse(s.label) for s in systems] == list(systems)  # records without "systems" still read
     r = judge(systems, qrels, resamples=500, top_k=5, split={"all": set(qrels)})
     assert set(r["p_values"]["ensemble+ gmm"]) == {f"{m} vs {b}" for m in ("mrr@10", "ndcg@10")
                                                    for b in ("first-stage", "random", "ensemble+")}

@@ -238,12 +238,12 @@ def test_against_reranks_only_the_first_stages_top_d_at_each_depth():
 
 
 def test_judge_gives_the_sample_spread_over_seeds_and_tests_the_per_query_means():
-    from hnm.results import headline, judge
+    from hnm.results import System, headline, judge
     qrels = {"q1": {"a": 1}, "q2": {"b": 1}}
     first = {"q1": {"x": 2.0, "a": 1.0}, "q2": {"y": 2.0, "b": 1.0}}  # every relevant document at rank 2
     # seed 0 lifts q1's and q2's relevant documents to rank 1, seed 1 neither: MRR@10 1.0 and 0.5
     lifted = {"q1": {"a": 2.0, "x": 1.0}, "q2": {"b": 2.0, "y": 1.0}}
-    out = judge({"first-stage": {0: first}, "arm": {0: lifted, 1: first}}, qrels, resamples=200, top_k=10,
+    out = judge({System("first-stage"): {0: first}, System("arm"): {0: lifted, 1: first}}, qrels, resamples=200, top_k=10,
                 split={"within window": {"q1"}, "beyond window": {"q2"}})
     assert out["seeds_mean"]["arm"]["mrr@10"] == pytest.approx(0.75)
     assert out["seeds_std"]["arm"]["mrr@10"] == pytest.approx(0.5 / np.sqrt(2))  # n - 1, not n
@@ -275,13 +275,14 @@ def test_only_the_arms_that_ask_for_random_negatives_get_them():
 
 def test_the_pca_rule_arm_is_named_on_request_and_tested_against_f_and_random():
     from hnm.experiment import ARMS, RULE_ARMS, arm_mine_config, choose_arms
-    from hnm.results import _rule_table, kmeans_twin
+    from hnm.results import System, _rule_table
     picked = choose_arms(ARMS, "ensemble+,random,pca rule")
     assert [a.name for a in picked] == ["first-stage", "ensemble+", "random", "pca rule"]
     assert RULE_ARMS[0] not in choose_arms(ARMS, clustering=True)  # an experiment under way keeps its arms
     cfg = arm_mine_config(RULE_ARMS[0], "m", 7)
     assert (cfg.selection, cfg.clustering, cfg.random_share, cfg.relative_ceiling) == ("pca", "none", 0.25, 0.95)
-    assert kmeans_twin("pca rule, pure") == "ensemble+, pure" and kmeans_twin("pca rule") == "ensemble+"
+    assert System("pca rule", pure=True).twin() == System("ensemble+", pure=True)
+    assert System("pca rule").twin() == System("ensemble+")
     mean = {"ndcg@10": 0.5, "mrr@10": 0.4}
     r = {"seeds_mean": {"ensemble+": mean, "pca rule": mean}, "seeds_std": {"pca rule": {"ndcg@10": 0.01,
                                                                                        "mrr@10": 0.02}},
