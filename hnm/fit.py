@@ -11,8 +11,13 @@ what is done and resumes what is half done:
                 learning queries as the tuning split (model/tuning_queries.json), which picks the kept checkpoint
                 and alpha.
 2. mined.jsonl  hard negatives for the training queries (miner.py, MineConfig).
-3. model/       the cross-encoder trained on them (train.py, TrainConfig); model/best is kept.
-4. tune.json    alpha for the first stage (FirstStageConfig) on the tuning queries, also stored in the checkpoint.
+3. model/       the cross-encoder trained on them (train.py, TrainConfig); model/best is kept. Under the "auto"
+                recipe, with fewer than config.FEW_LABELS queries to learn from, also model-few-label/: the same
+                with MarginMSE on the ensemble's scores (config.RECIPES), which helps where labels are few.
+4. tune.json    alpha for the first stage (FirstStageConfig) on the tuning queries, chosen in folds (each fold
+                scored at the alpha the others chose), and stored in the checkpoint; with two recipes, the one whose
+                re-ranker scores better there. When no re-ranker beats the first stage alone out of fold, alpha is
+                0 and fit says so: a re-ranker that learned nothing never makes the user's ranking worse.
 5. report.md    on the test queries: the first stage alone, the re-ranker alone and interpolated, MRR@10, nDCG@10
                 and the other metrics, with paired tests against the first stage (report.json: the same, whole).
 
@@ -25,13 +30,13 @@ Not here: the stages themselves (miner.py, train.py, twostage.py) and the comman
 
 import json
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
-from typing import Dict, List
+from typing import Dict, List, Tuple
 
 import numpy as np
 
-from hnm.config import FitConfig, TrainConfig
+from hnm.config import FEW_LABELS, RECIPES, FitConfig, TrainConfig
 from hnm.data import Qrels, atomic_write, load_beir, read_qrels
 from hnm.errors import HnmError
 from hnm.firststage import FirstStage
@@ -122,40 +127,52 @@ def fit(data: Path, out: Path, cfg: FitConfig = FitConfig(), quiet: bool = False
         t0 = time.monotonic()
         mine(corpus, queries, learn, cfg.mine, rows, cfg.embed, quiet=quiet)
         timed("mine", t0)
-    model = out / "model"
-    if not (out / "train.json").exists():
-        _announce(rows, cfg.train, say)
+    names = recipes_to_try(cfg.recipe, len(learn), say)
+    for name in names:
+        folder, done = model_folder(out, name), out / ("train.json" if name == "default" else f"train-{name}.json")
+        if done.exists():
+            continue
+        tcfg = replace(cfg.train, **RECIPES[name])
+        _announce(rows, tcfg, say)
         t0 = time.monotonic()
-        summary = train(rows, model, cfg.start, cfg.train, resume=(model / "last").exists(), quiet=quiet)
-        timed("train", t0)
+        summary = train(rows, folder, cfg.start, tcfg, resume=(folder / "last").exists(), quiet=quiet)
+        timed(f"train {name}", t0)
         if summary["steps"] < summary["total_steps"]:
-            say(f"training stopped at step {summary['steps']} of {summary['total_steps']} (--stop-after); "
-                f"run the same command again to go on")
+            say(f"training ({name} recipe) stopped at step {summary['steps']} of {summary['total_steps']} "
+                f"(--stop-after); run the same command again to go on")
             return {"stopped": summary["steps"]}
-        with atomic_write(out / "train.json") as f:
+        with atomic_write(done) as f:
             json.dump(summary, f, indent=1, default=str)
     first = FirstStage(corpus, cfg.stage, quiet)
-    checkpoint = kept_checkpoint(model)
     if not (out / "tune.json").exists():
         t0 = time.monotonic()
-        tuning = [q for q in json.loads((model / "tuning_queries.json").read_text()) if q in learn]
+        tuning = [q for q in json.loads((model_folder(out, names[0]) / "tuning_queries.json").read_text())
+                  if q in learn]
         if 0 < len(tuning) < TUNING_FLOOR:
             say(f"note: {len(tuning)} tuning queries: with fewer than {TUNING_FLOOR}, alpha and the kept checkpoint "
                 f"are uncertain (judge more queries, or raise --eval-fraction)")
         picked = {q: queries[q] for q in tuning}
         if tuning:
-            tuned = tune_alpha(checkpoint, first.run(picked, quiet), picked, corpus, {q: learn[q] for q in tuning},
-                               cfg.stage, precision=cfg.train.precision, quiet=quiet)
+            rows_run = first.run(picked, quiet)
+            tuned = {name: tune_alpha(kept_checkpoint(model_folder(out, name)), rows_run, picked, corpus,
+                                      {q: learn[q] for q in tuning}, cfg.stage, precision=cfg.train.precision,
+                                      quiet=quiet, folds=cfg.alpha_folds) for name in names}
+            chosen, why = choose_recipe(tuned)
+            say(f"{'recipe: ' + chosen + '; ' if len(names) > 1 else ''}{why}")
+            tuned = {**tuned[chosen], "recipe": chosen, "why": why, "recipes": tuned}
         else:  # nothing to choose alpha on: the first stage alone, which a re-ranker cannot make worse
             say("note: no tuning queries, so alpha is 0 (the first stage alone); raise --eval-fraction")
-            tuned = {"alpha": 0.0, "tuning_queries": 0, "top_k": cfg.stage.top_k}
-            store_alpha(checkpoint, 0.0, cfg.stage, {k: v for k, v in tuned.items() if k != "alpha"})
+            tuned = {"alpha": 0.0, "tuning_queries": 0, "top_k": cfg.stage.top_k, "recipe": names[0]}
+            store_alpha(kept_checkpoint(model_folder(out, names[0])), 0.0, cfg.stage,
+                        {k: v for k, v in tuned.items() if k != "alpha"})
         timed("tune", t0)
         with atomic_write(out / "tune.json") as f:
             json.dump(tuned, f, indent=1)
-    alpha = json.loads((out / "tune.json").read_text())["alpha"]
+    tune = json.loads((out / "tune.json").read_text())
+    recipe = tune.get("recipe", "default")  # a folder fitted before recipes were chosen trained the default
     t0 = time.monotonic()
-    report = _report(data, cfg, split, first, checkpoint, alpha, quiet)
+    report = _report(data, cfg, split, first, kept_checkpoint(model_folder(out, recipe)), tune["alpha"], quiet)
+    report.update(recipe=recipe, why=tune.get("why"))
     timed("report", t0)
     report["seconds"] = seconds
     with atomic_write(out / "report.json") as f:
@@ -163,6 +180,50 @@ def fit(data: Path, out: Path, cfg: FitConfig = FitConfig(), quiet: bool = False
     with atomic_write(out / "report.md") as f:
         f.write(report_markdown(report))
     return report
+
+
+def model_folder(out: Path, recipe: str) -> Path:
+    """Where a recipe's model is trained: OUT/model for the default, OUT/model-<recipe> for another."""
+    return out / ("model" if recipe == "default" else f"model-{recipe}")
+
+
+def recipes_to_try(recipe: str, learn: int, say=print) -> List[str]:
+    """The recipes to train: the one asked for, or under "auto" both below FEW_LABELS queries to learn from (the
+    default first) and the default above."""
+    if recipe != "auto":
+        return [recipe]
+    if learn >= FEW_LABELS:
+        say(f"recipe: default ({learn} queries to learn from, at least {FEW_LABELS})")
+        return ["default"]
+    say(f"recipe: {learn} queries to learn from, under {FEW_LABELS}: both the default and the few-label recipe are "
+        f"trained, and the one better on the tuning queries is kept")
+    return list(RECIPES)
+
+
+def choose_recipe(tuned: Dict[str, dict]) -> Tuple[str, str]:
+    """The recipe whose re-ranker, interpolated at the alpha tuned for it, scores best on the tuning queries (out of
+    fold where tune_alpha had folds), and why, in a sentence. When none beats the first stage alone there, every
+    recipe's alpha is already 0 (tune_alpha): the first recipe is kept, and the sentence says the first stage stays
+    alone.
+
+    {"default": {"alpha": 0.3, "out_of_fold": 0.61, "first_stage_alone": 0.55, ...},
+     "few-label": {"alpha": 0.0, "out_of_fold": 0.52, "first_stage_alone": 0.55, ...}} -> ("default", "...")
+    """
+    def score(t: dict) -> float:  # without folds: the best point of the alpha curve, on the same queries
+        return t["out_of_fold"] if "out_of_fold" in t else max(t["curve"].values())
+
+    names = list(tuned)
+    best = max(names, key=lambda n: (tuned[n]["alpha"] > 0, score(tuned[n])))  # ties: the first, the default
+    t = tuned[best]
+    alone = t.get("first_stage_alone", t["curve"].get("0.0", t["curve"].get("0")))
+    figures = ", ".join(f"{n} {score(tuned[n]):.4f}" for n in names)
+    how = "out of fold" if "out_of_fold" in t else "at the best alpha"
+    if t["alpha"] == 0:
+        return names[0], (f"no re-ranker beat the first stage alone on the {t['tuning_queries']} tuning queries "
+                          f"(nDCG@10 {how}: {figures}; the first stage {alone:.4f}), so alpha is 0: search keeps "
+                          f"the first stage's ranking")
+    return best, (f"alpha {t['alpha']:g}: nDCG@10 {how} on the {t['tuning_queries']} tuning queries {figures}, "
+                  f"the first stage alone {alone:.4f}")
 
 
 def _announce(rows: Path, tcfg: TrainConfig, say) -> None:
@@ -209,6 +270,7 @@ def report_markdown(report: dict) -> str:
     from hnm.twostage import REPORTED
     lines = [f"# hnm fit: {report['test_queries']} test queries, first stage {report['first_stage']} top "
              f"{report['top_k']}, alpha {report['alpha']:g}", "",
+             *([f"Recipe {report['recipe']}: {report['why']}.", ""] if report.get("why") else []),
              "| system | " + " | ".join(REPORTED) + " |", "| --- |" + " --- |" * len(REPORTED)]
     for name, m in report["metrics"].items():
         lines.append(f"| {name} | " + " | ".join(f"{m[k]:.4f}" for k in REPORTED) + " |")

@@ -231,15 +231,26 @@ def rerank_pages(model: CrossEncoder, rows_run: Run, queries: Dict[str, str], co
 
 
 def tune_alpha(checkpoint: Path, rows_run: Run, queries: Dict[str, str], corpus: Dict[str, dict], qrels: Qrels,
-               stage: FirstStageConfig, batch_size: int = 64, precision: str = "float32", quiet: bool = False) -> dict:
+               stage: FirstStageConfig, batch_size: int = 64, precision: str = "float32", quiet: bool = False,
+               folds: int = 1) -> dict:
     """Re-rank the tuning queries' first-stage run with the checkpoint, choose alpha on their judgments (per page)
     and store it in the checkpoint for this first stage; -> {"alpha", "first_stage", "stage", "top_k",
-    "tuning_queries", "metric", "curve"}."""
+    "tuning_queries", "metric", "curve"}. With folds > 1, by choose_alpha_kfold: also "out_of_fold" and
+    "first_stage_alone" (the mean nDCG@10 of the interpolation out of fold, and of the first stage, on the tuning
+    queries) and "fold_alphas"; alpha 0 when the first does not beat the second. A single tuning query is tuned
+    without folds."""
     first, pure = rerank_pages(CrossEncoder.from_checkpoint(checkpoint), rows_run, queries, corpus, batch_size,
                                precision, quiet)
-    alpha, curve = choose_alpha(pure, first, page_qrels(qrels, page_of(corpus)))
+    judged = page_qrels(qrels, page_of(corpus))
+    if folds > 1 and sum(q in judged for q in pure) > 1:  # one query cannot be held out from itself
+        alpha, info = choose_alpha_kfold(pure, first, judged, folds=folds)
+        curve, kfold = info["curve"], {"folds": info["folds"], "fold_alphas": info["fold_alphas"],
+                                       "out_of_fold": round(info["out_of_fold"], 5),
+                                       "first_stage_alone": round(info["first_stage"], 5)}
+    else:
+        (alpha, curve), kfold = choose_alpha(pure, first, judged), {}
     about = {"top_k": stage.top_k, "tuning_queries": len(first), "metric": "ndcg@10",
-             "curve": {str(a): round(v, 5) for a, v in curve.items()}}
+             "curve": {str(a): round(v, 5) for a, v in curve.items()}, **kfold}
     procs = current()
     if procs.main:  # one writer under torchrun; every rank has computed the same alpha
         store_alpha(checkpoint, alpha, stage, about)

@@ -65,7 +65,8 @@ def test_fit_stops_resumes_and_reports_then_search_uses_the_tuned_alpha(kestrel,
              "--num-negatives", "2", "--max-steps", "4", "--eval-fraction", "0.25", "--test-share", "0.2", "--quiet"]
     done = run_cli(*flags, "--stop-after", "2")
     assert done.returncode == 0, done.stderr
-    assert "training stopped at step 2 of 4" in done.stdout and not (out / "report.md").exists()
+    assert "training (default recipe) stopped at step 2 of 4" in done.stdout and not (out / "report.md").exists()
+    assert "both the default and the few-label recipe are trained" in done.stdout  # 4 queries: auto tries both
     assert "split: 4 queries to learn from" in done.stdout and "1 to test on" in done.stdout
     assert "examples" in done.stdout and "seconds on a 2-core CPU" in done.stdout  # the cost, said before training
     mined = (out / "mined.jsonl").stat().st_mtime_ns
@@ -78,6 +79,10 @@ def test_fit_stops_resumes_and_reports_then_search_uses_the_tuned_alpha(kestrel,
     assert report["test_queries"] == 1 and "first stage (hybrid)" in report["metrics"]
     assert "| re-ranker alone |" in (out / "report.md").read_text()
     assert "note: 1 tuning queries" in done.stdout  # too few to choose alpha well, and said so
+    tuned = json.loads((out / "tune.json").read_text())
+    assert set(tuned["recipes"]) == {"default", "few-label"} and tuned["recipe"] in tuned["recipes"]
+    assert f"recipe: {tuned['recipe']}; " in done.stdout and (out / "train-few-label.json").exists()
+    assert f"Recipe {tuned['recipe']}: " in (out / "report.md").read_text()
     # other settings in the same folder are refused, naming what changed
     done = run_cli(*flags[:-1], "--max-steps", "5")
     assert done.returncode == 2 and "fit.json" in done.stderr and "train" in done.stderr
@@ -120,3 +125,29 @@ def test_fit_without_tuning_queries_keeps_the_first_stage_and_says_so(kestrel, t
     from hnm.config import FirstStageConfig
     from hnm.twostage import stored_alpha
     assert stored_alpha(out / "model" / "last", FirstStageConfig(kind="bm25")) == 0.0  # search will keep it out
+
+
+def test_the_recipe_is_chosen_on_the_tuning_queries_and_none_beating_the_first_stage_keeps_it_alone():
+    from hnm.config import FEW_LABELS
+    from hnm.fit import choose_recipe, recipes_to_try
+    said = []
+    assert recipes_to_try("auto", FEW_LABELS - 1, said.append) == ["default", "few-label"]
+    assert recipes_to_try("auto", FEW_LABELS, said.append) == ["default"]
+    assert recipes_to_try("few-label", 10, said.append) == ["few-label"] and len(said) == 2
+    curve = {"0.0": 0.55, "0.5": 0.60, "1.0": 0.40}
+    # k-fold figures: the few-label model carries over better out of fold, though both beat the first stage
+    tuned = {"default": {"alpha": 0.5, "out_of_fold": 0.58, "first_stage_alone": 0.55, "tuning_queries": 36,
+                         "curve": curve},
+             "few-label": {"alpha": 0.3, "out_of_fold": 0.61, "first_stage_alone": 0.55, "tuning_queries": 36,
+                           "curve": curve}}
+    chosen, why = choose_recipe(tuned)
+    assert chosen == "few-label" and "alpha 0.3" in why and "default 0.5800, few-label 0.6100" in why
+    # neither beats the first stage out of fold: tune_alpha gave both alpha 0, and the first stage stays alone
+    tuned = {n: {**t, "alpha": 0.0, "out_of_fold": 0.50} for n, t in tuned.items()}
+    chosen, why = choose_recipe(tuned)
+    assert chosen == "default" and "no re-ranker beat the first stage alone on the 36 tuning queries" in why
+    assert "the first stage 0.5500" in why and "alpha is 0" in why
+    # a higher out-of-fold figure whose alpha is 0 loses to one that beats the first stage
+    tuned["few-label"].update(alpha=0.2, out_of_fold=0.56)
+    tuned["default"].update(out_of_fold=0.57)
+    assert choose_recipe(tuned)[0] == "few-label"
