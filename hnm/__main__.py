@@ -651,7 +651,8 @@ def _verb_search(sub) -> None:
     _flag(p, "data", required=True, help="a folder with corpus.jsonl (hnm ingest writes one)")
     p.add_argument("query", nargs="*", help="queries to answer (none: --queries, or standard input)")
     p.add_argument("--queries", type=Path, help="a queries.jsonl, or a text file of one query a line")
-    _flag(p, "reranker", help="a re-ranker checkpoint folder (hnm fit's OUT/model/best, hnm train's best)")
+    _flag(p, "reranker", help="a re-ranker: hnm fit's OUT (the checkpoint it chose), or a checkpoint folder (hnm "
+                              "train's best)")
     p.add_argument("--top-k", dest="top_k", type=_number(int, {"ge": 1}), default=10,
                    help="pages shown per query (default 10)")
     p.add_argument("--candidates", type=_number(int, {"ge": 1}), default=20,

@@ -187,6 +187,15 @@ def model_folder(out: Path, recipe: str) -> Path:
     return out / ("model" if recipe == "default" else f"model-{recipe}")
 
 
+def fitted_checkpoint(path: Path) -> Path:
+    """A re-ranker as given: a checkpoint folder as it is, or fit's output folder (it holds tune.json), whose kept
+    checkpoint of the recipe fit chose is meant."""
+    if not (path / "tune.json").is_file():
+        return path
+    from hnm.train import kept_checkpoint
+    return kept_checkpoint(model_folder(path, json.loads((path / "tune.json").read_text()).get("recipe", "default")))
+
+
 def recipes_to_try(recipe: str, learn: int, say=print) -> List[str]:
     """The recipes to train: the one asked for, or under "auto" both below FEW_LABELS queries to learn from (the
     default first) and the default above."""

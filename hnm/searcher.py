@@ -1,6 +1,6 @@
 """Searching one's own documents: a question in, pages out, with an optional re-ranker.
 
-    searcher = Searcher.from_folder("kestrel", reranker="kestrel/fit/model/best")
+    searcher = Searcher.from_folder("kestrel", reranker="kestrel/fit")   # or a checkpoint folder
     for hit in searcher.search(["How do I schedule automatic snapshots of a volume?"])[0]:
         print(hit.rank, hit.doc_id, hit.title, hit.snippet)
 
@@ -76,8 +76,10 @@ class Searcher:
         self.first = FirstStage(corpus, stage, quiet)
         self.model, self.alpha, self.alpha_note = None, 0.0, "no re-ranker"
         if reranker is not None:
+            from hnm.fit import fitted_checkpoint
             from hnm.reranker import CrossEncoder
             from hnm.twostage import alpha_for
+            reranker = fitted_checkpoint(Path(reranker))
             self.model = CrossEncoder.from_checkpoint(reranker)
             self.alpha, self.alpha_note = alpha_for(reranker, stage, alpha)
         self.batch_size, self.precision = batch_size, precision

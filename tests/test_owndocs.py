@@ -88,7 +88,7 @@ def test_fit_stops_resumes_and_reports_then_search_uses_the_tuned_alpha(kestrel,
     assert done.returncode == 2 and "fit.json" in done.stderr and "train" in done.stderr
 
     tuned = json.loads((out / "tune.json").read_text())
-    done = run_cli("search", "--data", kestrel, "--models", "all-MiniLM-L6-v2", "--reranker", out / "model" / "best",
+    done = run_cli("search", "--data", kestrel, "--models", "all-MiniLM-L6-v2", "--reranker", out,  # fit's choice
                    "--format", "jsonl", QUESTION)
     assert done.returncode == 0, done.stderr
     assert "not tuned" not in done.stderr and tuned["stage"].startswith("hybrid")
