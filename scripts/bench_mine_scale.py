@@ -211,9 +211,14 @@ def peak_rss_mb() -> float:
 
 
 def compare(a: Path, b: Path) -> dict:
-    """How mined file b differs from a (same queries, in the same order): negatives and their scores."""
+    """How mined file b differs from a (same queries, in the same order): negatives and their scores; whether the
+    files are the same bytes, and, where one side writes fields the other's code did not have (an older checkout's
+    rows lack positive_grades), whether the rows are the same bytes without those fields."""
     ra = [json.loads(line) for line in a.read_text().splitlines()]
     rb = [json.loads(line) for line in b.read_text().splitlines()]
+    only = sorted(set().union(*rb) ^ set().union(*ra))
+    common = [json.dumps({k: v for k, v in x.items() if k not in only}) for x in ra] == \
+        [json.dumps({k: v for k, v in y.items() if k not in only}) for y in rb]
     same, overlap, diffs, pos_diffs = 0, [], [], []
     for x, y in zip(ra, rb):
         assert x["query_id"] == y["query_id"]
@@ -223,7 +228,9 @@ def compare(a: Path, b: Path) -> dict:
         sx = dict(zip(x["negative_ids"], x["negative_scores"]))
         diffs += [abs(sx[d] - s) for d, s in zip(y["negative_ids"], y["negative_scores"]) if d in sx]
         pos_diffs += [abs(p - q) for p, q in zip(x["positive_scores"], y["positive_scores"])]
-    return {"a": a.name, "b": b.name, "queries": len(ra), "identical_negative_lists": same / len(ra),
+    return {"a": a.name, "b": b.name, "queries": len(ra), "identical_bytes": a.read_bytes() == b.read_bytes(),
+            "fields_on_one_side": only, "identical_rows_without_those_fields": common,
+            "identical_negative_lists": same / len(ra),
             "mean_jaccard_of_negatives": float(np.mean(overlap)),
             "negative_score_abs_diff_mean": float(np.mean(diffs)), "negative_score_abs_diff_max": float(np.max(diffs)),
             "positive_score_abs_diff_mean": float(np.mean(pos_diffs)),
