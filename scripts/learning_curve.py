@@ -38,6 +38,7 @@ from pathlib import Path
 
 import numpy as np
 
+from hnm.config import RECIPES, FitConfig
 from hnm.data import atomic_write, load_beir, read_jsonl
 from hnm.embed import EmbedConfig, resolve_precision
 from hnm.experiment import arm_mine_config, machine_line
@@ -48,7 +49,7 @@ from hnm.negatives import MineConfig
 from hnm.reranker import CrossEncoder
 from hnm.svg import lines
 from hnm.train import TrainConfig, kept_checkpoint, train
-from hnm.twostage import choose_alpha, interpolate, rerank
+from hnm.twostage import choose_alpha, choose_alpha_kfold, interpolate, rerank
 
 from ablate_train import logged_seconds, same_config  # scripts/ is on the path of a script run from it
 from default_recipe import METRICS, MINED_ARMS, NEGATIVES, cached_run, per_query_values
@@ -90,15 +91,24 @@ def reranked(folder: Path, name: str, first: dict, queries, corpus, args, model:
 
 def measure(folder: Path, test_first: dict, train_first: dict, queries, corpus, train_qrels, test_qrels,
             test_ids: list, args) -> dict:
-    """One trained (N, seed): alpha on its tuning queries, then the test split's figures and per-query values."""
+    """One trained (N, seed): alpha on its tuning queries as `hnm fit` chooses it (in --alpha-folds folds, 0 when
+    the out-of-fold figure does not beat the first stage; on all of them at once with 1 fold or 1 query), then the
+    test split's figures and per-query values."""
     model = []
     tuning = [q for q in json.loads((folder / "tuning_queries.json").read_text()) if q in train_first]
     tune_first = {q: train_first[q] for q in tuning}
-    alpha, curve = choose_alpha(reranked(folder, "tuning", tune_first, queries, corpus, args, model), tune_first,
-                                {q: train_qrels[q] for q in tuning})
+    tune_run, tune_qrels = reranked(folder, "tuning", tune_first, queries, corpus, args, model), \
+        {q: train_qrels[q] for q in tuning}
+    folds = {}
+    if args.alpha_folds > 1 and len(tuning) > 1:
+        alpha, info = choose_alpha_kfold(tune_run, tune_first, tune_qrels, folds=args.alpha_folds)
+        curve, folds = info["curve"], {"out_of_fold": round(info["out_of_fold"], 5),
+                                       "first_stage_alone": round(info["first_stage"], 5)}
+    else:
+        alpha, curve = choose_alpha(tune_run, tune_first, tune_qrels)
     pure = reranked(folder, "test", test_first, queries, corpus, args, model)
     base = per_query_values(test_first, test_qrels)
-    out = {"tuning_queries": len(tuning), "alpha": alpha,
+    out = {"tuning_queries": len(tuning), "alpha": alpha, "tuning": folds,
            "alpha_curve": {str(a): round(v, 5) for a, v in curve.items()},
            "rerank_seconds": sum(json.loads((folder / f"{n}.json").read_text())["seconds"] for n in ("tuning", "test")),
            "per_query": {}}
@@ -151,14 +161,18 @@ def main() -> None:
     p.add_argument("--top-k", type=int, default=20, help="documents re-ranked per query (tuning and test)")
     p.add_argument("--precision", default="auto", help="of training and re-ranking (auto: bfloat16 where native)")
     p.add_argument("--embed-precision", default="float32", help="of mining and the dense side of the hybrid")
+    p.add_argument("--recipe", default="default", choices=list(RECIPES), help="hnm fit's recipes (config.RECIPES)")
+    p.add_argument("--alpha-folds", type=int, default=FitConfig.alpha_folds, help="as hnm fit's (1: no folds)")
     p.add_argument("--max-steps", type=int, help="smoke runs only: cut training short")
     p.add_argument("--resamples", type=int, default=10000)
-    p.add_argument("--output", type=Path, help="JSON to write (default scripts/results/learning_curve.json)")
+    p.add_argument("--output", type=Path, help="JSON to write (default scripts/results/learning_curve.json, "
+                                               "learning_curve_<recipe>.json for another recipe)")
     p.add_argument("--commit", action="store_true", help="git-commit the JSON, table and chart after each landing")
     p.add_argument("--report", action="store_true", help="only write the table and chart again from the JSON")
     p.add_argument("--quiet", action="store_true")
     args = p.parse_args()
-    output = args.output or HERE / "results" / "learning_curve.json"
+    output = args.output or HERE / "results" / ("learning_curve.json" if args.recipe == "default" else
+                                                 f"learning_curve_{args.recipe.replace('-', '_')}.json")
     if args.report:
         write_outputs(json.loads(output.read_text()), output)
         return
@@ -175,7 +189,8 @@ def main() -> None:
     if not rows.exists():
         mine(corpus, queries, train_qrels, mcfg, rows, EmbedConfig(precision=args.embed_precision), quiet=args.quiet)
     mined = [r["query_id"] for _, r in read_jsonl(rows, required=("query_id",))]
-    tcfg = TrainConfig(precision=args.precision, max_steps=args.max_steps, save_every=150)
+    tcfg = replace(TrainConfig(precision=args.precision, max_steps=args.max_steps, save_every=150),
+                   **RECIPES[args.recipe])
     fcfg = FirstStageConfig(kind=args.first_stage, top_k=args.top_k, models=args.models,
                             precision=args.embed_precision)
     test_first = cached_run(args.work / f"{args.test_split}-{args.first_stage}-top{args.top_k}.trec",
@@ -187,6 +202,7 @@ def main() -> None:
     config = {"data": args.data.resolve().name, "train_split": args.train_split, "test_split": args.test_split,
               "first_stage": args.first_stage, "models": args.models, "top_k": args.top_k,
               "precision": args.precision, "embed_precision": args.embed_precision, "mined_queries": len(mined),
+              "recipe": args.recipe, "alpha_folds": args.alpha_folds,
               "mine": asdict(mcfg), "train": {k: v for k, v in asdict(tcfg).items() if k not in ("seed", "save_every")}}
     report = {"config": config, "test_queries": test_ids,
               "first_stage": {**{m: float(np.mean([base[m].get(q, 0.0) for q in test_ids])) for m in METRICS},
@@ -202,7 +218,7 @@ def main() -> None:
             key = f"{n} queries, seed {seed}"
             if key in report["runs"]:
                 continue
-            folder = args.work / f"n{n}-seed{seed}"
+            folder = args.work / (f"n{n}-seed{seed}" + ("" if args.recipe == "default" else f"-{args.recipe}"))
             folder.mkdir(parents=True, exist_ok=True)
             subset_rows = folder / "rows.jsonl"
             if not subset_rows.exists():
@@ -261,13 +277,16 @@ def _p(p: float) -> str:
 def write_table(r: dict, path: Path) -> None:
     c, fs = r["config"], r["first_stage"]
     machines = sorted({e["machine"] for e in r["runs"].values()})
-    text = [f"# Learning curve on {c['data']} {c['test_split']}: the default recipe trained on N of the "
+    text = [f"# Learning curve on {c['data']} {c['test_split']}: the {c.get('recipe', 'default')} recipe trained on "
+            f"N of the "
             f"{c['mined_queries']} training queries", "",
             "Each N a seeded subset (one seed's subsets nested), mined once with the ensemble "
             f"({c['mine']['strategy']}, "
             f"{c['mine']['num_negatives']} negatives a query, {c['mine']['random_share']:g} random); `hnm train`'s "
             f"defaults ({c['train']['loss']}, {c['train']['epochs']} epoch, {c['train']['max_length']} tokens, a "
-            f"tenth of the N held out as the tuning split), {c['precision']}; alpha chosen on that tuning split over "
+            f"tenth of the N held out as the tuning split), {c['precision']}; alpha chosen on that tuning split"
+            + (f" in {c['alpha_folds']} folds (0 unless the out-of-fold figure beats the first stage)"
+               if c.get("alpha_folds", 1) > 1 else "") + " over "
             f"the {c['first_stage']} first stage's top {c['top_k']}; the {len(r['test_queries'])} test queries' top "
             f"{c['top_k']} re-ranked. First stage alone ({c['first_stage']}): nDCG@10 {fs['ndcg@10']:.4f}, MRR@10 "
             f"{fs['mrr@10']:.4f}. p: paired randomisation test against the first stage alone, on each query's value "
