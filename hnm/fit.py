@@ -19,7 +19,8 @@ what is done and resumes what is half done:
                 re-ranker scores better there. When no re-ranker beats the first stage alone out of fold, alpha is
                 0 and fit says so: a re-ranker that learned nothing never makes the user's ranking worse.
 5. report.md    on the test queries: the first stage alone, the re-ranker alone and interpolated, MRR@10, nDCG@10
-                and the other metrics, with paired tests against the first stage (report.json: the same, whole).
+                and the other metrics, with paired tests against the first stage (report.json: the same, whole;
+                runs/test.*.trec: the three runs, for trec_eval or another look).
 
 Before training it says how many examples the rows make and roughly what they cost, and it warns when the tuning
 split is too small to choose alpha well. A chunked corpus is handled throughout (pages.py). The folder's settings
@@ -133,7 +134,7 @@ def fit(data: Path, out: Path, cfg: FitConfig = FitConfig(), quiet: bool = False
         if done.exists():
             continue
         tcfg = replace(cfg.train, **RECIPES[name])
-        _announce(rows, tcfg, say)
+        _announce(rows, tcfg, say, f" ({name} recipe)" if len(names) > 1 else "")
         t0 = time.monotonic()
         summary = train(rows, folder, cfg.start, tcfg, resume=(folder / "last").exists(), quiet=quiet)
         timed(f"train {name}", t0)
@@ -171,7 +172,7 @@ def fit(data: Path, out: Path, cfg: FitConfig = FitConfig(), quiet: bool = False
     tune = json.loads((out / "tune.json").read_text())
     recipe = tune.get("recipe", "default")  # a folder fitted before recipes were chosen trained the default
     t0 = time.monotonic()
-    report = _report(data, cfg, split, first, kept_checkpoint(model_folder(out, recipe)), tune["alpha"], quiet)
+    report = _report(data, out, cfg, split, first, kept_checkpoint(model_folder(out, recipe)), tune["alpha"], quiet)
     report.update(recipe=recipe, why=tune.get("why"))
     timed("report", t0)
     report["seconds"] = seconds
@@ -235,7 +236,7 @@ def choose_recipe(tuned: Dict[str, dict]) -> Tuple[str, str]:
                   f"the first stage alone {alone:.4f}")
 
 
-def _announce(rows: Path, tcfg: TrainConfig, say) -> None:
+def _announce(rows: Path, tcfg: TrainConfig, say, which: str = "") -> None:
     """How many examples the rows make and roughly what training them costs, said before it starts."""
     from hnm.train import examples_of, read_rows, split_rows
     usable, _ = read_rows(rows, tcfg.negatives, tcfg.teacher)
@@ -246,14 +247,17 @@ def _announce(rows: Path, tcfg: TrainConfig, say) -> None:
     pairs = steps * tcfg.batch_size * tcfg.grad_accum * (1 + tcfg.negatives)
     fast, slow = (pairs / rate for rate in CPU_PAIRS_PER_S[::-1])  # seconds
     when = f"{fast:.0f} to {slow:.0f} seconds" if slow < 120 else f"{fast / 60:.0f} to {slow / 60:.0f} minutes"
-    say(f"training: {len(kept)} queries with {per_query:.1f} positives each make {examples:,} examples; {steps:,} "
+    say(f"training{which}: {len(kept)} queries with {per_query:.1f} positives each make {examples:,} examples; {steps:,} "
         f"steps of {tcfg.batch_size * tcfg.grad_accum} examples, {pairs:,} (query, document) pairs in all: about "
         f"{when} on a 2-core CPU in float32, far less on a GPU")
 
 
-def _report(data: Path, cfg: FitConfig, split: dict, first, checkpoint: Path, alpha: float, quiet: bool) -> dict:
-    """The test queries: the first stage alone, the re-ranker alone and interpolated, compared per page."""
+def _report(data: Path, out: Path, cfg: FitConfig, split: dict, first, checkpoint: Path, alpha: float,
+            quiet: bool) -> dict:
+    """The test queries: the first stage alone, the re-ranker alone and interpolated, compared per page; the three
+    runs also as TREC files, OUT/runs/test.{first-stage,reranker,interpolated}.trec (per page)."""
     from hnm.data import beir_file, read_queries
+    from hnm.metrics import write_trec_run
     from hnm.reranker import CrossEncoder
     from hnm.twostage import compare, interpolate, rerank_pages
     test_file = Path(data) / "qrels" / f"{cfg.test_split}.tsv"
@@ -268,6 +272,9 @@ def _report(data: Path, cfg: FitConfig, split: dict, first, checkpoint: Path, al
     name = f"first stage ({cfg.stage.kind})"
     systems = {name: first_pages, "re-ranker alone": pure, f"interpolated (alpha {alpha:g})": interpolate(
         pure, first_pages, alpha)}
+    (out / "runs").mkdir(exist_ok=True)
+    for tag, run in zip(("first-stage", "reranker", "interpolated"), systems.values()):
+        write_trec_run(out / "runs" / f"test.{tag}.trec", run, tag)
     report = compare(systems, page_qrels({q: qrels[q] for q in test}, first.pages))
     report["comparisons"] = [c for c in report["comparisons"] if c["a"] == name]
     return {**report, "alpha": alpha, "test_queries": len(test), "first_stage": cfg.stage.kind,

@@ -78,6 +78,9 @@ def test_fit_stops_resumes_and_reports_then_search_uses_the_tuned_alpha(kestrel,
     report = json.loads((out / "report.json").read_text())
     assert report["test_queries"] == 1 and "first stage (hybrid)" in report["metrics"]
     assert "| re-ranker alone |" in (out / "report.md").read_text()
+    from hnm.metrics import read_trec_run
+    assert set(read_trec_run(out / "runs" / "test.interpolated.trec")) == set(json.loads(
+        (out / "split.json").read_text())["test"])  # the test runs, per page, beside the report
     assert "note: 1 tuning queries" in done.stdout  # too few to choose alpha well, and said so
     tuned = json.loads((out / "tune.json").read_text())
     assert set(tuned["recipes"]) == {"default", "few-label"} and tuned["recipe"] in tuned["recipes"]
