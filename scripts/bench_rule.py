@@ -40,8 +40,7 @@ def main() -> None:
     args = ap.parse_args()
     budget = BUDGETS["full"]
     corpus, queries, qrels = load_beir(args.data, args.split)
-    row_of = {d: i for i, d in enumerate(corpus)}
-    kept, _, _ = positives_of(qrels, queries, {d: [i] for d, i in row_of.items()}, 1)
+    kept = positives_of(qrels, queries, {d: [i] for i, d in enumerate(corpus)}, 1)[0]
     t0 = time.perf_counter()
     ensemble = Ensemble.embed(parse_members(budget.models), [document_text(corpus[d]) for d in corpus],
                               [queries[q] for q in kept], "mean", EmbedConfig(precision=args.precision),
