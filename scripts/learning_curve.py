@@ -210,8 +210,11 @@ def main() -> None:
               "runs": {}}
     if output.exists():  # entries measured before, perhaps on a machine whose caches are gone
         landed = json.loads(output.read_text())
-        if same_settings(landed["config"], config) and landed["test_queries"] == test_ids:
-            report["runs"] = landed["runs"]
+        if not (same_settings(landed["config"], config) and landed["test_queries"] == test_ids):
+            p.error(f"{output} holds runs of other settings (precision {landed['config'].get('precision')}, "
+                    f"recipe {landed['config'].get('recipe')}, ...); give --output another file, or the same "
+                    f"settings (--precision {landed['config'].get('precision')}), so that nothing landed is lost")
+        report["runs"] = landed["runs"]
     for size in sorted(args.sizes, key=lambda s: s or len(mined)):
         n = min(size or len(mined), len(mined))
         for seed in args.seeds:
