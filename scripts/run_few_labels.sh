@@ -4,9 +4,10 @@
 #
 #   1. the SciFact learning curve's small sizes (25, 50, 100 queries; 3 seeds), both recipes, in float32 so that a
 #      machine with bfloat16 and one without add to the same curve (learning_curve.py refuses to mix them);
-#   2. the Cranfield headline: `hnm fit --recipe auto`, train_80 -> test_20, 3 seeds (few_labels.py);
+#   2. the Cranfield headline: `hnm fit --recipe auto`, train_80 -> test_20, 3 seeds (few_labels.py; fit trains
+#      in float32, its default);
 #   3. the curve's large sizes (200, 400, all 809);
-#   4. the levers on Cranfield's tuning split (ablate_few_labels.py).
+#   4. the levers on Cranfield's tuning split (ablate_few_labels.py), float32 as the curve.
 # learning_curve.py commits its files as each (N, seed) lands (--commit); the others' files are written into
 # scripts/results/ and committed by hand.
 #
@@ -34,4 +35,5 @@ curve 25 50 100
 $PY scripts/few_labels.py --data "$DATA/cranfield" --work "$WORK/fit" --output "$RES/few_labels.json" --quiet
 curve 200 400 0
 $PY scripts/ablate_few_labels.py --data "$DATA/cranfield" --train-split train_80 \
-  --work "$WORK/levers-cranfield" --output "$RES/few_labels_cranfield.json" --quiet
+  --work "$WORK/levers-cranfield" --output "$RES/few_labels_cranfield.json" \
+  --precision float32 --quiet
