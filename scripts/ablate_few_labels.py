@@ -46,8 +46,9 @@ from ablate_train import logged_seconds  # scripts/ is on the path of a script r
 from default_recipe import MINED_ARMS, NEGATIVES
 
 HERE = Path(__file__).resolve().parent
-# name -> (changes to the default TrainConfig, pseudo-query pre-training, start model or None for MiniLM); cheapest
-# and most asked-for first, the MPNet start (several times a MiniLM variant's time) last
+# name -> (changes to the default TrainConfig, or None for no labelled training; pseudo-query pre-training; start
+# model or None for MiniLM); cheapest and most asked-for first, the MPNet start (several times a MiniLM variant's
+# time) last
 LEVERS = {
     "base (the default recipe)": ({}, False, None),
     "graded: ListNet over 1 + 7": ({"loss": "listnet", "negatives": 7}, False, None),
@@ -58,6 +59,7 @@ LEVERS = {
     "check every fifth of the run on its rows": ({"eval_every": -5}, False, None),
     "check every fifth of the run on the hybrid's top k": ({"eval_every": -5, "held_out": "candidates"}, False, None),
     "pseudo-queries first": ({}, True, None),
+    "pseudo-queries alone, no labels": (None, True, None),  # the pre-trained model itself, measured on T
     "pseudo-queries first + distil the hybrid": ({"distill": 1.0, "teacher_scores": "first_stage",
                                                   "teacher_scale": 1.0}, True, None),
     "start: all-mpnet-base-v2": ({}, False, "all-mpnet-base-v2"),
@@ -166,6 +168,18 @@ def main() -> None:
     results = json.loads(output.read_text())["variants"] if output.exists() else {}
     for name in args.levers or list(LEVERS):
         changes, pseudo, start = LEVERS[name]
+        if changes is None:  # no labels: the pseudo-query model as it is
+            if name in results:
+                continue
+            folder = pseudo_checkpoint(args, corpus, base, precision).parent
+            done = json.loads((folder / "done.json").read_text())
+            row = {"train": None, "pseudo": True, "start": "all-MiniLM-L6-v2", "labelled_queries": 0,
+                   "tuning_queries": len(tuning), "steps": 0, "best_step": None, "train_seconds": 0.0,
+                   "pseudo_train_seconds": done["train_seconds"], "machine": machine_line(),
+                   **measure(folder, tuning, queries, corpus, args, precision)}
+            results[name] = row
+            write_report(results, output, args)
+            continue
         if changes.get("eval_every", 0) < 0:  # a share of the run: -5 is every fifth of its steps
             changes = {**changes, "eval_every": max(1, steps // -changes["eval_every"])}
         tcfg = replace(base, **changes)

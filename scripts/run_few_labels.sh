@@ -4,12 +4,14 @@
 #
 #   1. the SciFact learning curve's small sizes (25, 50, 100 queries; 3 seeds), both recipes, in float32 so that a
 #      machine with bfloat16 and one without add to the same curve (learning_curve.py refuses to mix them);
-#   2. the Cranfield headline: `hnm fit --recipe auto`, train_80 -> test_20, 3 seeds (few_labels.py; fit trains
+#   2. the levers on tuning splits (ablate_few_labels.py, float32): SciFact at the curve's size 50, then Cranfield's
+#      train_80, the pseudo-query levers first; they come before the headline because the recipe it runs is chosen
+#      from them, on tuning queries only;
+#   3. the Cranfield headline: `hnm fit --recipe auto`, train_80 -> test_20, 3 seeds (few_labels.py; fit trains
 #      in float32, its default);
-#   3. the curve's large sizes (200, 400, all 809);
-#   4. the levers on Cranfield's tuning split (ablate_few_labels.py), float32 as the curve.
-# learning_curve.py commits its files as each (N, seed) lands (--commit); the others' files are written into
-# scripts/results/ and committed by hand.
+#   4. the curve's large sizes (200, 400, all 809).
+# learning_curve.py commits its files as each (N, seed) lands (--commit), this script the levers' as each lands;
+# few_labels.json is committed by hand.
 #
 #   HNM_WORK=/work/cache/fewlabels HNM_DATA=../shared/data nohup scripts/run_few_labels.sh >> few.log 2>&1 &
 set -euo pipefail
@@ -31,9 +33,25 @@ curve() {  # sizes..., each size in both recipes before the next
   done
 }
 
+LEVERS=("base (the default recipe)" "pseudo-queries alone, no labels" "pseudo-queries first"
+  "pseudo-queries first + distil the hybrid" "distil the hybrid, alone (MarginMSE)" "triplet + distil the hybrid"
+  "graded: ListNet over 1 + 7" "check every fifth of the run on the hybrid's top k"
+  "check every fifth of the run on its rows" "start: all-mpnet-base-v2")
+levers() {  # data, output, extra arguments...: one lever at a time, each committed as it lands
+  local data=$1 output=$2 lever files
+  shift 2
+  for lever in "${LEVERS[@]}"; do
+    $PY scripts/ablate_few_labels.py --data "$DATA/$data" --output "$RES/$output" --precision float32 --quiet \
+      --levers "$lever" "$@"
+    files=("$output" "${output%.json}.md")
+    git -C "$RES" add "${files[@]}"
+    git -C "$RES" diff --cached --quiet -- "${files[@]}" ||
+      git -C "$RES" commit -qm "few-label levers on $data: $lever" -- "${files[@]}"
+  done
+}
+
 curve 25 50 100
+levers scifact few_labels_scifact_n50.json --train-queries 50 --work "$WORK/levers-scifact"
+levers cranfield few_labels_cranfield.json --train-split train_80 --work "$WORK/levers-cranfield"
 $PY scripts/few_labels.py --data "$DATA/cranfield" --work "$WORK/fit" --output "$RES/few_labels.json" --quiet
 curve 200 400 0
-$PY scripts/ablate_few_labels.py --data "$DATA/cranfield" --train-split train_80 \
-  --work "$WORK/levers-cranfield" --output "$RES/few_labels_cranfield.json" \
-  --precision float32 --quiet
