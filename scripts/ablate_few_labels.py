@@ -52,6 +52,7 @@ HERE = Path(__file__).resolve().parent
 LEVERS = {
     "base (the default recipe)": ({}, False, None),
     "graded: ListNet over 1 + 7": ({"loss": "listnet", "negatives": 7}, False, None),
+    "fit's few-label recipe: distil the ensemble, alone (MarginMSE)": ({"loss": "margin_mse"}, False, None),
     "distil the hybrid, alone (MarginMSE)": ({"loss": "margin_mse", "teacher_scores": "first_stage",
                                               "teacher_scale": 1.0}, False, None),
     "triplet + distil the hybrid": ({"distill": 1.0, "teacher_scores": "first_stage", "teacher_scale": 1.0}, False,

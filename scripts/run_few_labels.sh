@@ -34,7 +34,8 @@ curve() {  # sizes..., each size in both recipes before the next
 }
 
 LEVERS=("base (the default recipe)" "pseudo-queries alone, no labels" "pseudo-queries first"
-  "pseudo-queries first + distil the hybrid" "distil the hybrid, alone (MarginMSE)" "triplet + distil the hybrid"
+  "pseudo-queries first + distil the hybrid" "fit's few-label recipe: distil the ensemble, alone (MarginMSE)"
+  "distil the hybrid, alone (MarginMSE)" "triplet + distil the hybrid"
   "graded: ListNet over 1 + 7" "check every fifth of the run on the hybrid's top k"
   "check every fifth of the run on its rows" "start: all-mpnet-base-v2")
 levers() {  # data, output, extra arguments...: one lever at a time, each committed as it lands
