@@ -2,14 +2,16 @@
 # The few-label measurements (issue: few labelled questions) in the background, cheapest first, resumable: rerun
 # the same command and every finished stage is skipped (each script caches its stages under $HNM_WORK).
 #
-#   1. the SciFact learning curve's small sizes (25, 50, 100 queries; 3 seeds), both recipes, in float32 so that a
-#      machine with bfloat16 and one without add to the same curve (learning_curve.py refuses to mix them);
+#   1. the SciFact learning curve's small sizes (25, 50, 100 queries; 3 seeds) in the default recipe, in float32 so
+#      that a machine with bfloat16 and one without add to the same curve (learning_curve.py refuses to mix them);
 #   2. the levers on tuning splits (ablate_few_labels.py, float32): SciFact at the curve's size 50, then Cranfield's
-#      train_80, the pseudo-query levers first; they come before the headline because the recipe it runs is chosen
-#      from them, on tuning queries only;
-#   3. the Cranfield headline: `hnm fit --recipe auto`, train_80 -> test_20, 3 seeds (few_labels.py; fit trains
+#      train_80, the pseudo-query levers first. They come before the few-label recipe's runs because that recipe
+#      is chosen from them, on tuning queries only;
+#   3. the few-label recipe's curve at the small sizes;
+#   4. the Cranfield headline: `hnm fit --recipe auto`, train_80 -> test_20, 3 seeds (few_labels.py; fit trains
 #      in float32, its default);
-#   4. the curve's large sizes (200, 400, all 809).
+#   5. the curve's large sizes (200, 400, all 809) in the default recipe, the few-label one at 200 (fit's auto tries
+#      it below 400 queries), then at 400 and 809 for the record.
 # learning_curve.py commits its files as each (N, seed) lands (--commit), this script the levers' as each lands;
 # few_labels.json is committed by hand.
 #
@@ -21,15 +23,13 @@ PY=${PYTHON:-python}
 DATA=${HNM_DATA:-../shared/data}
 RES=${HNM_RESULTS:-scripts/results}
 
-curve() {  # sizes..., each size in both recipes before the next
-  local size recipe out
+curve() {  # recipe, sizes...
+  local recipe=$1 size out=$RES/learning_curve.json
+  shift
+  [ "$recipe" = default ] || out=$RES/learning_curve_${recipe//-/_}.json
   for size in "$@"; do
-    for recipe in default few-label; do
-      out=$RES/learning_curve.json
-      [ $recipe = default ] || out=$RES/learning_curve_few_label.json
-      $PY scripts/learning_curve.py --data "$DATA/scifact" --work "$WORK/curve-float32" --recipe $recipe \
-        --precision float32 --sizes "$size" --output "$out" --commit --quiet
-    done
+    $PY scripts/learning_curve.py --data "$DATA/scifact" --work "$WORK/curve-float32" --recipe "$recipe" \
+      --precision float32 --sizes "$size" --output "$out" --commit --quiet
   done
 }
 
@@ -51,8 +51,10 @@ levers() {  # data, output, extra arguments...: one lever at a time, each commit
   done
 }
 
-curve 25 50 100
+curve default 25 50 100
 levers scifact few_labels_scifact_n50.json --train-queries 50 --work "$WORK/levers-scifact"
 levers cranfield few_labels_cranfield.json --train-split train_80 --work "$WORK/levers-cranfield"
+curve few-label 25 50 100
 $PY scripts/few_labels.py --data "$DATA/cranfield" --work "$WORK/fit" --output "$RES/few_labels.json" --quiet
-curve 200 400 0
+curve default 200 400 0
+curve few-label 200 400 0
