@@ -173,31 +173,27 @@ def main() -> None:
             if name in results:
                 continue
             folder = pseudo_checkpoint(args, corpus, base, precision).parent
-            done = json.loads((folder / "done.json").read_text())
-            row = {"train": None, "pseudo": True, "start": "all-MiniLM-L6-v2", "labelled_queries": 0,
-                   "tuning_queries": len(tuning), "steps": 0, "best_step": None, "train_seconds": 0.0,
-                   "pseudo_train_seconds": done["train_seconds"], "machine": machine_line(),
-                   **measure(folder, tuning, queries, corpus, args, precision)}
-            results[name] = row
-            write_report(results, output, args)
-            continue
-        if changes.get("eval_every", 0) < 0:  # a share of the run: -5 is every fifth of its steps
-            changes = {**changes, "eval_every": max(1, steps // -changes["eval_every"])}
-        tcfg = replace(base, **changes)
-        folder = args.work / "".join(c if c.isalnum() else "-" for c in name).strip("-")
-        done = folder / "done.json"
-        if name in results and results[name]["train"] == asdict(tcfg):
-            continue
-        if not done.exists():
-            begin = str(pseudo_checkpoint(args, corpus, base, precision)) if pseudo else start or "all-MiniLM-L6-v2"
-            summary = train(labelled, folder, begin, tcfg, resume=(folder / "last").exists(), quiet=args.quiet)
-            with atomic_write(done) as f:
-                json.dump({"steps": summary["steps"], "best_step": (summary["best"] or {}).get("step"),
-                           "train_seconds": round(logged_seconds(folder), 1),
-                           "pairs_per_s": round(summary["pairs_per_s"], 2), "machine": machine_line()}, f)
-        row = {"train": asdict(tcfg), "pseudo": pseudo, "start": start or "all-MiniLM-L6-v2",
-               "labelled_queries": n_labelled, "tuning_queries": len(tuning), **json.loads(done.read_text()),
-               **measure(folder, tuning, queries, corpus, args, precision)}
+            row = {"train": None, "labelled_queries": 0, "steps": 0, "best_step": None, "train_seconds": 0.0,
+                   "machine": machine_line()}
+        else:
+            if changes.get("eval_every", 0) < 0:  # a share of the run: -5 is every fifth of its steps
+                changes = {**changes, "eval_every": max(1, steps // -changes["eval_every"])}
+            tcfg = replace(base, **changes)
+            folder = args.work / "".join(c if c.isalnum() else "-" for c in name).strip("-")
+            done = folder / "done.json"
+            if name in results and results[name]["train"] == asdict(tcfg):
+                continue
+            if not done.exists():
+                begin = str(pseudo_checkpoint(args, corpus, base, precision)) if pseudo else start or \
+                    "all-MiniLM-L6-v2"
+                summary = train(labelled, folder, begin, tcfg, resume=(folder / "last").exists(), quiet=args.quiet)
+                with atomic_write(done) as f:
+                    json.dump({"steps": summary["steps"], "best_step": (summary["best"] or {}).get("step"),
+                               "train_seconds": round(logged_seconds(folder), 1),
+                               "pairs_per_s": round(summary["pairs_per_s"], 2), "machine": machine_line()}, f)
+            row = {"train": asdict(tcfg), "labelled_queries": n_labelled, **json.loads(done.read_text())}
+        row.update({"pseudo": pseudo, "start": start or "all-MiniLM-L6-v2", "tuning_queries": len(tuning),
+                    **measure(folder, tuning, queries, corpus, args, precision)})
         if pseudo:
             row["pseudo_train_seconds"] = json.loads((args.work / "pseudo-model" / "done.json").read_text())[
                 "train_seconds"]
