@@ -44,25 +44,26 @@ from hnm.twostage import choose_alpha_kfold, interpolate, rerank
 
 from ablate_train import logged_seconds  # scripts/ is on the path of a script run from it
 from default_recipe import MINED_ARMS, NEGATIVES
+from learning_curve import commit
 
 HERE = Path(__file__).resolve().parent
 # name -> (changes to the default TrainConfig, or None for no labelled training; pseudo-query pre-training; start
-# model or None for MiniLM); cheapest and most asked-for first, the MPNet start (several times a MiniLM variant's
-# time) last
+# model or None for MiniLM); the pseudo-query levers first (one pre-trained model serves them all), the MPNet
+# start (several times a MiniLM variant's time) last
 LEVERS = {
     "base (the default recipe)": ({}, False, None),
-    "graded: ListNet over 1 + 7": ({"loss": "listnet", "negatives": 7}, False, None),
+    "pseudo-queries alone, no labels": (None, True, None),  # the pre-trained model itself, measured on T
+    "pseudo-queries first": ({}, True, None),
+    "pseudo-queries first + distil the hybrid": ({"distill": 1.0, "teacher_scores": "first_stage",
+                                                  "teacher_scale": 1.0}, True, None),
     "fit's few-label recipe: distil the ensemble, alone (MarginMSE)": ({"loss": "margin_mse"}, False, None),
     "distil the hybrid, alone (MarginMSE)": ({"loss": "margin_mse", "teacher_scores": "first_stage",
                                               "teacher_scale": 1.0}, False, None),
     "triplet + distil the hybrid": ({"distill": 1.0, "teacher_scores": "first_stage", "teacher_scale": 1.0}, False,
                                     None),
-    "check every fifth of the run on its rows": ({"eval_every": -5}, False, None),
+    "graded: ListNet over 1 + 7": ({"loss": "listnet", "negatives": 7}, False, None),
     "check every fifth of the run on the hybrid's top k": ({"eval_every": -5, "held_out": "candidates"}, False, None),
-    "pseudo-queries first": ({}, True, None),
-    "pseudo-queries alone, no labels": (None, True, None),  # the pre-trained model itself, measured on T
-    "pseudo-queries first + distil the hybrid": ({"distill": 1.0, "teacher_scores": "first_stage",
-                                                  "teacher_scale": 1.0}, True, None),
+    "check every fifth of the run on its rows": ({"eval_every": -5}, False, None),
     "start: all-mpnet-base-v2": ({}, False, "all-mpnet-base-v2"),
 }
 METRICS = ("ndcg@10", "mrr@10")
@@ -154,6 +155,7 @@ def main() -> None:
     ap.add_argument("--max-steps", type=int, help="smoke runs only: cut every training short")
     ap.add_argument("--seed", type=int, default=0, help="of T and the subset; every variant trains with seed 0")
     ap.add_argument("--output", type=Path)
+    ap.add_argument("--commit", action="store_true", help="git-commit the JSON and table as each variant lands")
     ap.add_argument("--quiet", action="store_true")
     args = ap.parse_args()
     precision = resolve_precision(args.precision)
@@ -199,6 +201,8 @@ def main() -> None:
                 "train_seconds"]
         results[name] = row
         write_report(results, output, args)
+        if args.commit:
+            commit(output, f"few-label levers on {args.data.resolve().name}: {name}", (".json", ".md"))
         print(f"{name}: k-fold nDCG@10 {row['k-fold alpha']['ndcg@10']:.4f} (first stage "
               f"{row['first stage']['ndcg@10']:.4f})", flush=True)
 

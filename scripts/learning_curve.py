@@ -249,7 +249,7 @@ def main() -> None:
             print(f"{key}: interpolated nDCG@10 {entry['interpolated']['ndcg@10']:.4f} "
                   f"(first stage {report['first_stage']['ndcg@10']:.4f}), alpha {entry['alpha']}", flush=True)
             if args.commit:
-                commit(output, key)
+                commit(output, f"learning curve: {key}")
 
 
 def same_settings(landed: dict, now: dict) -> bool:
@@ -269,11 +269,11 @@ def write_outputs(report: dict, output: Path, resamples: int = 10000) -> None:
     write_chart(report, output.with_suffix(".svg"))
 
 
-def commit(output: Path, key: str) -> None:
+def commit(output: Path, message: str, suffixes=(".json", ".md", ".svg")) -> None:
     """Commit the result files alone (whatever else the work tree holds); a busy or failed git is reported, and the
     next landing commits the files again."""
-    paths = [str(output.with_suffix(s)) for s in (".json", ".md", ".svg")]
-    for cmd in (["git", "add", "--", *paths], ["git", "commit", "-q", "-m", f"learning curve: {key}", "--", *paths]):
+    paths = [str(output.with_suffix(s)) for s in suffixes]
+    for cmd in (["git", "add", "--", *paths], ["git", "commit", "-q", "-m", message, "--", *paths]):
         done = subprocess.run(cmd, cwd=output.parent, capture_output=True, text=True)
         if done.returncode:
             print(f"git {cmd[1]} failed: {done.stderr.strip()}", flush=True)

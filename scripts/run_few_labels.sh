@@ -12,7 +12,7 @@
 #      in float32, its default);
 #   5. the curve's large sizes (200, 400, all 809) in the default recipe, the few-label one at 200 (fit's auto tries
 #      it below 400 queries), then at 400 and 809 for the record.
-# learning_curve.py commits its files as each (N, seed) lands (--commit), this script the levers' as each lands;
+# learning_curve.py and ablate_few_labels.py commit their files as each run lands (--commit);
 # few_labels.json is committed by hand.
 #
 #   HNM_WORK=/work/cache/fewlabels HNM_DATA=../shared/data nohup scripts/run_few_labels.sh >> few.log 2>&1 &
@@ -33,22 +33,11 @@ curve() {  # recipe, sizes...
   done
 }
 
-LEVERS=("base (the default recipe)" "pseudo-queries alone, no labels" "pseudo-queries first"
-  "pseudo-queries first + distil the hybrid" "fit's few-label recipe: distil the ensemble, alone (MarginMSE)"
-  "distil the hybrid, alone (MarginMSE)" "triplet + distil the hybrid"
-  "graded: ListNet over 1 + 7" "check every fifth of the run on the hybrid's top k"
-  "check every fifth of the run on its rows" "start: all-mpnet-base-v2")
-levers() {  # data, output, extra arguments...: one lever at a time, each committed as it lands
-  local data=$1 output=$2 lever files
+levers() {  # data, output, extra arguments...: every lever in ablate_few_labels.py's order, each committed
+  local data=$1 output=$2
   shift 2
-  for lever in "${LEVERS[@]}"; do
-    $PY scripts/ablate_few_labels.py --data "$DATA/$data" --output "$RES/$output" --precision float32 --quiet \
-      --levers "$lever" "$@"
-    files=("$output" "${output%.json}.md")
-    git -C "$RES" add "${files[@]}"
-    git -C "$RES" diff --cached --quiet -- "${files[@]}" ||
-      git -C "$RES" commit -qm "few-label levers on $data: $lever" -- "${files[@]}"
-  done
+  $PY scripts/ablate_few_labels.py --data "$DATA/$data" --output "$RES/$output" --precision float32 --commit \
+    --quiet "$@"
 }
 
 curve default 25 50 100
