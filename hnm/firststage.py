@@ -179,12 +179,14 @@ def retrieve(corpus: Dict[str, dict], queries: Dict[str, str], cfg: FirstStageCo
 
 
 def annotate_rows(corpus: Dict[str, dict], rows: List[dict], cfg: FirstStageConfig = FirstStageConfig(),
-                  quiet: bool = False) -> List[dict]:
+                  quiet: bool = False, stage: "FirstStage" = None) -> List[dict]:
     """Mined rows -> the same rows with the first stage's scores of their positives and negatives
     ("positive_first_stage_scores", "negative_first_stage_scores") and its top cfg.top_k for the row's query
     ("candidate_ids", "candidates", "candidate_scores", best first). A document missing from the corpus is an error.
-    Scores are the first stage's over the whole corpus (a hybrid's fused z-scores); an unchunked corpus."""
-    stage = FirstStage(corpus, cfg, quiet)
+    Scores are the first stage's over the whole corpus (a hybrid's fused z-scores). On a chunked corpus the scores
+    are per row as well, and so are the top k (not the pages' best rows of FirstStage.run). `stage`: one already
+    built on `corpus` with `cfg`, to reuse."""
+    stage = stage or FirstStage(corpus, cfg, quiet)
     column = {d: j for j, d in enumerate(stage.doc_ids)}
     texts = [r["query"] for r in rows]
     out = []

@@ -13,7 +13,9 @@ what is done and resumes what is half done:
 2. mined.jsonl  hard negatives for the training queries (miner.py, MineConfig).
 3. model/       the cross-encoder trained on them (train.py, TrainConfig); model/best is kept. Under the "auto"
                 recipe, with fewer than config.FEW_LABELS queries to learn from, also model-few-label/: the same
-                with MarginMSE on the ensemble's scores (config.RECIPES), which helps where labels are few.
+                with MarginMSE on a teacher's scores (config.RECIPES), which helps where labels are few. A recipe
+                whose teacher is the first stage trains on mined.first-stage.jsonl: the mined rows with the first
+                stage's scores of their positives and negatives (firststage.annotate_rows), written once.
 4. tune.json    alpha for the first stage (FirstStageConfig) on the tuning queries, chosen in folds (each fold
                 scored at the alpha the others chose), and stored in the checkpoint; with two recipes, the one whose
                 re-ranker scores better there. When no re-ranker beats the first stage alone out of fold, alpha is
@@ -38,9 +40,9 @@ from typing import Dict, List, Tuple
 import numpy as np
 
 from hnm.config import FEW_LABELS, RECIPES, FitConfig, TrainConfig
-from hnm.data import Qrels, atomic_write, load_beir, read_qrels
+from hnm.data import Qrels, atomic_write, load_beir, read_jsonl, read_qrels, write_jsonl
 from hnm.errors import HnmError
-from hnm.firststage import FirstStage
+from hnm.firststage import FirstStage, annotate_rows
 from hnm.pages import page_qrels
 
 TUNING_FLOOR = 30  # tuning queries under which alpha and the kept checkpoint are uncertain
@@ -129,14 +131,22 @@ def fit(data: Path, out: Path, cfg: FitConfig = FitConfig(), quiet: bool = False
         mine(corpus, queries, learn, cfg.mine, rows, cfg.embed, quiet=quiet)
         timed("mine", t0)
     names = recipes_to_try(cfg.recipe, len(learn), say)
+    stages: List[FirstStage] = []  # built once, when a teacher or the tuning first needs it
+
+    def first_stage() -> FirstStage:
+        if not stages:
+            stages.append(FirstStage(corpus, cfg.stage, quiet))
+        return stages[0]
+
     for name in names:
         folder, done = model_folder(out, name), out / ("train.json" if name == "default" else f"train-{name}.json")
         if done.exists():
             continue
         tcfg = replace(cfg.train, **RECIPES[name])
-        _announce(rows, tcfg, say, f" ({name} recipe)" if len(names) > 1 else "")
         t0 = time.monotonic()
-        summary = train(rows, folder, cfg.start, tcfg, resume=(folder / "last").exists(), quiet=quiet)
+        taught = teacher_rows(out, rows, tcfg, corpus, first_stage, quiet)
+        _announce(taught, tcfg, say, f" ({name} recipe)" if len(names) > 1 else "")
+        summary = train(taught, folder, cfg.start, tcfg, resume=(folder / "last").exists(), quiet=quiet)
         timed(f"train {name}", t0)
         if summary["steps"] < summary["total_steps"]:
             say(f"training ({name} recipe) stopped at step {summary['steps']} of {summary['total_steps']} "
@@ -144,7 +154,7 @@ def fit(data: Path, out: Path, cfg: FitConfig = FitConfig(), quiet: bool = False
             return {"stopped": summary["steps"]}
         with atomic_write(done) as f:
             json.dump(summary, f, indent=1, default=str)
-    first = FirstStage(corpus, cfg.stage, quiet)
+    first = first_stage()
     if not (out / "tune.json").exists():
         t0 = time.monotonic()
         tuning = [q for q in json.loads((model_folder(out, names[0]) / "tuning_queries.json").read_text())
@@ -181,6 +191,24 @@ def fit(data: Path, out: Path, cfg: FitConfig = FitConfig(), quiet: bool = False
     with atomic_write(out / "report.md") as f:
         f.write(report_markdown(report))
     return report
+
+
+def teacher_rows(out: Path, rows: Path, tcfg: TrainConfig, corpus: Dict[str, dict], first_stage,
+                 quiet: bool = False) -> Path:
+    """The rows a recipe trains on: the mined rows, or, when its teacher is the first stage, the same rows with the
+    first stage's scores of their positives and negatives, written once to OUT/mined.first-stage.jsonl. The top k
+    that annotate_rows also adds is kept only for a held-out check on it (TrainConfig.held_out "candidates").
+    `first_stage`: () -> the FirstStage of the fit, built on first use."""
+    if not (tcfg.teacher and tcfg.teacher_scores == "first_stage"):
+        return rows
+    path = out / "mined.first-stage.jsonl"
+    if not path.exists():
+        annotated = annotate_rows(corpus, [row for _, row in read_jsonl(rows)], first_stage().cfg, quiet,
+                                  stage=first_stage())
+        if tcfg.held_out != "candidates":
+            annotated = [{k: v for k, v in row.items() if not k.startswith("candidate")} for row in annotated]
+        write_jsonl(path, annotated)
+    return path
 
 
 def model_folder(out: Path, recipe: str) -> Path:

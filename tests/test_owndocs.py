@@ -154,3 +154,40 @@ def test_the_recipe_is_chosen_on_the_tuning_queries_and_none_beating_the_first_s
     tuned["few-label"].update(alpha=0.2, out_of_fold=0.56)
     tuned["default"].update(out_of_fold=0.57)
     assert choose_recipe(tuned)[0] == "few-label"
+
+
+def test_a_recipe_taught_by_the_first_stage_trains_on_its_scores_of_the_mined_rows(tmp_path):
+    from hnm.config import FirstStageConfig, TrainConfig
+    from hnm.data import write_jsonl
+    from hnm.firststage import FirstStage
+    from hnm.fit import teacher_rows
+    corpus = {"a": {"title": "", "text": "wing flow"}, "b": {"title": "", "text": "wing"},
+              "c": {"title": "", "text": "heat pipe"}}
+    rows = [{"query_id": "q", "query": "wing flow", "positive_ids": ["b"], "positives": ["wing"],
+             "negative_ids": ["c", "a"], "negatives": ["heat pipe", "wing flow"]}]
+    mined = tmp_path / "mined.jsonl"
+    write_jsonl(mined, rows)
+    built = []
+
+    def first_stage():
+        built.append(1)
+        return FirstStage(corpus, FirstStageConfig(kind="bm25", top_k=2), quiet=True)
+
+    ensemble = TrainConfig(loss="margin_mse")  # the mined rows carry the ensemble's scores already
+    assert teacher_rows(tmp_path, mined, ensemble, corpus, first_stage) == mined and not built
+    taught = TrainConfig(loss="margin_mse", teacher_scores="first_stage", teacher_scale=1.0)
+    path = teacher_rows(tmp_path, mined, taught, corpus, first_stage)
+    assert path == tmp_path / "mined.first-stage.jsonl"
+    row = json.loads(path.read_text())
+    bm25 = first_stage().index.scores([["wing", "flow"]])[0]  # a, b, c in corpus order
+    assert row["positive_first_stage_scores"] == pytest.approx([bm25[1]], abs=1e-6)
+    assert row["negative_first_stage_scores"] == pytest.approx([0.0, bm25[0]], abs=1e-6)
+    assert {k: row[k] for k in rows[0]} == rows[0] and not any(k.startswith("candidate") for k in row)
+    built.clear()
+    assert teacher_rows(tmp_path, mined, taught, corpus, first_stage) == path and not built  # written once
+    # a held-out check on the first stage's list keeps its top k
+    checked = tmp_path / "checked"
+    checked.mkdir()
+    row = json.loads(teacher_rows(checked, mined, TrainConfig(distill=1.0, teacher_scores="first_stage",
+                                                              held_out="candidates"), corpus, first_stage).read_text())
+    assert row["candidate_ids"] == ["a", "b"]
