@@ -332,6 +332,10 @@ class TrainConfig:  # train.py
     folds: int = setting(0, "k > 1: hold out fold --fold of k seeded folds of the queries instead of "
                             "--eval-fraction (k-fold tuning)", ge=0)
     fold: int = setting(0, "the fold held out when --folds is set", ge=0)
+    # CLEAR (Gao et al. 2021) trains a model on the residual of BM25's ranking; here the teacher is any of TEACHERS
+    residual: float = setting(0.0, "the ranking loss sees the model's score plus this times the teacher's "
+                                   "(--teacher-scores) score of each pair, so the model learns what the teacher "
+                                   "misses; 0: the model's score alone", ge=0)
     held_out: str = setting("rows", "what the held-out check re-ranks: each held-out row's positives and negatives, "
                                     "or candidates, the first stage's top k that firststage.annotate_rows adds (the "
                                     "list the model will face)", choices=HELD_OUT_CHECKS)
@@ -341,11 +345,13 @@ class TrainConfig:  # train.py
         if self.folds == 1 or not self.fold < max(self.folds, 1):
             raise ValueError(f"folds is 0 (none) or at least 2, and fold one of 0 .. folds - 1; got {self.folds} and "
                              f"{self.fold}")
+        if self.residual > 0 and self.loss == "margin_mse":
+            raise ValueError("residual adds the teacher's scores to a ranking loss; margin_mse fits the teacher itself")
 
     @property
     def teacher(self) -> bool:
         """Whether the loss needs the mined rows' scores."""
-        return self.loss == "margin_mse" or self.distill > 0
+        return self.loss == "margin_mse" or self.distill > 0 or self.residual > 0
 
 
 # ------------------------------------------------------------------------------------------------------------ fit

@@ -12,8 +12,9 @@ epoch]); step s of an epoch takes its examples s*G .. s*G + G - 1 (an incomplete
 a of process r the slice starting at (a*W + r) * batch_size. So the order is known from (seed, step) alone, and W
 processes with batch b see the same examples per step as one with batch W*b (each rank reads its own shard).
 
-The loop: the loss of losses.py on the scores (batch, 1 + n), plus `distill` x MarginMSE against the rows' own
-ensemble scores (the teacher, scaled by `teacher_scale`) when asked; AdamW (Loshchilov & Hutter 2019) with no weight decay
+The loop: the loss of losses.py on the scores (batch, 1 + n) (with `residual`, on the scores plus `residual` x the
+teacher's: the model learns what the teacher misses), plus `distill` x MarginMSE against the rows' own ensemble
+scores (the teacher, scaled by `teacher_scale`) when asked; AdamW (Loshchilov & Hutter 2019) with no weight decay
 on biases and LayerNorm; a linear warm-up then linear decay of the learning rate (`linear_schedule`); gradients
 clipped to a total norm; optional bfloat16 autocast; DistributedDataParallel under torchrun (gloo on CPU, nccl on
 GPU), gradients averaged, no all-reduce inside accumulation. At the end of each epoch (and every `eval_every`
@@ -477,12 +478,14 @@ def _micro_step(net: torch.nn.Module, model: CrossEncoder, batch: List[Example],
         ids, mask, types = (t.to(device, non_blocking=True) for t in (b.input_ids, b.attention_mask, b.token_type_ids))
         logits = net(ids, mask, types)  # (B(1+n),)
     scores = logits.float().view(len(batch), 1 + cfg.negatives)  # (B, 1 + n)
-    loss = loss_fn(scores, cfg.margin) if loss_fn is not None else scores.new_zeros(())
+    teacher = (torch.tensor([e.teacher for e in batch], dtype=torch.float32, device=scores.device) if cfg.teacher
+               else None)  # (B, 1 + n)
+    ranked = scores + cfg.residual * teacher if cfg.residual > 0 else scores  # what the ranking loss sees
+    loss = loss_fn(ranked, cfg.margin) if loss_fn is not None else scores.new_zeros(())
     if cfg.loss == "listnet":
-        loss = listnet(scores, torch.tensor([e.grades for e in batch], device=scores.device))  # grades (B, 1 + n)
-    if cfg.teacher:
-        teacher = torch.tensor([e.teacher for e in batch], dtype=torch.float32, device=scores.device)  # (B, 1 + n)
-        alone = cfg.loss == "margin_mse"
+        loss = listnet(ranked, torch.tensor([e.grades for e in batch], device=scores.device))  # grades (B, 1 + n)
+    alone = cfg.loss == "margin_mse"
+    if alone or cfg.distill > 0:
         loss = loss + (1.0 if alone else cfg.distill) * margin_mse(scores, cfg.teacher_scale * teacher)
     (loss / cfg.grad_accum).backward()
     return float(loss.detach())

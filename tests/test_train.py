@@ -2,6 +2,7 @@
 exact resume, DDP and gradient accumulation against one big batch, a NaN stop, bad rows named by line, and a tiny
 model that must learn to rank held-out rows."""
 
+import contextlib
 import hashlib
 import json
 import math
@@ -304,6 +305,35 @@ def test_margin_mse_by_hand_and_teacher_scores_of_examples(tmp_path):
     kept, skipped = read_rows(path, 1, teacher=True)
     assert len(kept) == len(rows) - 1 and "lacks the scores distillation needs" in skipped[0]
     assert len(read_rows(path, 1)[0]) == len(rows)  # without distillation the row is used
+
+
+def test_residual_training_ranks_the_teachers_score_plus_the_models_by_hand():
+    """CLEAR's residual: the triplet loss sees s + r x teacher, so a pair the teacher already orders by the margin
+    costs nothing and the gradient goes to the pairs it gets wrong."""
+    from hnm.tokenize import Batch
+    from hnm.train import Example, _micro_step
+
+    class Fixed(torch.nn.Module):  # the model's logits, one per pair: (q1, p) 0, (q1, n) 0, (q2, p) 0, (q2, n) 1
+        def __init__(self):
+            super().__init__()
+            self.logits = torch.nn.Parameter(torch.tensor([0.0, 0.0, 0.0, 1.0]))
+
+        def forward(self, ids, mask, types):
+            return self.logits
+
+    batch = [Example("q1", "p", ("n",), 1, teacher=(2.0, 0.0)),  # the teacher orders q1 right by 2
+             Example("q2", "p", ("n",), 2, teacher=(0.0, 1.0))]  # and q2 wrong by 1
+    tokens = Batch(*(torch.zeros(4, 3, dtype=torch.long) for _ in range(3)))
+    for residual, want in ((0.0, (1.0 + 2.0) / 2), (1.0, (0.0 + 3.0) / 2), (0.25, (0.5 + 2.25) / 2)):
+        # hinge max(0, 1 - (s_p + r t_p) + (s_n + r t_n)): residual 0 -> 1 and 2; 1 -> 0 and 3; 0.25 -> 0.5 and 2.25
+        net, cfg = Fixed(), replace(CFG, residual=residual, teacher_scores="ensemble", distill=0.0)
+        got = _micro_step(net, None, batch, loss_function("triplet"), cfg, contextlib.nullcontext(), torch.device("cpu"),
+                          tokens)
+        assert got == pytest.approx(want)
+        if residual == 1.0:  # q1 costs nothing: only q2's pair has a gradient
+            assert net.logits.grad.tolist() == pytest.approx([0.0, 0.0, -0.5, 0.5])
+    with pytest.raises(ValueError, match="residual"):
+        TrainConfig(loss="margin_mse", residual=1.0)
 
 
 TOPICS = ("volcano", "violin", "glacier", "tennis", "bakery", "satellite", "orchid", "submarine")
