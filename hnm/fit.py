@@ -31,6 +31,7 @@ are written to fit.json on the first run; a rerun with other settings is refused
 Not here: the stages themselves (miner.py, train.py, twostage.py) and the command line (__main__.py).
 """
 
+import functools
 import json
 import time
 from dataclasses import asdict, replace
@@ -131,13 +132,7 @@ def fit(data: Path, out: Path, cfg: FitConfig = FitConfig(), quiet: bool = False
         mine(corpus, queries, learn, cfg.mine, rows, cfg.embed, quiet=quiet)
         timed("mine", t0)
     names = recipes_to_try(cfg.recipe, len(learn), say)
-    stages: List[FirstStage] = []  # built once, when a teacher or the tuning first needs it
-
-    def first_stage() -> FirstStage:
-        if not stages:
-            stages.append(FirstStage(corpus, cfg.stage, quiet))
-        return stages[0]
-
+    first_stage = functools.lru_cache(maxsize=None)(lambda: FirstStage(corpus, cfg.stage, quiet))  # built once
     for name in names:
         folder, done = model_folder(out, name), out / ("train.json" if name == "default" else f"train-{name}.json")
         if done.exists():

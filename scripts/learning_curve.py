@@ -30,6 +30,7 @@ only remakes the table and the chart from the JSON.
 """
 
 import argparse
+import functools
 import json
 import subprocess
 import time
@@ -42,7 +43,8 @@ from hnm.config import RECIPES, FitConfig
 from hnm.data import atomic_write, load_beir, read_jsonl
 from hnm.embed import EmbedConfig, resolve_precision
 from hnm.experiment import arm_mine_config, machine_line
-from hnm.firststage import FirstStageConfig, retrieve
+from hnm.firststage import FirstStage, FirstStageConfig, retrieve
+from hnm.fit import teacher_rows
 from hnm.metrics import randomisation_test, read_trec_run, write_trec_run
 from hnm.miner import run as mine
 from hnm.negatives import MineConfig
@@ -203,6 +205,7 @@ def main() -> None:
                             lambda: retrieve(corpus, {q: queries[q] for q in test_qrels}, fcfg, args.quiet))
     train_first = cached_run(args.work / f"{args.train_split}-{args.first_stage}-top{args.top_k}.trec",
                              lambda: retrieve(corpus, {q: queries[q] for q in mined}, fcfg, args.quiet))
+    first_stage = functools.lru_cache(maxsize=None)(lambda: FirstStage(corpus, fcfg, args.quiet))  # a teacher's
     test_ids = sorted(test_qrels)
     base = per_query_values(test_first, test_qrels)
     config = {"data": args.data.resolve().name, "train_split": args.train_split, "test_split": args.test_split,
@@ -234,7 +237,8 @@ def main() -> None:
                 write_rows(rows, subset(mined, n, seed), subset_rows)
             done = folder / "done.json"
             if not done.exists():
-                summary_ = train(subset_rows, folder / "model", "all-MiniLM-L6-v2", replace(tcfg, seed=seed),
+                taught = teacher_rows(folder, subset_rows, tcfg, corpus, first_stage, args.quiet)  # as fit does
+                summary_ = train(taught, folder / "model", "all-MiniLM-L6-v2", replace(tcfg, seed=seed),
                                  resume=(folder / "model" / "last").exists(), quiet=args.quiet)
                 with atomic_write(done) as f:
                     json.dump({"steps": summary_["steps"], "pairs_per_s": round(summary_["pairs_per_s"], 2),
