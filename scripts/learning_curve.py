@@ -276,6 +276,7 @@ def write_outputs(report: dict, output: Path, resamples: int = 10000) -> None:
 def commit(output: Path, message: str, suffixes=(".json", ".md", ".svg")) -> None:
     """Commit the result files alone (whatever else the work tree holds); a busy or failed git is reported, and the
     next landing commits the files again."""
+    output = output.resolve()  # git runs in the results folder
     paths = [str(output.with_suffix(s)) for s in suffixes]
     for cmd in (["git", "add", "--", *paths], ["git", "commit", "-q", "-m", message, "--", *paths]):
         done = subprocess.run(cmd, cwd=output.parent, capture_output=True, text=True)
