@@ -21,7 +21,8 @@ run smallest first, each seed in turn, so the cheap end of the curve lands first
 
 Resuming. Every stage is cached under --work: the mined rows (rows.jsonl), the first stage's runs, and per (N,
 seed) a folder n<N>-seed<S> with its rows, its model and its checkpoints (train.py resumes from `last/`), its
-re-ranked runs and done.json. After a stop or a machine restart, run the same command again: it skips what is done
+re-ranked runs and done.json (which records the training settings: a folder trained otherwise, say by a recipe
+whose settings have changed since, is refused rather than reused). After a stop or a machine restart, run the same command again: it skips what is done
 and resumes a half-trained model from its last checkpoint. Each finished (N, seed) is written at once, atomically,
 with its per-query values, to scripts/results/learning_curve.json (and the .md table and .svg chart beside it are
 made again from it); a rerun whose caches are gone takes the entries of that file whose configuration matches and
@@ -236,6 +237,9 @@ def main() -> None:
             if not subset_rows.exists():
                 write_rows(rows, subset(mined, n, seed), subset_rows)
             done = folder / "done.json"
+            if done.exists() and not same_config(json.loads(done.read_text()).get("train", {}), config["train"]):
+                p.error(f"{folder} holds a model trained with other settings (its done.json's train); move it away "
+                        f"to train this recipe's, or give --work another folder")
             if not done.exists():
                 taught = teacher_rows(folder, subset_rows, tcfg, corpus, first_stage, args.quiet)  # as fit does
                 summary_ = train(taught, folder / "model", "all-MiniLM-L6-v2", replace(tcfg, seed=seed),
@@ -244,8 +248,9 @@ def main() -> None:
                     json.dump({"steps": summary_["steps"], "pairs_per_s": round(summary_["pairs_per_s"], 2),
                                "best_step": (summary_["best"] or {}).get("step"),
                                "train_seconds": round(logged_seconds(folder / "model"), 1),
-                               "machine": machine_line()}, f, indent=1)
-            entry = {"queries": n, "seed": seed, **json.loads(done.read_text()),
+                               "machine": machine_line(), "train": config["train"]}, f, indent=1)
+            trained = {k: v for k, v in json.loads(done.read_text()).items() if k != "train"}
+            entry = {"queries": n, "seed": seed, **trained,
                      **measure(folder / "model", test_first, train_first, queries, corpus, train_qrels, test_qrels,
                                test_ids, args)}
             report["runs"][key] = entry
