@@ -198,8 +198,8 @@ def teacher_rows(out: Path, rows: Path, tcfg: TrainConfig, corpus: Dict[str, dic
         return rows
     path = out / "mined.first-stage.jsonl"
     if not path.exists():
-        annotated = annotate_rows(corpus, [row for _, row in read_jsonl(rows)], first_stage().cfg, quiet,
-                                  stage=first_stage())
+        stage = first_stage()
+        annotated = annotate_rows(corpus, [row for _, row in read_jsonl(rows)], stage.cfg, quiet, stage=stage)
         if tcfg.held_out != "candidates":
             annotated = [{k: v for k, v in row.items() if not k.startswith("candidate")} for row in annotated]
         write_jsonl(path, annotated)

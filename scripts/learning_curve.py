@@ -22,12 +22,12 @@ run smallest first, each seed in turn, so the cheap end of the curve lands first
 Resuming. Every stage is cached under --work: the mined rows (rows.jsonl), the first stage's runs, and per (N,
 seed) a folder n<N>-seed<S> with its rows, its model and its checkpoints (train.py resumes from `last/`), its
 re-ranked runs and done.json (which records the training settings: a folder trained otherwise, say by a recipe
-whose settings have changed since, is refused rather than reused). After a stop or a machine restart, run the same command again: it skips what is done
-and resumes a half-trained model from its last checkpoint. Each finished (N, seed) is written at once, atomically,
-with its per-query values, to scripts/results/learning_curve.json (and the .md table and .svg chart beside it are
-made again from it); a rerun whose caches are gone takes the entries of that file whose configuration matches and
-trains only the rest. --commit also commits those three files in this repository after each landing. --report
-only remakes the table and the chart from the JSON.
+whose settings have changed since, is refused rather than reused). After a stop or a machine restart, run the same
+command again: it skips what is done and resumes a half-trained model from its last checkpoint. Each finished (N,
+seed) is written at once, atomically, with its per-query values, to scripts/results/learning_curve.json (and the .md
+table and .svg chart beside it are made again from it); a rerun whose caches are gone takes the entries of that file
+whose configuration matches and trains only the rest. --commit also commits those three files in this repository
+after each landing. --report only remakes the table and the chart from the JSON.
 """
 
 import argparse
@@ -44,7 +44,7 @@ from hnm.config import RECIPES, FitConfig
 from hnm.data import atomic_write, load_beir, read_jsonl
 from hnm.embed import EmbedConfig, resolve_precision
 from hnm.experiment import arm_mine_config, machine_line
-from hnm.firststage import FirstStage, FirstStageConfig, retrieve
+from hnm.firststage import FirstStage, FirstStageConfig
 from hnm.fit import teacher_rows
 from hnm.metrics import randomisation_test, read_trec_run, write_trec_run
 from hnm.miner import run as mine
@@ -202,11 +202,11 @@ def main() -> None:
                    **RECIPES[args.recipe])
     fcfg = FirstStageConfig(kind=args.first_stage, top_k=args.top_k, models=args.models,
                             precision=args.embed_precision)
+    first_stage = functools.lru_cache(maxsize=None)(lambda: FirstStage(corpus, fcfg, args.quiet))  # built once
     test_first = cached_run(args.work / f"{args.test_split}-{args.first_stage}-top{args.top_k}.trec",
-                            lambda: retrieve(corpus, {q: queries[q] for q in test_qrels}, fcfg, args.quiet))
+                            lambda: first_stage().run({q: queries[q] for q in test_qrels}, args.quiet))
     train_first = cached_run(args.work / f"{args.train_split}-{args.first_stage}-top{args.top_k}.trec",
-                             lambda: retrieve(corpus, {q: queries[q] for q in mined}, fcfg, args.quiet))
-    first_stage = functools.lru_cache(maxsize=None)(lambda: FirstStage(corpus, fcfg, args.quiet))  # a teacher's
+                             lambda: first_stage().run({q: queries[q] for q in mined}, args.quiet))
     test_ids = sorted(test_qrels)
     base = per_query_values(test_first, test_qrels)
     config = {"data": args.data.resolve().name, "train_split": args.train_split, "test_split": args.test_split,

@@ -327,8 +327,8 @@ def test_residual_training_ranks_the_teachers_score_plus_the_models_by_hand():
     for residual, want in ((0.0, (1.0 + 2.0) / 2), (1.0, (0.0 + 3.0) / 2), (0.25, (0.5 + 2.25) / 2)):
         # hinge max(0, 1 - (s_p + r t_p) + (s_n + r t_n)): residual 0 -> 1 and 2; 1 -> 0 and 3; 0.25 -> 0.5 and 2.25
         net, cfg = Fixed(), replace(CFG, residual=residual, teacher_scores="ensemble", distill=0.0)
-        got = _micro_step(net, None, batch, loss_function("triplet"), cfg, contextlib.nullcontext(), torch.device("cpu"),
-                          tokens)
+        got = _micro_step(net, None, batch, loss_function("triplet"), cfg, contextlib.nullcontext(),
+                          torch.device("cpu"), tokens)
         assert got == pytest.approx(want)
         if residual == 1.0:  # q1 costs nothing: only q2's pair has a gradient
             assert net.logits.grad.tolist() == pytest.approx([0.0, 0.0, -0.5, 0.5])
