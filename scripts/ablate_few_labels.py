@@ -65,6 +65,12 @@ LEVERS = {
     # it scored below r 0.25, the one kept
     "triplet on the hybrid's residual (CLEAR), r 0.25": ({"residual": 0.25, "teacher_scores": "first_stage"}, False,
                                                           None),
+    # a floor on the run's length (min_steps, this script's own): one epoch of 50 SciFact queries is 185 steps, and
+    # each of those runs kept its last checkpoint, still learning; where one epoch is longer, the lever is the base
+    "at least 1,000 steps (more epochs)": ({"min_steps": 1000}, False, None),
+    "distil the hybrid, alone (MarginMSE), at least 1,000 steps": ({"loss": "margin_mse", "teacher_scores":
+                                                                    "first_stage", "teacher_scale": 1.0,
+                                                                    "min_steps": 1000}, False, None),
     "graded: ListNet over 1 + 7": ({"loss": "listnet", "negatives": 7}, False, None),
     "check every fifth of the run on the hybrid's top k": ({"eval_every": -5, "held_out": "candidates"}, False, None),
     "check every fifth of the run on its rows": ({"eval_every": -5}, False, None),
@@ -182,6 +188,11 @@ def main() -> None:
             row = {"train": None, "labelled_queries": 0, "steps": 0, "best_step": None, "train_seconds": 0.0,
                    "machine": machine_line()}
         else:
+            if "min_steps" in changes:
+                if steps >= changes["min_steps"]:
+                    print(f"{name}: one epoch is already {steps} steps; the same run as without the floor", flush=True)
+                    continue
+                changes = {**{k: v for k, v in changes.items() if k != "min_steps"}, "max_steps": changes["min_steps"]}
             if changes.get("eval_every", 0) < 0:  # a share of the run: -5 is every fifth of its steps
                 changes = {**changes, "eval_every": max(1, steps // -changes["eval_every"])}
             tcfg = replace(base, **changes)
