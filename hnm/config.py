@@ -298,7 +298,11 @@ class TrainConfig:  # train.py
     batch_size: int = setting(4, "examples per micro-batch per process, each 1 + negatives pairs", ge=1)
     grad_accum: int = setting(1, "micro-batches per optimiser step", ge=1)
     epochs: int = setting(1, "passes over the examples", ge=1)
-    max_steps: Optional[int] = setting(None, "optimiser steps in all; replaces --epochs", ge=1)
+    max_steps: Optional[int] = setting(None, "optimiser steps in all; replaces --epochs and --min-steps", ge=1)
+    # few examples make a short epoch: 50 SciFact queries' triplets are 185 steps, and those runs kept their last
+    # checkpoint, still learning
+    min_steps: int = setting(0, "at least this many optimiser steps: more epochs (the last one cut short) where "
+                                "--epochs make fewer", ge=0)
     lr: float = setting(7e-5, "peak learning rate", gt=0)
     weight_decay: float = setting(0.01, "AdamW weight decay, not on biases and LayerNorm", ge=0)
     warmup: float = setting(0.1, "share of steps warming up, then linear decay", ge=0, lt=1)

@@ -266,12 +266,13 @@ def _announce(rows: Path, tcfg: TrainConfig, say, which: str = "") -> None:
     kept, _ = split_rows(usable, tcfg.eval_fraction, tcfg.seed)
     examples = len(examples_of(kept, tcfg.negatives, tcfg.teacher))
     per_query = np.mean([len(r["positives"]) for r in kept]) if kept else 0.0
-    steps = tcfg.max_steps or tcfg.epochs * -(-examples // (tcfg.batch_size * tcfg.grad_accum))
-    pairs = steps * tcfg.batch_size * tcfg.grad_accum * (1 + tcfg.negatives)
+    per_step = tcfg.batch_size * tcfg.grad_accum
+    steps = tcfg.max_steps or max(tcfg.epochs * (examples // per_step), tcfg.min_steps)
+    pairs = steps * per_step * (1 + tcfg.negatives)
     fast, slow = (pairs / rate for rate in CPU_PAIRS_PER_S[::-1])  # seconds
     when = f"{fast:.0f} to {slow:.0f} seconds" if slow < 120 else f"{fast / 60:.0f} to {slow / 60:.0f} minutes"
     say(f"training{which}: {len(kept)} queries with {per_query:.1f} positives each make {examples:,} examples; {steps:,} "
-        f"steps of {tcfg.batch_size * tcfg.grad_accum} examples, {pairs:,} (query, document) pairs in all: about "
+        f"steps of {per_step} examples, {pairs:,} (query, document) pairs in all: about "
         f"{when} on a 2-core CPU in float32, far less on a GPU")
 
 

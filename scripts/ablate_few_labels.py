@@ -42,7 +42,7 @@ from hnm.reranker import CrossEncoder
 from hnm.train import TrainConfig, kept_checkpoint, train
 from hnm.twostage import choose_alpha_kfold, interpolate, rerank
 
-from ablate_train import logged_seconds  # scripts/ is on the path of a script run from it
+from ablate_train import logged_seconds, same_config  # scripts/ is on the path of a script run from it
 from default_recipe import MINED_ARMS, NEGATIVES
 from learning_curve import commit
 
@@ -65,8 +65,8 @@ LEVERS = {
     # it scored below r 0.25, the one kept
     "triplet on the hybrid's residual (CLEAR), r 0.25": ({"residual": 0.25, "teacher_scores": "first_stage"}, False,
                                                           None),
-    # a floor on the run's length (min_steps, this script's own): one epoch of 50 SciFact queries is 185 steps, and
-    # each of those runs kept its last checkpoint, still learning; where one epoch is longer, the lever is the base
+    # a floor on the run's length: one epoch of 50 SciFact queries is 185 steps, and each of those runs kept its last
+    # checkpoint, still learning; where one epoch is longer, the lever is the run without it, not trained again
     "at least 1,000 steps (more epochs)": ({"min_steps": 1000}, False, None),
     "distil the hybrid, alone (MarginMSE), at least 1,000 steps": ({"loss": "margin_mse", "teacher_scores":
                                                                     "first_stage", "teacher_scale": 1.0,
@@ -188,17 +188,15 @@ def main() -> None:
             row = {"train": None, "labelled_queries": 0, "steps": 0, "best_step": None, "train_seconds": 0.0,
                    "machine": machine_line()}
         else:
-            if "min_steps" in changes:
-                if steps >= changes["min_steps"]:
-                    print(f"{name}: one epoch is already {steps} steps; the same run as without the floor", flush=True)
-                    continue
-                changes = {**{k: v for k, v in changes.items() if k != "min_steps"}, "max_steps": changes["min_steps"]}
+            if "min_steps" in changes and steps >= changes["min_steps"]:
+                print(f"{name}: one epoch is already {steps} steps; the same run as without the floor", flush=True)
+                continue
             if changes.get("eval_every", 0) < 0:  # a share of the run: -5 is every fifth of its steps
                 changes = {**changes, "eval_every": max(1, steps // -changes["eval_every"])}
             tcfg = replace(base, **changes)
             folder = args.work / "".join(c if c.isalnum() else "-" for c in name).strip("-")
             done = folder / "done.json"
-            if name in results and results[name]["train"] == asdict(tcfg):
+            if name in results and same_config(results[name]["train"], asdict(tcfg)):
                 continue
             if not done.exists():
                 begin = str(pseudo_checkpoint(args, corpus, base, precision)) if pseudo else start or \

@@ -5,8 +5,8 @@
 #   1. the SciFact learning curve's small sizes (25, 50, 100 queries; 3 seeds) in the default recipe, in float32 so
 #      that a machine with bfloat16 and one without add to the same curve (learning_curve.py refuses to mix them);
 #   2. the levers on tuning splits (ablate_few_labels.py, float32): Cranfield's two teachers, SciFact's levers at
-#      the curve's size 50, then Cranfield's train_80 others. They come before the few-label recipe's runs because that recipe
-#      is chosen from them, on tuning queries only;
+#      the curve's size 50, then Cranfield's train_80 others. They come before the few-label recipe's runs because
+#      that recipe is chosen from them, on tuning queries only;
 #   3. the few-label recipe's curve at the small sizes;
 #   4. the Cranfield headline: `hnm fit --recipe auto`, train_80 -> test_20, 3 seeds (few_labels.py; fit trains
 #      in float32, its default);

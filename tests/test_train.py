@@ -376,6 +376,19 @@ def test_training_raises_a_held_out_ranking_metric(tmp_path):
     assert after["mrr@10"] > 0.95 and after["ndcg@10"] > before["ndcg@10"] + 0.2
 
 
+def test_min_steps_lengthens_a_short_run_into_more_epochs_and_max_steps_overrides_it(golden, tmp_path):
+    start, _ = golden
+    one = replace(CFG, max_steps=None, eval_fraction=0.0, save_every=1000)
+    per_epoch = train(ROWS, tmp_path / "one", str(start), one, quiet=True)["steps"]
+    floor = 2 * per_epoch + 1  # two whole epochs and one step of a third
+    assert train(ROWS, tmp_path / "floor", str(start), replace(one, min_steps=floor), quiet=True)["steps"] == floor
+    assert [r["epoch"] for r in log_of(tmp_path / "floor")][-2:] == [1, 2]
+    assert train(ROWS, tmp_path / "below", str(start), replace(one, min_steps=per_epoch - 1),
+                 quiet=True)["steps"] == per_epoch  # a floor under one epoch changes nothing
+    assert train(ROWS, tmp_path / "max", str(start), replace(one, min_steps=floor, max_steps=3),
+                 quiet=True)["steps"] == 3
+
+
 def test_token_feed_gives_the_text_feeds_losses_and_bucketing_runs(golden, tmp_path):
     start, _ = golden
     short = replace(CFG, max_steps=6, eval_fraction=0.0, grad_accum=2)
