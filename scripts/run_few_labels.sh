@@ -4,14 +4,14 @@
 #
 #   1. the SciFact learning curve's small sizes (25, 50, 100 queries; 3 seeds) in the default recipe, in float32 so
 #      that a machine with bfloat16 and one without add to the same curve (learning_curve.py refuses to mix them);
-#   2. the levers on tuning splits (ablate_few_labels.py, float32): Cranfield's two teachers, SciFact's levers at
-#      the curve's size 50, then Cranfield's train_80 others. They come before the few-label recipe's runs because
-#      that recipe is chosen from them, on tuning queries only;
+#   2. the levers that choose fit's few-label recipe, on tuning splits only (ablate_few_labels.py, float32):
+#      Cranfield's two teachers, then SciFact's levers at the curve's size 50;
 #   3. the few-label recipe's curve at the small sizes;
 #   4. the Cranfield headline: `hnm fit --recipe auto`, train_80 -> test_20, 3 seeds (few_labels.py; fit trains
 #      in float32, its default);
-#   5. the curve's large sizes (200, 400, all 809) in the default recipe, the few-label one at 200 (fit's auto tries
-#      it below 400 queries), then at 400 and 809 for the record.
+#   5. the curve's large sizes (200, 400, all 809) in the default recipe;
+#   6. Cranfield's other levers, then the few-label curve at 200 (fit's auto tries it below 400 queries), 400 and
+#      809 for the record.
 # learning_curve.py and ablate_few_labels.py commit their files as each run lands (--commit);
 # few_labels.json is committed by hand.
 #
@@ -41,13 +41,11 @@ levers() {  # data, output, extra arguments...: every lever in ablate_few_labels
 }
 
 curve default 25 50 100
-# Cranfield's two teachers first (fit's few-label recipe is chosen between them), then SciFact's levers, then
-# Cranfield's others in order
 levers cranfield few_labels_cranfield.json --train-split train_80 --work "$WORK/levers-cranfield" \
   --levers "fit's few-label recipe: distil the ensemble, alone (MarginMSE)" "distil the hybrid, alone (MarginMSE)"
 levers scifact few_labels_scifact_n50.json --train-queries 50 --work "$WORK/levers-scifact"
-levers cranfield few_labels_cranfield.json --train-split train_80 --work "$WORK/levers-cranfield"
 curve few-label 25 50 100
 $PY scripts/few_labels.py --data "$DATA/cranfield" --work "$WORK/fit" --output "$RES/few_labels.json" --quiet
 curve default 200 400 0
+levers cranfield few_labels_cranfield.json --train-split train_80 --work "$WORK/levers-cranfield"
 curve few-label 200 400 0
