@@ -50,7 +50,7 @@ import torch
 from safetensors.torch import save as safetensors_bytes
 from torch.nn.parallel import DistributedDataParallel
 
-from hnm.config import TrainConfig
+from hnm.config import TRAIN_FIELDS_BEFORE, TrainConfig
 from hnm.data import atomic_write, read_jsonl
 from hnm.distributed import Processes
 from hnm.errors import HnmError, InputError
@@ -513,7 +513,8 @@ def _check_resumable(state: dict, cfg: TrainConfig, data: dict, world: int, last
     """A resumed run must train the same way on the same rows with as many processes, or its losses would differ."""
     stored = {k: v for k, v in state["config"].items() if k != "stop_after"}
     given = {k: v for k, v in asdict(cfg).items() if k != "stop_after"}
-    defaults = asdict(TrainConfig())  # a field added since the checkpoint was made counts at its default
+    # a field added since the checkpoint was made counts at its default, or at the value runs had before it
+    defaults = {**asdict(TrainConfig()), **TRAIN_FIELDS_BEFORE}
     stored = {**defaults, **stored}
     for config in (stored, given):  # "text" and "tokens" feed the same batches: only bucketing changes the run
         config["feed"] = "bucketed" if config.get("feed") == "bucketed" else "text or tokens"

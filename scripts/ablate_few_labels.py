@@ -176,7 +176,9 @@ def main() -> None:
     labelled, tuning = prepared_rows(args, corpus, queries, qrels, precision)
     n_labelled = sum(1 for _ in read_jsonl(labelled))
     examples = sum(len(r["positive_ids"]) * len(r["negative_ids"]) for _, r in read_jsonl(labelled))
-    base = TrainConfig(precision=precision, save_every=150, max_steps=args.max_steps)
+    # the base is the default recipe as it was before the floor on steps (one of the levers below), so that the
+    # table's rows stay comparable
+    base = TrainConfig(precision=precision, save_every=150, max_steps=args.max_steps, min_steps=0)
     steps = args.max_steps or max(1, int(0.9 * examples) // base.batch_size)  # about: a tenth is held out
     results = json.loads(output.read_text())["variants"] if output.exists() else {}
     for name in args.levers or list(LEVERS):

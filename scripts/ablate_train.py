@@ -32,6 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
+from hnm.config import TRAIN_FIELDS_BEFORE
 from hnm.data import atomic_write, load_beir
 from hnm.embed import EmbedConfig, resolve_precision
 from hnm.experiment import machine_line
@@ -117,7 +118,7 @@ def main() -> None:
     # triplet), written out so that the table's rows stay comparable as the defaults move
     base = TrainConfig(loss="softmax", negatives=7, lr=7e-5, warmup=0.1, head="pooler", batch_size=4,
                        max_length=args.max_length, epochs=args.epochs, eval_fraction=args.tuning_share,
-                       precision=precision, save_every=150)  # a stop loses at most 150 steps
+                       precision=precision, min_steps=0, save_every=150)  # a stop loses at most 150 steps
     fcfg = FirstStageConfig(kind=args.first_stage, top_k=args.top_k, models=args.models, precision=precision)
     first_path = args.work / "first-stage.trec"
 
@@ -215,9 +216,11 @@ def committed_variants(output: Path, args) -> dict:
 
 
 def same_config(landed: dict, now: dict) -> bool:
-    """Whether a committed row's config is today's: fields added since (at defaults that keep the old behaviour)
-    and how often checkpoints are saved do not count."""
-    return all(now.get(k) == v for k, v in landed.items() if k != "save_every")
+    """Whether a committed row's config is today's: a field added since counts at the value runs had before it
+    (config.TRAIN_FIELDS_BEFORE), or else is at a default that keeps the old behaviour; how often checkpoints are
+    saved does not count."""
+    before = {k: v for k, v in TRAIN_FIELDS_BEFORE.items() if k in now and k not in landed}
+    return all(now.get(k) == v for k, v in {**landed, **before}.items() if k != "save_every")
 
 
 def combined(name: str) -> tuple:

@@ -303,7 +303,9 @@ def write_table(r: dict, path: Path) -> None:
             "Each N a seeded subset (one seed's subsets nested), mined once with the ensemble "
             f"({c['mine']['strategy']}, "
             f"{c['mine']['num_negatives']} negatives a query, {c['mine']['random_share']:g} random); `hnm train`'s "
-            f"defaults ({c['train']['loss']}, {c['train']['epochs']} epoch, {c['train']['max_length']} tokens, a "
+            f"defaults ({c['train']['loss']}, {c['train']['epochs']} epoch"
+            + (f" of at least {c['train']['min_steps']:,} steps" if c['train'].get('min_steps') else "") +
+            f", {c['train']['max_length']} tokens, a "
             f"tenth of the N held out as the tuning split), {c['precision']}; alpha chosen on that tuning split"
             + (f" in {c['alpha_folds']} folds (0 unless the out-of-fold figure beats the first stage)"
                if c.get("alpha_folds", 1) > 1 else "") + " over "

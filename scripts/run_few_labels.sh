@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
-# The few-label measurements (issue: few labelled questions) in the background, cheapest first, resumable: rerun
+# The few-label measurements (issue: few labelled questions) in the background, in the order below, resumable: rerun
 # the same command and every finished stage is skipped (each script caches its stages under $HNM_WORK).
 #
-#   1. the SciFact learning curve's small sizes (25, 50, 100 queries; 3 seeds) in the default recipe, in float32 so
+#   1. the levers that choose the training recipes, on tuning splits only (ablate_few_labels.py, float32):
+#      Cranfield's two teachers, then SciFact's levers at 50 labelled queries;
+#   2. the SciFact learning curve's small sizes (25, 50, 100 queries; 3 seeds) in the default recipe, in float32 so
 #      that a machine with bfloat16 and one without add to the same curve (learning_curve.py refuses to mix them);
-#   2. the levers that choose fit's few-label recipe, on tuning splits only (ablate_few_labels.py, float32):
-#      Cranfield's two teachers, then SciFact's levers at the curve's size 50;
 #   3. the few-label recipe's curve at the small sizes;
 #   4. the Cranfield headline: `hnm fit --recipe auto`, train_80 -> test_20, 3 seeds (few_labels.py; fit trains
 #      in float32, its default);
@@ -40,10 +40,10 @@ levers() {  # data, output, extra arguments...: every lever in ablate_few_labels
     --quiet "$@"
 }
 
-curve default 25 50 100
 levers cranfield few_labels_cranfield.json --train-split train_80 --work "$WORK/levers-cranfield" \
   --levers "fit's few-label recipe: distil the ensemble, alone (MarginMSE)" "distil the hybrid, alone (MarginMSE)"
 levers scifact few_labels_scifact_n50.json --train-queries 50 --work "$WORK/levers-scifact"
+curve default 25 50 100
 curve few-label 25 50 100
 $PY scripts/few_labels.py --data "$DATA/cranfield" --work "$WORK/fit" --output "$RES/few_labels.json" --quiet
 curve default 200 400 0

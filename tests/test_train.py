@@ -378,7 +378,7 @@ def test_training_raises_a_held_out_ranking_metric(tmp_path):
 
 def test_min_steps_lengthens_a_short_run_into_more_epochs_and_max_steps_overrides_it(golden, tmp_path):
     start, _ = golden
-    one = replace(CFG, max_steps=None, eval_fraction=0.0, save_every=1000)
+    one = replace(CFG, max_steps=None, min_steps=0, eval_fraction=0.0, save_every=1000)
     per_epoch = train(ROWS, tmp_path / "one", str(start), one, quiet=True)["steps"]
     floor = 2 * per_epoch + 1  # two whole epochs and one step of a third
     assert train(ROWS, tmp_path / "floor", str(start), replace(one, min_steps=floor), quiet=True)["steps"] == floor
@@ -387,6 +387,19 @@ def test_min_steps_lengthens_a_short_run_into_more_epochs_and_max_steps_override
                  quiet=True)["steps"] == per_epoch  # a floor under one epoch changes nothing
     assert train(ROWS, tmp_path / "max", str(start), replace(one, min_steps=floor, max_steps=3),
                  quiet=True)["steps"] == 3
+
+
+def test_a_checkpoint_made_before_min_steps_resumes_at_the_value_it_was_trained_with(golden, tmp_path):
+    start, _ = golden
+    train(ROWS, tmp_path, str(start), replace(CFG, stop_after=7), quiet=True)
+    path = tmp_path / "last" / "state.json"
+    state = json.loads(path.read_text())
+    del state["config"]["min_steps"]  # as a checkpoint written before the field was added
+    path.write_text(json.dumps(state))
+    assert CFG.min_steps == 1000  # today's default
+    with pytest.raises(HnmError, match="min_steps: 0 -> 1000"):
+        train(ROWS, tmp_path, str(start), CFG, resume=True, quiet=True)
+    assert train(ROWS, tmp_path, str(start), replace(CFG, min_steps=0), resume=True, quiet=True)["steps"] == 20
 
 
 def test_token_feed_gives_the_text_feeds_losses_and_bucketing_runs(golden, tmp_path):
