@@ -363,6 +363,10 @@ class TrainConfig:  # train.py
         """Whether the loss needs the mined rows' scores."""
         return self.loss == "margin_mse" or self.distill > 0 or self.residual > 0
 
+    def total_steps(self, steps_per_epoch: int) -> int:
+        """The run's optimiser steps: max_steps, else the epochs' steps and at least min_steps."""
+        return self.max_steps or max(self.epochs * steps_per_epoch, self.min_steps)
+
 
 # ------------------------------------------------------------------------------------------------------------ fit
 

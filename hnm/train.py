@@ -306,7 +306,7 @@ def _train(rows_path: Path, output: Path, start: str, cfg: TrainConfig, resume: 
     if steps_per_epoch == 0:
         raise HnmError(f"{rows_path}: {len(examples)} training examples, fewer than the {per_step} of one step "
                        f"(batch {cfg.batch_size} x accumulation {cfg.grad_accum} x {procs.world} processes)")
-    total = cfg.max_steps or max(cfg.epochs * steps_per_epoch, cfg.min_steps)
+    total = cfg.total_steps(steps_per_epoch)
     warmup_steps = max(1, math.ceil(cfg.warmup * total)) if cfg.warmup > 0 else 0
     data = {"rows_sha256": sha256_of(rows_path), "examples": len(examples), "eval_rows": len(eval_rows)}
 
