@@ -84,15 +84,19 @@ DEFAULT_ARM = "ensemble+"
 METRICS = ("ndcg@10", "mrr@10")
 
 
+def tag(arm: str) -> str:
+    """The part of a cache file's name that says which arm mined it: none for the default arm (the first names)."""
+    return "" if arm == DEFAULT_ARM else f"-{arm}"
+
+
 def annotated_rows(args, corpus, queries, qrels, arm: str) -> list:
     """The training queries' rows mined by the experiment's `arm` (15 negatives a query) and annotated with the first
-    stage's view; each stage cached under --work (the default arm's files keep their first names)."""
-    tag = "" if arm == DEFAULT_ARM else f"-{arm}"
-    mined = args.work / f"rows{tag}.jsonl"
+    stage's view; each stage cached under --work."""
+    mined = args.work / f"rows{tag(arm)}.jsonl"
     if not mined.exists():
         mine(corpus, queries, qrels, arm_mine_config(MINED_ARMS[arm], args.models, NEGATIVES), mined,
              EmbedConfig(precision="float32"), quiet=args.quiet)
-    annotated = args.work / f"rows{tag}-{args.first_stage}-top{args.top_k}.jsonl"
+    annotated = args.work / f"rows{tag(arm)}-{args.first_stage}-top{args.top_k}.jsonl"
     if not annotated.exists():
         rows = [row for _, row in read_jsonl(mined)]
         fcfg = FirstStageConfig(kind=args.first_stage, top_k=args.top_k, models=args.models, precision="float32")
@@ -100,22 +104,28 @@ def annotated_rows(args, corpus, queries, qrels, arm: str) -> list:
     return [row for _, row in read_jsonl(annotated)]
 
 
-def prepared_rows(args, corpus, queries, qrels, arm: str = DEFAULT_ARM) -> tuple:
-    """(annotated labelled rows path, tuning rows): mined once, annotated once, split by the seed. T and the
-    labelled queries are drawn from the default arm's rows whatever `arm` mines, so that every lever learns from the
-    same queries and is measured on the same T."""
+def prepared_rows(args, corpus, queries, qrels) -> tuple:
+    """(annotated labelled rows path, tuning rows, the labelled query ids): the default arm's rows, mined once,
+    annotated once, split by the seed. A lever that mines otherwise takes the same labelled queries (labelled_rows),
+    so that every lever learns from the same queries and is measured on the same T."""
     rows = annotated_rows(args, corpus, queries, qrels, DEFAULT_ARM)
     order = np.random.default_rng(args.seed).permutation(len(rows))
     n_tuning = round(args.tuning_share * len(rows))
     tuning = [rows[i] for i in sorted(order[:n_tuning])]
     rest = order[n_tuning:]  # in the seed's order: a --train-queries subset is its first N
     chosen = sorted(rest[:args.train_queries] if args.train_queries else rest)
-    tag = "" if arm == DEFAULT_ARM else f"-{arm}"
-    labelled = args.work / f"labelled{tag}-{len(chosen)}.jsonl"
+    labelled = args.work / f"labelled-{len(chosen)}.jsonl"
     if not labelled.exists():
-        wanted = {rows[i]["query_id"] for i in chosen}
-        write_jsonl(labelled, [r for r in annotated_rows(args, corpus, queries, qrels, arm) if r["query_id"] in wanted])
-    return labelled, tuning
+        write_jsonl(labelled, [rows[i] for i in chosen])
+    return labelled, tuning, {rows[i]["query_id"] for i in chosen}
+
+
+def labelled_rows(args, corpus, queries, qrels, arm: str, qids: set) -> Path:
+    """The labelled queries' rows as `arm` mines them, written once."""
+    path = args.work / f"labelled{tag(arm)}-{len(qids)}.jsonl"
+    if not path.exists():
+        write_jsonl(path, [r for r in annotated_rows(args, corpus, queries, qrels, arm) if r["query_id"] in qids])
+    return path
 
 
 def pseudo_checkpoint(args, corpus, base: TrainConfig, precision: str) -> Path:
@@ -189,7 +199,7 @@ def main() -> None:
     output = args.output or HERE / "results" / f"few_labels_{args.data.resolve().name}{suffix}.json"
     args.work.mkdir(parents=True, exist_ok=True)
     corpus, queries, qrels = load_beir(args.data, args.train_split)
-    labelled, tuning = prepared_rows(args, corpus, queries, qrels)
+    labelled, tuning, labelled_ids = prepared_rows(args, corpus, queries, qrels)
     n_labelled = sum(1 for _ in read_jsonl(labelled))
     examples = sum(len(r["positive_ids"]) * len(r["negative_ids"]) for _, r in read_jsonl(labelled))
     # the base is the default recipe as it was before the floor on steps (one of the levers below), so that the
@@ -219,7 +229,8 @@ def main() -> None:
             if not done.exists():
                 begin = str(pseudo_checkpoint(args, corpus, base, precision)) if pseudo else start or \
                     "all-MiniLM-L6-v2"
-                rows = prepared_rows(args, corpus, queries, qrels, MINING[name])[0] if name in MINING else labelled
+                rows = labelled_rows(args, corpus, queries, qrels, MINING[name], labelled_ids) if name in MINING \
+                    else labelled
                 summary = train(rows, folder, begin, tcfg, resume=(folder / "last").exists(), quiet=args.quiet)
                 with atomic_write(done) as f:
                     json.dump({"steps": summary["steps"], "best_step": (summary["best"] or {}).get("step"),
