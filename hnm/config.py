@@ -380,6 +380,11 @@ RECIPES = {"default": {}, "few-label": {"loss": "margin_mse"}}
 FEW_LABELS = 400
 
 
+# FitConfig's fields added after folders were fitted, at the values that keep what those folders did: a fit.json
+# without one is read with it (fit._same_settings), so that such a folder still resumes
+FIT_FIELDS_BEFORE = {"cross_fit": 0}
+
+
 @dataclass(frozen=True)
 class FitConfig:  # fit.py
     split: str = setting("train", "the judgments to learn from: qrels/<split>.tsv")
@@ -396,6 +401,9 @@ class FitConfig:  # fit.py
     alpha_folds: int = setting(5, "alpha is chosen on the tuning queries in this many folds, each scored at the "
                                   "alpha the others chose; when that does not beat the first stage, alpha is 0; 1: on "
                                   "all at once", ge=1)
+    cross_fit: int = setting(0, "k > 1: no tuning split: alpha and the epochs chosen out of fold on every query to "
+                                "learn from, in k folds, then a final model on all of them (k + 1 trainings a "
+                                "recipe; for a few dozen queries, where a held-out tenth is too few)", ge=0)
     mine: MineConfig = field(default_factory=MineConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     stage: FirstStageConfig = field(default_factory=lambda: FirstStageConfig(top_k=20))  # top_k: re-ranked
@@ -405,6 +413,8 @@ class FitConfig:  # fit.py
         check(self)
         if self.split == self.test_split:
             raise ValueError(f"the split to learn from and the test split are both {self.split!r}")
+        if self.cross_fit == 1:
+            raise ValueError("cross_fit is 0 (a held-out tuning split) or a number of folds, at least 2")
 
 
 # ------------------------------------------------------------------------------------------------------ ingesting

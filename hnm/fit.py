@@ -16,6 +16,9 @@ what is done and resumes what is half done:
                 with MarginMSE on a teacher's scores (config.RECIPES), which helps where labels are few. A recipe
                 whose teacher is the first stage trains on mined.first-stage.jsonl: the mined rows with the first
                 stage's scores of their positives and negatives (firststage.annotate_rows), written once.
+                With `cross_fit` k > 1 there is no tuning split: each recipe is cross-fitted (crossfit.py: k fold
+                models, alpha and the epochs chosen out of fold on every query to learn from, a final model on all
+                of them, in model*/final), and stage 4 compares the recipes' out-of-fold figures.
 4. tune.json    alpha for the first stage (FirstStageConfig) on the tuning queries, chosen in folds (each fold
                 scored at the alpha the others chose), and stored in the checkpoint; with two recipes, the one whose
                 re-ranker scores better there. When no re-ranker beats the first stage alone out of fold, alpha is
@@ -40,7 +43,7 @@ from typing import Dict, List, Tuple
 
 import numpy as np
 
-from hnm.config import FEW_LABELS, RECIPES, FitConfig, TrainConfig
+from hnm.config import FEW_LABELS, FIT_FIELDS_BEFORE, RECIPES, FitConfig, TrainConfig
 from hnm.data import Qrels, atomic_write, load_beir, read_jsonl, read_qrels, write_jsonl
 from hnm.errors import HnmError
 from hnm.firststage import FirstStage, annotate_rows
@@ -68,7 +71,7 @@ def _same_settings(out: Path, cfg: FitConfig) -> None:
     path = out / "fit.json"
     if path.exists():
         try:
-            before = json.loads(path.read_text(encoding="utf-8"))
+            before = {**FIT_FIELDS_BEFORE, **json.loads(path.read_text(encoding="utf-8"))}
         except json.JSONDecodeError as e:
             raise HnmError(f"{path}: not valid JSON ({e.msg}); remove the output folder to start again") from None
         now = json.loads(json.dumps(_settings(cfg)))  # as JSON reads it back: tuples become lists
@@ -99,8 +102,9 @@ def _split(data: Path, out: Path, qrels: Qrels, cfg: FitConfig, say) -> dict:
         raise HnmError(f"{Path(data) / 'qrels' / (cfg.split + '.tsv')}: no judged query is left to learn from")
     split = {"learn": learn, "test": test, "test_from": source}
     n_tuning = round(cfg.train.eval_fraction * len(learn))
-    say(f"split: {len(learn)} queries to learn from ({len(learn) - n_tuning} to train on, {n_tuning} to tune on, "
-        f"{cfg.train.eval_fraction:.0%}), {len(test)} to test on ({source})")
+    how = (f"cross-fitted in {cfg.cross_fit} folds, no tuning split" if cfg.cross_fit > 1 else
+           f"{len(learn) - n_tuning} to train on, {n_tuning} to tune on, {cfg.train.eval_fraction:.0%}")
+    say(f"split: {len(learn)} queries to learn from ({how}), {len(test)} to test on ({source})")
     with atomic_write(path) as f:
         json.dump(split, f, indent=1)
     return split
@@ -109,8 +113,9 @@ def _split(data: Path, out: Path, qrels: Qrels, cfg: FitConfig, say) -> dict:
 def fit(data: Path, out: Path, cfg: FitConfig = FitConfig(), quiet: bool = False, say=print) -> dict:
     """Run (or resume) the five stages of the module docstring; -> the report ({"metrics", "comparisons",
     "alpha", "seconds", ...}), or {"stopped": step} when training ended early at TrainConfig.stop_after."""
+    from hnm.crossfit import cross_fit
     from hnm.miner import run as mine
-    from hnm.train import kept_checkpoint, train
+    from hnm.train import train
     from hnm.twostage import store_alpha, tune_alpha
     data, out = Path(data), Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -141,26 +146,38 @@ def fit(data: Path, out: Path, cfg: FitConfig = FitConfig(), quiet: bool = False
         t0 = time.monotonic()
         taught = teacher_rows(out, rows, tcfg, corpus, first_stage, quiet)
         _announce(taught, tcfg, say, f" ({name} recipe)" if len(names) > 1 else "")
-        summary = train(taught, folder, cfg.start, tcfg, resume=(folder / "last").exists(), quiet=quiet)
+        if cfg.cross_fit > 1:  # the recipe's alpha too: cross-fit.json, read by the tune stage below
+            picked = {q: queries[q] for q in learn}
+            summary = cross_fit(taught, folder, cfg.start, tcfg, first_stage().run(picked, quiet), picked, corpus,
+                                learn, cfg.stage, cfg.cross_fit, quiet, say)
+        else:
+            summary = train(taught, folder, cfg.start, tcfg, resume=(folder / "last").exists(), quiet=quiet)
         timed(f"train {name}", t0)
-        if summary["steps"] < summary["total_steps"]:
-            say(f"training ({name} recipe) stopped at step {summary['steps']} of {summary['total_steps']} "
-                f"(--stop-after); run the same command again to go on")
-            return {"stopped": summary["steps"]}
+        step = summary.get("stopped") if cfg.cross_fit > 1 else summary["steps"]
+        if step is not None and step < summary["total_steps"]:
+            say(f"training ({name} recipe{', ' + summary['model'] if 'model' in summary else ''}) stopped at step "
+                f"{step} of {summary['total_steps']} (--stop-after); run the same command again to go on")
+            return {"stopped": step}
         with atomic_write(done) as f:
             json.dump(summary, f, indent=1, default=str)
     first = first_stage()
+    if not (out / "tune.json").exists() and cfg.cross_fit > 1:  # each recipe's alpha was chosen out of fold
+        tuned = {name: json.loads((model_folder(out, name) / "cross-fit.json").read_text()) for name in names}
+        chosen, why = choose_recipe(tuned)
+        say(f"{'recipe: ' + chosen + '; ' if len(names) > 1 else ''}{why} (cross-fitted)")
+        with atomic_write(out / "tune.json") as f:
+            json.dump({**tuned[chosen], "recipe": chosen, "why": why, "recipes": tuned}, f, indent=1)
     if not (out / "tune.json").exists():
         t0 = time.monotonic()
         tuning = [q for q in json.loads((model_folder(out, names[0]) / "tuning_queries.json").read_text())
                   if q in learn]
         if 0 < len(tuning) < TUNING_FLOOR:
             say(f"note: {len(tuning)} tuning queries: with fewer than {TUNING_FLOOR}, alpha and the kept checkpoint "
-                f"are uncertain (judge more queries, or raise --eval-fraction)")
+                f"are uncertain (judge more queries, raise --eval-fraction, or cross-fit: --cross-fit 5)")
         picked = {q: queries[q] for q in tuning}
         if tuning:
             rows_run = first.run(picked, quiet)
-            tuned = {name: tune_alpha(kept_checkpoint(model_folder(out, name)), rows_run, picked, corpus,
+            tuned = {name: tune_alpha(recipe_checkpoint(out, name), rows_run, picked, corpus,
                                       {q: learn[q] for q in tuning}, cfg.stage, precision=cfg.train.precision,
                                       quiet=quiet, folds=cfg.alpha_folds) for name in names}
             chosen, why = choose_recipe(tuned)
@@ -169,7 +186,7 @@ def fit(data: Path, out: Path, cfg: FitConfig = FitConfig(), quiet: bool = False
         else:  # nothing to choose alpha on: the first stage alone, which a re-ranker cannot make worse
             say("note: no tuning queries, so alpha is 0 (the first stage alone); raise --eval-fraction")
             tuned = {"alpha": 0.0, "tuning_queries": 0, "top_k": cfg.stage.top_k, "recipe": names[0]}
-            store_alpha(kept_checkpoint(model_folder(out, names[0])), 0.0, cfg.stage,
+            store_alpha(recipe_checkpoint(out, names[0]), 0.0, cfg.stage,
                         {k: v for k, v in tuned.items() if k != "alpha"})
         timed("tune", t0)
         with atomic_write(out / "tune.json") as f:
@@ -177,7 +194,7 @@ def fit(data: Path, out: Path, cfg: FitConfig = FitConfig(), quiet: bool = False
     tune = json.loads((out / "tune.json").read_text())
     recipe = tune.get("recipe", "default")  # a folder fitted before recipes were chosen trained the default
     t0 = time.monotonic()
-    report = _report(data, out, cfg, split, first, kept_checkpoint(model_folder(out, recipe)), tune["alpha"], quiet)
+    report = _report(data, out, cfg, split, first, recipe_checkpoint(out, recipe), tune["alpha"], quiet)
     report.update(recipe=recipe, why=tune.get("why"))
     timed("report", t0)
     report["seconds"] = seconds
@@ -211,13 +228,20 @@ def model_folder(out: Path, recipe: str) -> Path:
     return out / ("model" if recipe == "default" else f"model-{recipe}")
 
 
+def recipe_checkpoint(out: Path, recipe: str) -> Path:
+    """The checkpoint a recipe's training keeps: its best held-out one (train.kept_checkpoint), or, cross-fitted,
+    the final model's."""
+    from hnm.train import kept_checkpoint
+    folder = model_folder(out, recipe)
+    return kept_checkpoint(folder / "final" if (folder / "cross-fit.json").is_file() else folder)
+
+
 def fitted_checkpoint(path: Path) -> Path:
     """A re-ranker as given: a checkpoint folder as it is, or fit's output folder (it holds tune.json), whose kept
     checkpoint of the recipe fit chose is meant."""
     if not (path / "tune.json").is_file():
         return path
-    from hnm.train import kept_checkpoint
-    return kept_checkpoint(model_folder(path, json.loads((path / "tune.json").read_text()).get("recipe", "default")))
+    return recipe_checkpoint(path, json.loads((path / "tune.json").read_text()).get("recipe", "default"))
 
 
 def recipes_to_try(recipe: str, learn: int, say=print) -> List[str]:

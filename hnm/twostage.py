@@ -241,7 +241,18 @@ def tune_alpha(checkpoint: Path, rows_run: Run, queries: Dict[str, str], corpus:
     without folds."""
     first, pure = rerank_pages(CrossEncoder.from_checkpoint(checkpoint), rows_run, queries, corpus, batch_size,
                                precision, quiet)
-    judged = page_qrels(qrels, page_of(corpus))
+    tuned = alpha_of(pure, first, page_qrels(qrels, page_of(corpus)), stage, folds)
+    procs = current()
+    if procs.main:  # one writer under torchrun; every rank has computed the same alpha
+        store_alpha(checkpoint, tuned["alpha"], stage, {k: v for k, v in tuned.items()
+                                                        if k not in ("alpha", "first_stage", "stage")})
+    procs.barrier()
+    return tuned
+
+
+def alpha_of(pure: Run, first: Run, judged: Qrels, stage: FirstStageConfig, folds: int = 1) -> dict:
+    """The choice of tune_alpha on runs already re-ranked (per page): choose_alpha_kfold with folds > 1 and more
+    than one judged query, else choose_alpha; -> tune_alpha's dict."""
     if folds > 1 and sum(q in judged for q in pure) > 1:  # one query cannot be held out from itself
         alpha, info = choose_alpha_kfold(pure, first, judged, folds=folds)
         curve, kfold = info["curve"], {"folds": info["folds"], "fold_alphas": info["fold_alphas"],
@@ -251,10 +262,6 @@ def tune_alpha(checkpoint: Path, rows_run: Run, queries: Dict[str, str], corpus:
         (alpha, curve), kfold = choose_alpha(pure, first, judged), {}
     about = {"top_k": stage.top_k, "tuning_queries": len(first), "metric": "ndcg@10",
              "curve": {str(a): round(v, 5) for a, v in curve.items()}, **kfold}
-    procs = current()
-    if procs.main:  # one writer under torchrun; every rank has computed the same alpha
-        store_alpha(checkpoint, alpha, stage, about)
-    procs.barrier()
     return {"alpha": alpha, "first_stage": stage.kind, "stage": stage_key(stage), **about}
 
 

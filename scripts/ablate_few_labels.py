@@ -30,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
+from hnm.crossfit import cross_fit
 from hnm.data import atomic_write, load_beir, read_jsonl, write_jsonl
 from hnm.embed import EmbedConfig, resolve_precision
 from hnm.experiment import arm_mine_config, machine_line
@@ -40,7 +41,7 @@ from hnm.negatives import MineConfig
 from hnm.pseudo import PseudoConfig, pseudo_rows
 from hnm.reranker import CrossEncoder
 from hnm.train import TrainConfig, kept_checkpoint, train
-from hnm.twostage import choose_alpha_kfold, interpolate, rerank
+from hnm.twostage import alpha_of, choose_alpha_kfold, interpolate, rerank
 
 from ablate_train import logged_seconds, same_config  # scripts/ is on the path of a script run from it
 from default_recipe import MINED_ARMS, NEGATIVES
@@ -78,8 +79,13 @@ LEVERS = {
     # the experiment's arm (c): on Cranfield's test_20 its negatives beat the ensemble's (0.4563 against 0.4201
     # nDCG@10 interpolated, full budget), so it is measured here, on T, as a candidate for the few-label recipe
     "negatives mined by BM25": ({}, False, None),
+    # the floor's recipe with no tuning split: alpha and the epochs chosen on every labelled query, out of fold
+    # (crossfit.py), then a final model on all of them; k + 1 trainings
+    "cross-fitted: alpha and epochs in 5 folds of the labels, at least 1,000 steps": ({"min_steps": 1000}, False,
+                                                                                    None),
 }
 MINING = {"negatives mined by BM25": "bm25"}  # lever -> the experiment's arm that mines its rows (else DEFAULT_ARM)
+CROSS_FIT = {"cross-fitted: alpha and epochs in 5 folds of the labels, at least 1,000 steps": 5}  # lever -> folds
 DEFAULT_ARM = "ensemble+"
 METRICS = ("ndcg@10", "mrr@10")
 
@@ -143,15 +149,39 @@ def pseudo_checkpoint(args, corpus, base: TrainConfig, precision: str) -> Path:
     return folder / "last"
 
 
-def measure(folder: Path, tuning: list, queries, corpus, args, precision: str) -> dict:
-    """The variant's figures on the tuning split T, with per-query values."""
-    first = {r["query_id"]: dict(zip(r["candidate_ids"], r["candidate_scores"])) for r in tuning}
-    judged = {r["query_id"]: dict(zip(r["positive_ids"], r.get("positive_grades") or [1] * len(r["positive_ids"])))
-              for r in tuning}
+def lists(rows: list) -> tuple:
+    """(first stage's top k, judgments) of annotated rows, each {qid: {doc: score or grade}}."""
+    return ({r["query_id"]: dict(zip(r["candidate_ids"], r["candidate_scores"])) for r in rows},
+            {r["query_id"]: dict(zip(r["positive_ids"], r.get("positive_grades") or [1] * len(r["positive_ids"])))
+             for r in rows})
+
+
+def stage_of(args) -> FirstStageConfig:
+    return FirstStageConfig(kind=args.first_stage, top_k=args.top_k, models=args.models, precision="float32")
+
+
+def labels_alpha(folder: Path, labelled: Path, queries, corpus, args, precision: str) -> float:
+    """The alpha a user with only the labelled queries gets, as `hnm fit` chooses it: on the held-out tenth of the
+    labels that training kept its checkpoint by (tuning_queries.json), in 5 folds, 0 unless it carries over."""
+    held = set(json.loads((folder / "tuning_queries.json").read_text()))
+    first, judged = lists([r for _, r in read_jsonl(labelled) if r["query_id"] in held])
+    pure = rerank(CrossEncoder.from_checkpoint(kept_checkpoint(folder)), first, queries, corpus, args.top_k,
+                  precision=precision, quiet=args.quiet)
+    return alpha_of(pure, first, judged, stage_of(args), folds=5)["alpha"]
+
+
+def measure(folder: Path, tuning: list, queries, corpus, args, precision: str, alpha: float = None) -> dict:
+    """The variant's figures on the tuning split T, with per-query values; with `alpha` (chosen on the labels
+    alone), also T interpolated at it ("labels' alpha")."""
+    first, judged = lists(tuning)
     t0 = time.monotonic()
     pure = rerank(CrossEncoder.from_checkpoint(kept_checkpoint(folder)), first, queries, corpus, args.top_k,
                   precision=precision, quiet=args.quiet)
     out = {"rerank_seconds": round(time.monotonic() - t0, 1), "per_query": {}}
+    if alpha is not None:
+        values = per_query(interpolate(pure, first, alpha), judged, ks=(10,), metrics=("ndcg", "mrr"))
+        out["per_query"]["labels' alpha"] = values
+        out["labels' alpha"] = {"alpha": alpha, **{m: float(np.mean(list(values[m].values()))) for m in METRICS}}
     alpha, about = choose_alpha_kfold(pure, first, judged, folds=5, seed=0)
     out["k-fold"] = {"alpha on all of T": alpha, "fold_alphas": about["fold_alphas"]}
     for label, run in (("first stage", first), ("pure", pure), ("alpha 0.5", interpolate(pure, first, 0.5))):
@@ -216,7 +246,7 @@ def main() -> None:
             row = {"train": None, "labelled_queries": 0, "steps": 0, "best_step": None, "train_seconds": 0.0,
                    "machine": machine_line()}
         else:
-            if "min_steps" in changes and steps >= changes["min_steps"]:
+            if "min_steps" in changes and steps >= changes["min_steps"] and name not in CROSS_FIT:
                 print(f"{name}: one epoch is already {steps} steps; the same run as without the floor", flush=True)
                 continue
             if changes.get("eval_every", 0) < 0:  # a share of the run: -5 is every fifth of its steps
@@ -224,22 +254,41 @@ def main() -> None:
             tcfg = replace(base, **changes)
             folder = args.work / "".join(c if c.isalnum() else "-" for c in name).strip("-")
             done = folder / "done.json"
-            if name in results and same_config(results[name]["train"], asdict(tcfg)):
+            if name in results and same_config(results[name]["train"], asdict(tcfg)) and \
+                    "labels' alpha" in results[name]:  # a row measured before that column is measured again
                 continue
             if not done.exists():
                 begin = str(pseudo_checkpoint(args, corpus, base, precision)) if pseudo else start or \
                     "all-MiniLM-L6-v2"
                 rows = labelled_rows(args, corpus, queries, qrels, MINING[name], labelled_ids) if name in MINING \
                     else labelled
-                summary = train(rows, folder, begin, tcfg, resume=(folder / "last").exists(), quiet=args.quiet)
+                if name in CROSS_FIT:
+                    first, judged = lists([r for _, r in read_jsonl(rows)])
+                    fitted = cross_fit(rows, folder, begin, tcfg, first, queries, corpus, judged, stage_of(args),
+                                       CROSS_FIT[name], args.quiet)
+                    runs = [folder / f"fold{f}" for f in range(CROSS_FIT[name])] + [folder / "final"]
+                    summary = {"steps": sum(json.loads((r / "last" / "state.json").read_text())["step"]
+                                            for r in runs), "best": None, "pairs_per_s": 0.0}
+                    extra = {"cross_fit": {k: fitted[k] for k in ("alpha", "epochs", "fold_best_epochs",
+                                                                   "out_of_fold", "first_stage_alone")},
+                             "labels_alpha": fitted["alpha"]}
+                else:
+                    summary = train(rows, folder, begin, tcfg, resume=(folder / "last").exists(), quiet=args.quiet)
+                    runs, extra = [folder], {}
                 with atomic_write(done) as f:
                     json.dump({"steps": summary["steps"], "best_step": (summary["best"] or {}).get("step"),
-                               "train_seconds": round(logged_seconds(folder), 1),
-                               "pairs_per_s": round(summary["pairs_per_s"], 2), "machine": machine_line()}, f)
+                               "train_seconds": round(sum(logged_seconds(r) for r in runs), 1),
+                               "pairs_per_s": round(summary["pairs_per_s"], 2), "machine": machine_line(),
+                               **extra}, f)
             row = {"train": asdict(tcfg), "labelled_queries": n_labelled, **json.loads(done.read_text())}
+            if "labels_alpha" not in row and not pseudo:  # as fit chooses it on the run's own held-out tenth
+                row["labels_alpha"] = labels_alpha(folder, labelled_rows(args, corpus, queries, qrels, MINING[name],
+                                                                         labelled_ids) if name in MINING
+                                                   else labelled, queries, corpus, args, precision)
+        model = folder / "final" if name in CROSS_FIT else folder
         row.update({"pseudo": pseudo, "start": start or "all-MiniLM-L6-v2", "mining": MINING.get(name, DEFAULT_ARM),
                     "tuning_queries": len(tuning),
-                    **measure(folder, tuning, queries, corpus, args, precision)})
+                    **measure(model, tuning, queries, corpus, args, precision, row.get("labels_alpha"))})
         if pseudo:
             row["pseudo_train_seconds"] = json.loads((args.work / "pseudo-model" / "done.json").read_text())[
                 "train_seconds"]
@@ -265,16 +314,24 @@ def write_report(results: dict, output: Path, args) -> None:
              f"lever changed. First stage alone: nDCG@10 {fs['ndcg@10']:.4f}, MRR@10 {fs['mrr@10']:.4f}. k-fold: "
              "each tuning query at the alpha chosen on the other folds (5). p: paired randomisation test. Machine: "
              f"{'; '.join(sorted({r['machine'] for r in results.values()}))}.", "",
+             "labels' alpha: chosen as `hnm fit` chooses it, on the labelled queries alone (the tenth held out, or out "
+             "of fold when cross-fitted), and T at it.", "",
              "| variant | alone nDCG@10 | alpha 0.5 nDCG@10 | p vs base | k-fold nDCG@10 | k-fold MRR@10 | p vs first "
-             "stage | steps (best) | training min |", "| --- " * 9 + "|"]
+             "stage | labels' alpha | nDCG@10 at it | p vs first stage | steps (best) | training min |",
+             "| --- " * 12 + "|"]
     for name, r in results.items():
         pq, k = r["per_query"], r["k-fold alpha"]
         vs_base = (f"{p(pq['alpha 0.5']['ndcg@10'], base['per_query']['alpha 0.5']['ndcg@10']):.3f}"
                    if base and r is not base else "–")
         minutes = (r["train_seconds"] + r.get("pseudo_train_seconds", 0.0)) / 60
+        at = r.get("labels' alpha")
+        labels = "– | – | –"
+        if at:
+            vs_first = p(pq["labels' alpha"]["ndcg@10"], pq["first stage"]["ndcg@10"])
+            labels = f"{at['alpha']:g} | {at['ndcg@10']:.4f} | {vs_first:.3f}"
         lines.append(f"| {name} | {r['pure']['ndcg@10']:.4f} | {r['alpha 0.5']['ndcg@10']:.4f} | {vs_base} | "
                      f"{k['ndcg@10']:.4f} | {k['mrr@10']:.4f} | "
-                     f"{p(pq['k-fold alpha']['ndcg@10'], pq['first stage']['ndcg@10']):.3f} | "
+                     f"{p(pq['k-fold alpha']['ndcg@10'], pq['first stage']['ndcg@10']):.3f} | {labels} | "
                      f"{r['steps']} ({r['best_step']}) | {minutes:.1f} |")
     with atomic_write(output.with_suffix(".md")) as f:
         f.write("\n".join(lines) + "\n")

@@ -41,6 +41,7 @@ from pathlib import Path
 import numpy as np
 
 from hnm.config import RECIPES, FitConfig
+from hnm.crossfit import cross_fit
 from hnm.data import atomic_write, load_beir, read_jsonl
 from hnm.embed import EmbedConfig, resolve_precision
 from hnm.experiment import arm_mine_config, machine_line
@@ -93,26 +94,31 @@ def reranked(folder: Path, name: str, first: dict, queries, corpus, args, model:
 
 
 def measure(folder: Path, test_first: dict, train_first: dict, queries, corpus, train_qrels, test_qrels,
-            test_ids: list, args) -> dict:
+            test_ids: list, args, fitted: dict = None) -> dict:
     """One trained (N, seed): alpha on its tuning queries as `hnm fit` chooses it (in --alpha-folds folds, 0 when
-    the out-of-fold figure does not beat the first stage; on all of them at once with 1 fold or 1 query), then the
-    test split's figures and per-query values."""
+    the out-of-fold figure does not beat the first stage; on all of them at once with 1 fold or 1 query), or, when
+    cross-fitted, the alpha `fitted` (crossfit.cross_fit's result) chose out of fold on all N; then the test
+    split's figures and per-query values."""
     model = []
-    tuning = [q for q in json.loads((folder / "tuning_queries.json").read_text()) if q in train_first]
-    tune_first = {q: train_first[q] for q in tuning}
-    tune_run, tune_qrels = reranked(folder, "tuning", tune_first, queries, corpus, args, model), \
-        {q: train_qrels[q] for q in tuning}
-    folds = {}
-    if args.alpha_folds > 1 and len(tuning) > 1:
-        alpha, info = choose_alpha_kfold(tune_run, tune_first, tune_qrels, folds=args.alpha_folds)
-        curve, folds = info["curve"], {"out_of_fold": round(info["out_of_fold"], 5),
-                                       "first_stage_alone": round(info["first_stage"], 5)}
+    if fitted:  # folder is the cross-fit's final model, trained on all N, nothing held out
+        alpha, curve, n_tuning = fitted["alpha"], fitted["curve"], fitted["tuning_queries"]
+        folds = {k: fitted[k] for k in ("out_of_fold", "first_stage_alone", "epochs", "fold_best_epochs")}
     else:
-        alpha, curve = choose_alpha(tune_run, tune_first, tune_qrels)
+        tuning = [q for q in json.loads((folder / "tuning_queries.json").read_text()) if q in train_first]
+        tune_first, n_tuning, folds = {q: train_first[q] for q in tuning}, len(tuning), {}
+        tune_run, tune_qrels = reranked(folder, "tuning", tune_first, queries, corpus, args, model), \
+            {q: train_qrels[q] for q in tuning}
+        if args.alpha_folds > 1 and len(tuning) > 1:
+            alpha, info = choose_alpha_kfold(tune_run, tune_first, tune_qrels, folds=args.alpha_folds)
+            curve, folds = info["curve"], {"out_of_fold": round(info["out_of_fold"], 5),
+                                           "first_stage_alone": round(info["first_stage"], 5)}
+        else:
+            alpha, curve = choose_alpha(tune_run, tune_first, tune_qrels)
     pure = reranked(folder, "test", test_first, queries, corpus, args, model)
-    out = {"tuning_queries": len(tuning), "alpha": alpha, "tuning": folds,
+    out = {"tuning_queries": n_tuning, "alpha": alpha, "tuning": folds,
            "alpha_curve": {str(a): round(v, 5) for a, v in curve.items()},
-           "rerank_seconds": sum(json.loads((folder / f"{n}.json").read_text())["seconds"] for n in ("tuning", "test")),
+           "rerank_seconds": sum(json.loads((folder / f"{n}.json").read_text())["seconds"] for n in ("tuning", "test")
+                                 if (folder / f"{n}.json").exists()),
            "per_query": {}}
     for system, run in (("pure", pure), ("interpolated", interpolate(pure, test_first, alpha))):
         values = per_query_values(run, test_qrels)
@@ -172,6 +178,8 @@ def main() -> None:
     p.add_argument("--embed-precision", default="float32", help="of mining and the dense side of the hybrid")
     p.add_argument("--recipe", default="default", choices=list(RECIPES), help="hnm fit's recipes (config.RECIPES)")
     p.add_argument("--alpha-folds", type=int, default=FitConfig.alpha_folds, help="as hnm fit's (1: no folds)")
+    p.add_argument("--cross-fit", type=int, default=0, help="k > 1: no tuning split; alpha and the epochs chosen out "
+                                                             "of fold on all N in k folds (crossfit.py)")
     p.add_argument("--max-steps", type=int, help="smoke runs only: cut training short")
     p.add_argument("--resamples", type=int, default=10000)
     p.add_argument("--output", type=Path, help="JSON to write (default scripts/results/learning_curve.json, "
@@ -180,8 +188,9 @@ def main() -> None:
     p.add_argument("--report", action="store_true", help="only write the table and chart again from the JSON")
     p.add_argument("--quiet", action="store_true")
     args = p.parse_args()
-    output = args.output or HERE / "results" / ("learning_curve.json" if args.recipe == "default" else
-                                                 f"learning_curve_{args.recipe.replace('-', '_')}.json")
+    variant = ("" if args.recipe == "default" else "_" + args.recipe.replace("-", "_")) + \
+        (f"_cross_fit{args.cross_fit}" if args.cross_fit > 1 else "")
+    output = args.output or HERE / "results" / f"learning_curve{variant}.json"
     if args.report:
         write_outputs(json.loads(output.read_text()), output)
         return
@@ -213,6 +222,7 @@ def main() -> None:
               "first_stage": args.first_stage, "models": args.models, "top_k": args.top_k,
               "precision": args.precision, "embed_precision": args.embed_precision, "mined_queries": len(mined),
               "recipe": args.recipe, "alpha_folds": args.alpha_folds,
+              **({"cross_fit": args.cross_fit} if args.cross_fit > 1 else {}),
               "mine": asdict(mcfg), "train": {k: v for k, v in asdict(tcfg).items() if k not in ("seed", "save_every")}}
     report = {"config": config, "test_queries": test_ids,
               "first_stage": {**{m: float(np.mean([base[m].get(q, 0.0) for q in test_ids])) for m in METRICS},
@@ -231,7 +241,8 @@ def main() -> None:
             key = f"{n} queries, seed {seed}"
             if key in report["runs"]:
                 continue
-            folder = args.work / (f"n{n}-seed{seed}" + ("" if args.recipe == "default" else f"-{args.recipe}"))
+            folder = args.work / (f"n{n}-seed{seed}" + ("" if args.recipe == "default" else f"-{args.recipe}")
+                                  + (f"-cf{args.cross_fit}" if args.cross_fit > 1 else ""))
             folder.mkdir(parents=True, exist_ok=True)
             subset_rows = folder / "rows.jsonl"
             if not subset_rows.exists():
@@ -242,17 +253,29 @@ def main() -> None:
                         f"to train this recipe's, or give --work another folder")
             if not done.exists():
                 taught = teacher_rows(folder, subset_rows, tcfg, corpus, first_stage, args.quiet)  # as fit does
-                summary_ = train(taught, folder / "model", "all-MiniLM-L6-v2", replace(tcfg, seed=seed),
-                                 resume=(folder / "model" / "last").exists(), quiet=args.quiet)
+                if args.cross_fit > 1:
+                    ids = subset(mined, n, seed)
+                    fitted = cross_fit(taught, folder / "model", "all-MiniLM-L6-v2", replace(tcfg, seed=seed),
+                                       {q: train_first[q] for q in ids if q in train_first}, queries, corpus,
+                                       train_qrels, fcfg, args.cross_fit, args.quiet)
+                    runs = [folder / "model" / f"fold{f}" for f in range(args.cross_fit)] + [folder / "model" / "final"]
+                    summary_ = {"steps": sum(json.loads((r / "last" / "state.json").read_text())["step"] for r in runs),
+                                "pairs_per_s": 0.0, "best": None}
+                    extra = {"cross_fit": fitted}
+                else:
+                    summary_ = train(taught, folder / "model", "all-MiniLM-L6-v2", replace(tcfg, seed=seed),
+                                     resume=(folder / "model" / "last").exists(), quiet=args.quiet)
+                    runs, extra = [folder / "model"], {}
                 with atomic_write(done) as f:
                     json.dump({"steps": summary_["steps"], "pairs_per_s": round(summary_["pairs_per_s"], 2),
                                "best_step": (summary_["best"] or {}).get("step"),
-                               "train_seconds": round(logged_seconds(folder / "model"), 1),
-                               "machine": machine_line(), "train": config["train"]}, f, indent=1)
-            trained = {k: v for k, v in json.loads(done.read_text()).items() if k != "train"}
+                               "train_seconds": round(sum(logged_seconds(r) for r in runs), 1),
+                               "machine": machine_line(), "train": config["train"], **extra}, f, indent=1)
+            trained = {k: v for k, v in json.loads(done.read_text()).items() if k not in ("train", "cross_fit")}
+            fitted = json.loads(done.read_text()).get("cross_fit")
             entry = {"queries": n, "seed": seed, **trained,
-                     **measure(folder / "model", test_first, train_first, queries, corpus, train_qrels, test_qrels,
-                               test_ids, args)}
+                     **measure(folder / "model" / ("final" if fitted else ""), test_first, train_first, queries,
+                               corpus, train_qrels, test_qrels, test_ids, args, fitted)}
             report["runs"][key] = entry
             write_outputs(report, output, args.resamples)
             print(f"{key}: interpolated nDCG@10 {entry['interpolated']['ndcg@10']:.4f} "
@@ -305,10 +328,14 @@ def write_table(r: dict, path: Path) -> None:
             f"{c['mine']['num_negatives']} negatives a query, {c['mine']['random_share']:g} random); `hnm train`'s "
             f"defaults ({c['train']['loss']}, {c['train']['epochs']} epoch"
             + (f" of at least {c['train']['min_steps']:,} steps" if c['train'].get('min_steps') else "") +
-            f", {c['train']['max_length']} tokens, a "
-            f"tenth of the N held out as the tuning split), {c['precision']}; alpha chosen on that tuning split"
-            + (f" in {c['alpha_folds']} folds (0 unless the out-of-fold figure beats the first stage)"
-               if c.get("alpha_folds", 1) > 1 else "") + " over "
+            f", {c['train']['max_length']} tokens"
+            + (f"), {c['precision']}; cross-fitted in {c['cross_fit']} folds of the N (crossfit.py): each fold's "
+               f"queries re-ranked by a model trained on the others, alpha chosen on all N out of fold (in "
+               f"{c['alpha_folds']} folds, 0 unless it beats the first stage), and a final model trained on all N "
+               f"for the median of the folds' best epochs; over " if c.get("cross_fit") else
+               f", a tenth of the N held out as the tuning split), {c['precision']}; alpha chosen on that tuning "
+               f"split" + (f" in {c['alpha_folds']} folds (0 unless the out-of-fold figure beats the first stage)"
+                           if c.get("alpha_folds", 1) > 1 else "") + " over ") +
             f"the {c['first_stage']} first stage's top {c['top_k']}; the {len(r['test_queries'])} test queries' top "
             f"{c['top_k']} re-ranked. First stage alone ({c['first_stage']}): nDCG@10 {fs['ndcg@10']:.4f}, MRR@10 "
             f"{fs['mrr@10']:.4f}. p: paired randomisation test against the first stage alone, on each query's value "

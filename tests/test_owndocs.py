@@ -191,3 +191,28 @@ def test_a_recipe_taught_by_the_first_stage_trains_on_its_scores_of_the_mined_ro
     row = json.loads(teacher_rows(checked, mined, TrainConfig(distill=1.0, teacher_scores="first_stage",
                                                               held_out="candidates"), corpus, first_stage).read_text())
     assert row["candidate_ids"] == ["a", "b"]
+
+
+def test_fit_cross_fitted_stops_resumes_and_stores_alpha_in_the_final_model(kestrel, tmp_path):
+    out = tmp_path / "fit"
+    flags = ["fit", "--data", kestrel, "--output", out, "--models", "all-MiniLM-L6-v2", "--strategy", "dense",
+             "--num-negatives", "2", "--max-steps", "2", "--test-share", "0.2", "--recipe", "default",
+             "--cross-fit", "2", "--quiet"]
+    done = run_cli(*flags, "--stop-after", "1")
+    assert done.returncode == 0, done.stderr
+    assert "cross-fitted in 2 folds, no tuning split" in done.stdout
+    assert "(default recipe, fold0) stopped at step 1 of 2" in done.stdout and not (out / "report.md").exists()
+    done = run_cli(*flags)
+    assert done.returncode == 0, done.stderr
+    assert "the final model on all 4 queries" in done.stdout and "(cross-fitted)" in done.stdout
+    tuned = json.loads((out / "tune.json").read_text())
+    assert tuned["cross_fit"] == 2 and tuned["tuning_queries"] == 4 and tuned["recipe"] == "default"
+    held = [json.loads((out / "model" / f"fold{f}" / "tuning_queries.json").read_text()) for f in range(2)]
+    assert sorted(held[0] + held[1]) == json.loads((out / "split.json").read_text())["learn"]
+    from hnm.config import FirstStageConfig
+    from hnm.fit import fitted_checkpoint
+    from hnm.twostage import stored_alpha
+    assert fitted_checkpoint(out) == out / "model" / "final" / "last"
+    assert stored_alpha(out / "model" / "final" / "last", FirstStageConfig(models="all-MiniLM-L6-v2", top_k=20)) \
+        == tuned["alpha"] == json.loads((out / "report.json").read_text())["alpha"]
+    assert json.loads((out / "report.json").read_text())["checkpoint"] == str(out / "model" / "final" / "last")
