@@ -97,7 +97,7 @@ def cross_fit(rows: Path, out: Path, start: str, cfg: TrainConfig, first: Run, q
     epochs = final_epochs(fold_epochs)
     final = out / "final"
     if not (final / "done.json").exists():
-        say(f"cross-fitting: the final model on all {len(pure)} queries, {epochs} epochs (the fold models' best: "
+        say(f"cross-fitting: the final model on all {len(pure)} queries, {epochs} epoch{'s' * (epochs != 1)} (the fold models' best: "
             f"{', '.join(map(str, fold_epochs))}); alpha {tuned['alpha']:g} out of fold")
         summary = train(rows, final, start, replace(cfg, eval_fraction=0.0, folds=0, fold=0, epochs=epochs,
                                                     min_steps=0), resume=(final / "last").exists(), quiet=quiet)
