@@ -332,7 +332,7 @@ def write_report(results: dict, output: Path, args) -> None:
         lines.append(f"| {name} | {r['pure']['ndcg@10']:.4f} | {r['alpha 0.5']['ndcg@10']:.4f} | {vs_base} | "
                      f"{k['ndcg@10']:.4f} | {k['mrr@10']:.4f} | "
                      f"{p(pq['k-fold alpha']['ndcg@10'], pq['first stage']['ndcg@10']):.3f} | {labels} | "
-                     f"{r['steps']} ({r['best_step']}) | {minutes:.1f} |")
+                     f"{r['steps']} ({'–' if r['best_step'] is None else r['best_step']}) | {minutes:.1f} |")
     with atomic_write(output.with_suffix(".md")) as f:
         f.write("\n".join(lines) + "\n")
 
