@@ -64,7 +64,7 @@ def cross_fit(rows: Path, out: Path, start: str, cfg: TrainConfig, first: Run, q
               quiet: bool = False, say=print) -> dict:
     """Steps 1 to 4 of the module docstring on the mined `rows` of the labelled queries, whose first-stage lists
     (over rows of the corpus, as FirstStage.run gives them) are `first`. -> {"alpha", "epochs", "fold_best_epochs",
-    "checkpoint", ...alpha_of's keys}; the same dict is written to OUT/cross-fit.json. A training ended early by
+    "steps" (of the k + 1 trainings), "runs" (their folders), "checkpoint", ...alpha_of's keys}; the same dict is written to OUT/cross-fit.json. A training ended early by
     TrainConfig.stop_after returns {"stopped": step, "total_steps", "model": the folder's name}, and a rerun resumes
     it."""
     out = Path(out)
@@ -97,8 +97,8 @@ def cross_fit(rows: Path, out: Path, start: str, cfg: TrainConfig, first: Run, q
     epochs = final_epochs(fold_epochs)
     final = out / "final"
     if not (final / "done.json").exists():
-        say(f"cross-fitting: the final model on all {len(pure)} queries, {epochs} epoch{'s' * (epochs != 1)} (the fold models' best: "
-            f"{', '.join(map(str, fold_epochs))}); alpha {tuned['alpha']:g} out of fold")
+        say(f"cross-fitting: the final model on all {len(pure)} queries, {epochs} epoch{'s' * (epochs != 1)} (the "
+            f"fold models' best: {', '.join(map(str, fold_epochs))}); alpha {tuned['alpha']:g} out of fold")
         summary = train(rows, final, start, replace(cfg, eval_fraction=0.0, folds=0, fold=0, epochs=epochs,
                                                     min_steps=0), resume=(final / "last").exists(), quiet=quiet)
         if summary["steps"] < summary["total_steps"]:
@@ -108,8 +108,10 @@ def cross_fit(rows: Path, out: Path, start: str, cfg: TrainConfig, first: Run, q
     checkpoint = kept_checkpoint(final)
     about = {k: v for k, v in tuned.items() if k not in ("alpha", "first_stage", "stage")}
     store_alpha(checkpoint, tuned["alpha"], stage, {**about, "cross_fit": folds})
-    result = {**tuned, "cross_fit": folds, "epochs": epochs, "fold_best_epochs": fold_epochs,
-              "checkpoint": str(checkpoint)}
+    runs = [out / f"fold{f}" for f in range(folds)] + [final]
+    steps = sum(json.loads((r / "last" / "state.json").read_text())["step"] for r in runs)
+    result = {**tuned, "cross_fit": folds, "epochs": epochs, "fold_best_epochs": fold_epochs, "steps": steps,
+              "runs": [str(r) for r in runs], "checkpoint": str(checkpoint)}
     with atomic_write(done) as fh:
         json.dump(result, fh, indent=1)
     return result

@@ -266,9 +266,8 @@ def main() -> None:
                     first, judged = lists([r for _, r in read_jsonl(rows)])
                     fitted = cross_fit(rows, folder, begin, tcfg, first, queries, corpus, judged, stage_of(args),
                                        CROSS_FIT[name], args.quiet)
-                    runs = [folder / f"fold{f}" for f in range(CROSS_FIT[name])] + [folder / "final"]
-                    summary = {"steps": sum(json.loads((r / "last" / "state.json").read_text())["step"]
-                                            for r in runs), "best": None, "pairs_per_s": 0.0}
+                    runs = [Path(r) for r in fitted["runs"]]
+                    summary = {"steps": fitted["steps"], "best": None, "pairs_per_s": 0.0}
                     extra = {"cross_fit": {k: fitted[k] for k in ("alpha", "epochs", "fold_best_epochs",
                                                                    "out_of_fold", "first_stage_alone")},
                              "labels_alpha": fitted["alpha"]}

@@ -258,9 +258,8 @@ def main() -> None:
                     fitted = cross_fit(taught, folder / "model", "all-MiniLM-L6-v2", replace(tcfg, seed=seed),
                                        {q: train_first[q] for q in ids if q in train_first}, queries, corpus,
                                        train_qrels, fcfg, args.cross_fit, args.quiet)
-                    runs = [folder / "model" / f"fold{f}" for f in range(args.cross_fit)] + [folder / "model" / "final"]
-                    summary_ = {"steps": sum(json.loads((r / "last" / "state.json").read_text())["step"] for r in runs),
-                                "pairs_per_s": 0.0, "best": None}
+                    runs = [Path(r) for r in fitted["runs"]]
+                    summary_ = {"steps": fitted["steps"], "pairs_per_s": 0.0, "best": None}
                     extra = {"cross_fit": fitted}
                 else:
                     summary_ = train(taught, folder / "model", "all-MiniLM-L6-v2", replace(tcfg, seed=seed),
