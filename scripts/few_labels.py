@@ -1,7 +1,8 @@
 """The few-label headline: `hnm fit` with its recipe choice on Cranfield (train_80 -> test_20) over three training
 seeds, and the SciFact learning curve as fit's rule would pick it; scripts/results/few_labels.{json,md}.
 
-    nice -n 19 nohup python scripts/few_labels.py --data ../shared/data/cranfield --work /work/cache/fewlabels/fit &
+    nice -n 19 nohup python scripts/few_labels.py --data ../shared/data/cranfield --work /work/cache/fewlabels/fit \
+        --precision auto --commit &
 
 Per seed, `fit` (hnm/fit.py) runs as a user would run it, every default kept but the split names and the training
 seed: the hybrid first stage's top 20, the recipe chosen on the tuning queries (`--recipe auto`: under 400 queries to
@@ -14,7 +15,9 @@ The curve: scripts/results/learning_curve.json (the default recipe) and learning
 (N, seed); below config.FEW_LABELS queries the recipe whose tuning figure fit.choose_recipe prefers, the default at or
 above; per N the chosen entries' per-query values averaged over the seeds, against the first stage alone.
 
-Resumable: fit resumes each seed's folder; the BM25 re-rankings are cached beside it. Rerun the same command.
+Resumable: each seed is written to few_labels.json with every test query's values as it lands (--commit commits it),
+and a rerun trains only the seeds the file lacks, so a machine whose caches are gone starts from what has landed;
+within a seed, fit resumes its folder and the BM25 re-ranking is cached beside it. Rerun the same command.
 """
 
 import argparse
@@ -23,10 +26,13 @@ from pathlib import Path
 
 import numpy as np
 
-from hnm.config import FEW_LABELS, FirstStageConfig, FitConfig, MineConfig, TrainConfig
+from hnm.config import FEW_LABELS, PRECISIONS, FirstStageConfig, FitConfig, MineConfig, TrainConfig
 from hnm.data import atomic_write, load_beir
+from hnm.embed import resolve_precision
 from hnm.fit import choose_recipe, fit, fitted_checkpoint
 from hnm.metrics import per_query, randomisation_test, read_trec_run, write_trec_run
+
+from learning_curve import commit  # scripts/ is on the path of a script run from it
 
 HERE = Path(__file__).resolve().parent
 METRICS = ("ndcg@10", "mrr@10")
@@ -49,37 +55,59 @@ def bm25_pure(out: Path, bm25: dict, queries: dict, corpus: dict, quiet: bool) -
     return read_trec_run(path)
 
 
-def cranfield(args) -> dict:
-    corpus, queries, _ = load_beir(args.data, args.train_split)
+def run_seed(args, seed: int, corpus: dict, test_queries: dict, test_qrels: dict, qids: list) -> dict:
+    """One training seed of `hnm fit` on Cranfield, its test run read back: the entry committed for the seed, with
+    each test query's values, so that a later machine whose caches are gone starts from what has landed."""
+    from hnm.experiment import machine_line
+    from hnm.firststage import FirstStage
+    out = args.work / f"seed{seed}"
+    cfg = FitConfig(split=args.train_split, test_split=args.test_split, recipe=args.recipe,
+                    stage=FirstStageConfig(top_k=20, models=args.models), mine=MineConfig(models=args.models),
+                    train=TrainConfig(seed=seed, max_steps=args.max_steps, save_every=200, precision=args.precision))
+    fit(args.data, out, cfg, quiet=args.quiet)
+    tune = json.loads((out / "tune.json").read_text())
+    bm25 = FirstStage(corpus, FirstStageConfig(kind="bm25", top_k=20), args.quiet).run(
+        {q: test_queries[q] for q in qids}, args.quiet)
+    seconds = json.loads((out / "seconds.json").read_text())
+    lists = {"first_stage": values(read_trec_run(out / "runs" / "test.first-stage.trec"), test_qrels, qids),
+             "interpolated": values(read_trec_run(out / "runs" / "test.interpolated.trec"), test_qrels, qids),
+             "bm25": values(bm25, test_qrels, qids),
+             "pure_on_bm25_top20": values(bm25_pure(out, bm25, test_queries, corpus, args.quiet), test_qrels, qids)}
+    return {"seed": seed, "recipe": tune.get("recipe", "default"), "alpha": tune["alpha"], "precision": args.precision,
+            "minutes": round(sum(seconds.values()) / 60, 1), "machine": machine_line(),
+            "per_query": {k: {m: [round(float(x), 6) for x in v[m]] for m in METRICS} for k, v in lists.items()}}
+
+
+def cranfield(args, done: dict) -> None:
+    """Every seed of args.seeds not in `done` (the committed entries, by seed) trained, written and committed."""
+    corpus, _, _ = load_beir(args.data, args.train_split)
     _, test_queries, test_qrels = load_beir(args.data, args.test_split)
     qids = sorted(test_qrels)
-    stage = FirstStageConfig(top_k=20, models=args.models)
-    interpolated, pure_bm25, chosen = [], [], []
     for seed in args.seeds:
-        out = args.work / f"seed{seed}"
-        cfg = FitConfig(split=args.train_split, test_split=args.test_split, recipe=args.recipe, stage=stage,
-                        mine=MineConfig(models=args.models),
-                        train=TrainConfig(seed=seed, max_steps=args.max_steps, save_every=200))
-        fit(args.data, out, cfg, quiet=args.quiet)
-        interpolated.append(values(read_trec_run(out / "runs" / "test.interpolated.trec"), test_qrels, qids))
-        tune = json.loads((out / "tune.json").read_text())
-        chosen.append({"seed": seed, "recipe": tune.get("recipe", "default"), "alpha": tune["alpha"]})
-        if seed == args.seeds[0]:
-            first = values(read_trec_run(out / "runs" / "test.first-stage.trec"), test_qrels, qids)
-            from hnm.firststage import FirstStage
-            bm25 = FirstStage(corpus, FirstStageConfig(kind="bm25", top_k=20), args.quiet).run(
-                {q: test_queries[q] for q in qids}, args.quiet)
-        pure_bm25.append(values(bm25_pure(out, bm25, test_queries, corpus, args.quiet), test_qrels, qids))
-    mean = {m: np.mean([v[m] for v in interpolated], axis=0) for m in METRICS}  # (Q,) over the seeds
+        if str(seed) not in done:
+            done[str(seed)] = run_seed(args, seed, corpus, test_queries, test_qrels, qids)
+            write(args, done)
+            if args.commit:
+                commit(args.output, f"few labels: Cranfield test_20, fit seed {seed}", suffixes=(".json", ".md"))
+
+
+def headline(done: dict, queries: int) -> dict:
+    """The issue's figures over the landed seeds: each test query's value averaged over the seeds, tested against
+    the hybrid alone."""
+    runs = [done[k] for k in sorted(done, key=int)]
+    first = {m: np.array(runs[0]["per_query"]["first_stage"][m]) for m in METRICS}
+    mean = {m: np.mean([r["per_query"]["interpolated"][m] for r in runs], axis=0) for m in METRICS}  # (Q,)
+    pure = np.mean([r["per_query"]["pure_on_bm25_top20"]["ndcg@10"] for r in runs], axis=0)
     return {"first_stage": {m: float(first[m].mean()) for m in METRICS},
-            "bm25": {"ndcg@10": float(values(bm25, test_qrels, qids)["ndcg@10"].mean())},
+            "bm25": {"ndcg@10": float(np.mean(runs[0]["per_query"]["bm25"]["ndcg@10"]))},
             "pipeline": {**{m: float(mean[m].mean()) for m in METRICS},
                          "p_ndcg@10": randomisation_test(mean["ndcg@10"], first["ndcg@10"], n=10000, seed=0),
                          "p_mrr@10": randomisation_test(mean["mrr@10"], first["mrr@10"], n=10000, seed=0),
-                         "per_seed": [{**c, **{m: float(v[m].mean()) for m in METRICS}}
-                                      for c, v in zip(chosen, interpolated)], "seeds": len(args.seeds)},
-            "pure_on_bm25_top20": {"ndcg@10": float(np.mean([v["ndcg@10"].mean() for v in pure_bm25]))},
-            "test_queries": len(qids)}
+                         "per_seed": [{k: r[k] for k in ("seed", "recipe", "alpha", "precision", "minutes")}
+                                      | {m: float(np.mean(r["per_query"]["interpolated"][m])) for m in METRICS}
+                                      for r in runs], "seeds": len(runs)},
+            "pure_on_bm25_top20": {"ndcg@10": float(pure.mean())},
+            "test_queries": queries, "machines": sorted({r["machine"] for r in runs}), "runs": done}
 
 
 def curve(default: Path, few: Path) -> list:
@@ -116,18 +144,23 @@ def curve(default: Path, few: Path) -> list:
 
 def write_md(r: dict, path: Path) -> None:
     c = r["cranfield"]
-    lines = ["# Few labels: hnm fit's recipe choice on Cranfield test_20, and the SciFact curve as fit picks it", "",
-             f"Cranfield, {c['test_queries']} test queries, {c['pipeline']['seeds']} training seeds of `hnm fit "
-             f"--recipe auto` (made by `python scripts/few_labels.py`); p: paired randomisation test of each query's "
-             f"value averaged over the seeds against the hybrid alone.", "",
-             "| system | nDCG@10 | MRR@10 | p nDCG@10 | p MRR@10 |", "| --- | --- | --- | --- | --- |",
-             f"| hybrid first stage | {c['first_stage']['ndcg@10']:.4f} | {c['first_stage']['mrr@10']:.4f} | | |",
-             f"| fit's pipeline (interpolated) | {c['pipeline']['ndcg@10']:.4f} | {c['pipeline']['mrr@10']:.4f} | "
-             f"{c['pipeline']['p_ndcg@10']:.4f} | {c['pipeline']['p_mrr@10']:.4f} |",
-             f"| BM25 | {c['bm25']['ndcg@10']:.4f} | | | |",
-             f"| re-ranker alone on BM25's top 20 | {c['pure_on_bm25_top20']['ndcg@10']:.4f} | | | |", "",
-             "Per seed: " + "; ".join(f"seed {s['seed']}: {s['recipe']}, alpha {s['alpha']:g}, nDCG@10 "
-                                      f"{s['ndcg@10']:.4f}" for s in c["pipeline"]["per_seed"]) + ".", ""]
+    lines = ["# Few labels: hnm fit's recipe choice on Cranfield test_20, and the SciFact curve as fit picks it", ""]
+    if not c["runs"]:
+        lines += ["Cranfield: no training seed has landed yet.", ""]
+    else:
+        lines += [
+            f"Cranfield, {c['test_queries']} test queries, {c['pipeline']['seeds']} training seeds of `hnm fit "
+            f"--recipe auto` (made by `python scripts/few_labels.py`); p: paired randomisation test of each query's "
+            f"value averaged over the seeds against the hybrid alone. Machine: {'; '.join(c['machines'])}.", "",
+            "| system | nDCG@10 | MRR@10 | p nDCG@10 | p MRR@10 |", "| --- | --- | --- | --- | --- |",
+            f"| hybrid first stage | {c['first_stage']['ndcg@10']:.4f} | {c['first_stage']['mrr@10']:.4f} | | |",
+            f"| fit's pipeline (interpolated) | {c['pipeline']['ndcg@10']:.4f} | {c['pipeline']['mrr@10']:.4f} | "
+            f"{c['pipeline']['p_ndcg@10']:.4f} | {c['pipeline']['p_mrr@10']:.4f} |",
+            f"| BM25 | {c['bm25']['ndcg@10']:.4f} | | | |",
+            f"| re-ranker alone on BM25's top 20 | {c['pure_on_bm25_top20']['ndcg@10']:.4f} | | | |", "",
+            "Per seed: " + "; ".join(f"seed {s['seed']}: {s['recipe']}, alpha {s['alpha']:g}, nDCG@10 "
+                                     f"{s['ndcg@10']:.4f}, MRR@10 {s['mrr@10']:.4f} ({s['precision']}, "
+                                     f"{s['minutes']:g} min)" for s in c["pipeline"]["per_seed"]) + ".", ""]
     if r["curve"]:
         lines += ["SciFact learning curve, each (N, seed) with the recipe fit's rule picks:", "",
                   "| N | seeds | recipes | first stage nDCG@10 | pipeline nDCG@10 | p |", "| --- " * 6 + "|"]
@@ -149,15 +182,28 @@ def main() -> None:
     p.add_argument("--max-steps", type=int, help="smoke runs only: cut training short")
     p.add_argument("--output", type=Path, default=HERE / "results" / "few_labels.json")
     p.add_argument("--quiet", action="store_true")
+    p.add_argument("--precision", default="float32", choices=PRECISIONS,
+                   help="the re-ranker's (fit's default: float32; auto: bfloat16 where the CPU has it)")
+    p.add_argument("--commit", action="store_true", help="git-commit the JSON and table after each seed lands")
     args = p.parse_args()
-    report = {"cranfield": cranfield(args),
+    # recorded with each seed: seeds are independent trainings, and bfloat16's re-ranker scores stay within about
+    # 1e-4 cosine of float32's, far inside the spread between seeds, so a machine of either kind adds a seed
+    args.precision = resolve_precision(args.precision)
+    done = json.loads(args.output.read_text())["cranfield"].get("runs", {}) if args.output.exists() else {}
+    cranfield(args, done)
+    write(args, done)
+    print(args.output.with_suffix(".md").read_text())
+
+
+def write(args, done: dict) -> None:
+    """few_labels.json and .md from the landed seeds (an empty headline until one has)."""
+    test = load_beir(args.data, args.test_split)[2]
+    report = {"cranfield": headline(done, len(test)) if done else {"runs": {}},
               "curve": curve(args.output.with_name("learning_curve.json"),
                              args.output.with_name("learning_curve_few_label.json"))}
     with atomic_write(args.output) as f:
         json.dump(report, f, indent=1)
     write_md(report, args.output.with_suffix(".md"))
-    print(args.output.with_suffix(".md").read_text())
-
 
 if __name__ == "__main__":
     main()

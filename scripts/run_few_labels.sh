@@ -10,13 +10,12 @@
 #   2. the SciFact learning curve's small sizes (25, 50, 100 queries; 3 seeds) in the default recipe, in float32 so
 #      that a machine with bfloat16 and one without add to the same curve (learning_curve.py refuses to mix them);
 #   3. the few-label recipe's curve at the small sizes;
-#   4. the Cranfield headline: `hnm fit --recipe auto`, train_80 -> test_20, 3 seeds (few_labels.py; fit trains
-#      in float32, its default);
+#   4. the Cranfield headline: `hnm fit --recipe auto`, train_80 -> test_20, 3 seeds (few_labels.py; bfloat16 where
+#      the CPU has it, each seed committed with its precision as it lands);
 #   5. the curve's large sizes (200, 400, all 809) in the default recipe;
 #   6. Cranfield's other levers, then the few-label curve at 200 (fit's auto tries it below 400 queries), 400 and
 #      809 for the record.
-# learning_curve.py and ablate_few_labels.py commit their files as each run lands (--commit);
-# few_labels.json is committed by hand.
+# Each script commits its files as each run lands (--commit).
 #
 #   HNM_WORK=/work/cache/fewlabels HNM_DATA=../shared/data nohup scripts/run_few_labels.sh >> few.log 2>&1 &
 set -euo pipefail
@@ -53,7 +52,8 @@ levers cranfield few_labels_cranfield.json --train-split train_80 --work "$WORK/
   --levers "negatives mined by BM25" "base (the default recipe)"
 curve default 25 50 100
 curve few-label 25 50 100
-$PY scripts/few_labels.py --data "$DATA/cranfield" --work "$WORK/fit" --output "$RES/few_labels.json" --quiet
+$PY scripts/few_labels.py --data "$DATA/cranfield" --work "$WORK/fit" --output "$RES/few_labels.json" \
+  --precision auto --commit --quiet
 curve default 200 400 0
 levers cranfield few_labels_cranfield.json --train-split train_80 --work "$WORK/levers-cranfield"
 curve few-label 200 400 0
