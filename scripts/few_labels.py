@@ -21,6 +21,7 @@ within a seed, fit resumes its folder and the BM25 re-ranking is cached beside i
 """
 
 import argparse
+import functools
 import json
 from pathlib import Path
 
@@ -29,6 +30,7 @@ import numpy as np
 from hnm.config import FEW_LABELS, PRECISIONS, FirstStageConfig, FitConfig, MineConfig, TrainConfig
 from hnm.data import atomic_write, load_beir
 from hnm.embed import resolve_precision
+from hnm.firststage import FirstStage
 from hnm.fit import choose_recipe, fit, fitted_checkpoint
 from hnm.metrics import per_query, randomisation_test, read_trec_run, write_trec_run
 
@@ -55,19 +57,18 @@ def bm25_pure(out: Path, bm25: dict, queries: dict, corpus: dict, quiet: bool) -
     return read_trec_run(path)
 
 
-def run_seed(args, seed: int, corpus: dict, test_queries: dict, test_qrels: dict, qids: list) -> dict:
+def run_seed(args, seed: int, corpus: dict, test_queries: dict, test_qrels: dict, qids: list, bm25_top20) -> dict:
     """One training seed of `hnm fit` on Cranfield, its test run read back: the entry committed for the seed, with
-    each test query's values, so that a later machine whose caches are gone starts from what has landed."""
+    each test query's values, so that a later machine whose caches are gone starts from what has landed.
+    bm25_top20(): BM25's top 20 for the test queries, the same for every seed."""
     from hnm.experiment import machine_line
-    from hnm.firststage import FirstStage
     out = args.work / f"seed{seed}"
     cfg = FitConfig(split=args.train_split, test_split=args.test_split, recipe=args.recipe,
                     stage=FirstStageConfig(top_k=20, models=args.models), mine=MineConfig(models=args.models),
                     train=TrainConfig(seed=seed, max_steps=args.max_steps, save_every=200, precision=args.precision))
     fit(args.data, out, cfg, quiet=args.quiet)
     tune = json.loads((out / "tune.json").read_text())
-    bm25 = FirstStage(corpus, FirstStageConfig(kind="bm25", top_k=20), args.quiet).run(
-        {q: test_queries[q] for q in qids}, args.quiet)
+    bm25 = bm25_top20()
     seconds = json.loads((out / "seconds.json").read_text())
     lists = {"first_stage": values(read_trec_run(out / "runs" / "test.first-stage.trec"), test_qrels, qids),
              "interpolated": values(read_trec_run(out / "runs" / "test.interpolated.trec"), test_qrels, qids),
@@ -84,12 +85,18 @@ def cranfield(args, done: dict) -> None:
     corpus, _, _ = load_beir(args.data, args.train_split)
     _, test_queries, test_qrels = load_beir(args.data, args.test_split)
     qids = sorted(test_qrels)
+
+    @functools.cache
+    def bm25_top20() -> dict:  # built once, and only when a seed needs it
+        return FirstStage(corpus, FirstStageConfig(kind="bm25", top_k=20), args.quiet).run(
+            {q: test_queries[q] for q in qids}, args.quiet)
+
     for seed in args.seeds:
         landed = done.get(str(seed))
         # a seed that landed before the column "reranker_alone" is read back where its folder is still here
         if landed is None or ("reranker_alone" not in landed["per_query"]
                               and (args.work / f"seed{seed}" / "tune.json").exists()):
-            done[str(seed)] = run_seed(args, seed, corpus, test_queries, test_qrels, qids)
+            done[str(seed)] = run_seed(args, seed, corpus, test_queries, test_qrels, qids, bm25_top20)
             write(args, done)
             if args.commit:
                 commit(args.output, f"few labels: Cranfield test_20, fit seed {seed}", suffixes=(".json", ".md"))
